@@ -39,6 +39,9 @@ class EmagApiError(EmagSyncError):
         self.page = page
         self.status_code = status_code
         self.messages = list(messages)
+        # Writes only: ids in chunks eMAG accepted before this failure, and the ids of the failing chunk.
+        self.saved_ids: list[int] = []
+        self.chunk_ids: list[int] = []
         where = f"{account}: {resource}" + (f" page {page}" if page is not None else "")
         detail = f" (eMAG says: {'; '.join(str(m) for m in self.messages)})" if self.messages else ""
         super().__init__(f"{where}: {message}{detail}")
@@ -66,6 +69,10 @@ class EmagUnavailableError(EmagApiError):
 
 class EmagUncertainWriteError(EmagApiError):
     """A write whose outcome is unknown (sent, then the connection failed): re-read before trusting it."""
+
+
+class EmagPagingError(EmagApiError):
+    """A read did not end where ``count`` said (full pages past its pages plus one): nothing is lost, rerun."""
 
 
 class SyncLockedError(EmagSyncError):
