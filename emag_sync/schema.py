@@ -65,6 +65,9 @@ products = Table(
     Column("number_of_offers", Integer),
     Column("buy_button_rank", Integer),
     Column("best_offer_sale_price", Money),
+    # GPSR: eMAG answers a boolean on a plain read and a list of objects when filtered by product.
+    Column("gpsr_manufacturer", Boolean, comment="manufacturer details present on eMAG"),
+    Column("gpsr_eu_representative", Boolean, comment="EU representative details present on eMAG"),
     Column("raw_emag_data", JSONB, nullable=False),
     Column(
         "content_hash", Text, nullable=False, comment="md5 of the loaded fields: unchanged rows are skipped"
@@ -134,6 +137,13 @@ sync_runs = Table(
     Column("last_committed_page", Integer, nullable=False, server_default="0"),
     Column("batches_committed", Integer, nullable=False, server_default="0"),
     Column("records_read", Integer, nullable=False, server_default="0"),
+    Column(
+        "records_loaded",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="distinct records loaded (the run's seen set, kept after it is cleaned): DQ completeness",
+    ),
     Column("duplicates_skipped", Integer, nullable=False, server_default="0"),
     Column("rows_inserted", Integer, nullable=False, server_default="0"),
     Column("rows_updated", Integer, nullable=False, server_default="0"),
