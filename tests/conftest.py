@@ -76,7 +76,10 @@ def db_env(database_url: URL, monkeypatch: pytest.MonkeyPatch) -> URL:
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """The one Prefect test harness of the session; only flow tests ask for it."""
+    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        # Heartbeats cost about a second per flow run and detect nothing a test needs.
+        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            yield
