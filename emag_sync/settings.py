@@ -101,16 +101,18 @@ class Settings(BaseSettings):
         }
         return [name for name, value in values.items() if value is None]
 
-    def account_config(self, account: AccountType, password: SecretStr | None = None) -> AccountConfig:
+    def account_config(
+        self, account: AccountType, password: SecretStr | None = None, username: str | None = None
+    ) -> AccountConfig:
         """The account's connection settings; raises before any request when credentials are missing.
 
-        ``password`` lets a caller supply one from a Prefect Secret block instead of the environment.
+        ``password`` and ``username`` let a caller supply them from Prefect Secret blocks instead of the
+        environment.
         """
-        username: str | None = getattr(self, f"emag_{account.value}_username")
+        username = username or getattr(self, f"emag_{account.value}_username")
         password = password or getattr(self, f"emag_{account.value}_password")
-        missing = [
-            name for name in self.missing_credentials(account) if not (name.endswith("PASSWORD") and password)
-        ]
+        supplied = {"USERNAME": username, "PASSWORD": password}
+        missing = [name for name in self.missing_credentials(account) if not supplied[name.rsplit("_", 1)[1]]]
         if missing or username is None or password is None:
             raise MissingCredentialsError(
                 f"{account.label} account: credentials missing, set {' and '.join(missing)} "
