@@ -1,0 +1,106 @@
+"""Run the sandbox on a loopback port: in a background thread for tests, or in the foreground for the CLI."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from emag_sandbox.app import API_PREFIX, create_app
+from emag_sandbox.state import SandboxState
+from emag_sync.settings import AccountType
+
+STARTUP_TIMEOUT_SECONDS = 15.0
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """Where a running sandbox listens and the environment that points emag-sync at it."""
+
+    state: SandboxState
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The eMAG API base URL (``.../api-3``)."""
+        return self.base_url + API_PREFIX
+
+    @property
+    def control_url(self) -> str:
+        """Base of the ``/_sandbox`` control endpoints."""
+        return self.base_url + "/_sandbox"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """EMAG_API_URL and both accounts' sandbox credentials (well-known test values)."""
+        env = {"EMAG_API_URL": self.url}
+        for account in AccountType:
+            username, password = self.state.credentials[account]
+            env[f"EMAG_{account.label}_USERNAME"] = username
+            env[f"EMAG_{account.label}_PASSWORD"] = password
+        return env
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one. OSError (e.g. port in use) propagates."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _server(state: SandboxState) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(state), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+    )
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve(state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningSandbox]:
+    """Serve ``state`` with uvicorn in a background thread until the block exits."""
+    sock = bind_socket(host, port)
+    server = _server(state)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="emag-sandbox", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"eMAG sandbox did not start on {host}:{sock.getsockname()[1]}")
+            time.sleep(0.01)
+        yield RunningSandbox(state, host, sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(SHUTDOWN_TIMEOUT_SECONDS)
+        sock.close()
+
+
+def run_foreground(
+    state: SandboxState, host: str, port: int, on_ready: Callable[[RunningSandbox], None]
+) -> None:
+    """Serve ``state`` in this thread until Ctrl-C; ``on_ready`` runs once the port is bound."""
+    sock = bind_socket(host, port)
+    try:
+        on_ready(RunningSandbox(state, host, sock.getsockname()[1]))
+        _server(state).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,725 @@
+"""The sandbox's mutable world: both accounts' catalogues, their changes, faults, rate windows and logs."""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from emag_sandbox.catalogue import DEFAULT_PRODUCTS, PRICE_SCALE, Catalogue, catalogues, format_price
+from emag_sync.settings import EMAG_REQUESTS_PER_MINUTE, EMAG_REQUESTS_PER_SECOND, AccountType
+
+MAX_ITEMS_PER_PAGE = 100  # eMAG refuses more per read page
+DEFAULT_ITEMS_PER_PAGE = 100
+MAX_ENTITIES_PER_SAVE = 50  # eMAG section 1.5: bulk saves take at most 50 entities
+MAX_PRICE_DECIMALS = 4
+MAX_ID = 4_294_967_295
+MAX_STOCK = 65_535
+MAX_HANDLING_DAYS = 255
+OFFER_STATUSES = (0, 1, 2)
+RATE_LIMIT_MESSAGE = "API rate limit exceeded"
+RATE_WINDOW_SECONDS = 1.0
+MINUTE_SECONDS = 60.0
+SERVER_ERRORS = (500, 502, 504)
+PRODUCT_OFFER_SAVE_REQUIRED = ("id", "status", "sale_price", "vat_id", "handling_time", "stock")
+PRICE_FIELDS = ("sale_price", "recommended_price", "min_sale_price", "max_sale_price")
+MALFORMED_KINDS = ("missing_part_number", "bad_sale_price", "missing_id")
+# Well-known test values, printed by `emag-sync sandbox`; they protect nothing.
+SANDBOX_CREDENTIALS: dict[AccountType, tuple[str, str]] = {
+    AccountType.MAIN: ("sandbox-main", "sandbox-main-password"),
+    AccountType.FBE: ("sandbox-fbe", "sandbox-fbe-password"),
+}
+_KEY_FILTERS = ("id", "part_number", "part_number_key")
+_INT_FILTERS = (
+    "id",
+    "status",
+    "general_stock",
+    "estimated_stock",
+    "offer_validation_status",
+    "validation_status",
+    "translation_validation_status",
+)
+_STR_FILTERS = ("part_number", "part_number_key")
+
+
+class RequestRefused(Exception):
+    """eMAG refuses the request: HTTP 200 with ``isError: true`` and these messages."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+@dataclass
+class Faults:
+    """Faults injected into one account's answers. Defaults mean a healthy eMAG."""
+
+    latency_seconds: float = 0.0
+    error_rate: float = 0.0  # share of requests answered 500/502/504
+    force_429: int = 0  # the next N requests answer 429
+    error_pages: set[int] = field(default_factory=set)  # product_offer/read pages answering isError
+    malformed_rate: float = 0.0  # share of records served malformed (the same records on every read)
+    fail_from_request: int | None = None  # after N requests (since the faults were set) every call fails
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "malformed_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"faults: {name} must be between 0 and 1, got {value}")
+        if self.latency_seconds < 0 or self.force_429 < 0:
+            raise ValueError("faults: latency_seconds and force_429 must be >= 0")
+        if self.fail_from_request is not None and self.fail_from_request < 0:
+            raise ValueError("faults: fail_from_request must be >= 0 or null")
+        self.error_pages = {int(page) for page in self.error_pages}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Faults:
+        """From the control endpoint's JSON; unknown names are refused so typos do not pass silently."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"faults: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if values.get("error_pages") is not None:
+            values["error_pages"] = set(values["error_pages"])
+        return cls(**{k: v for k, v in values.items() if v is not None or k == "fail_from_request"})
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["error_pages"] = sorted(self.error_pages)
+        return data
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request as the sandbox saw it; ``account`` is None when the credentials matched no account."""
+
+    account: AccountType | None
+    resource: str
+    action: str
+    page: int | None
+    status_code: int
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": None if self.account is None else self.account.value,
+            "resource": self.resource,
+            "action": self.action,
+            "page": self.page,
+            "status_code": self.status_code,
+            "at": self.at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class AcceptedSave:
+    """One entity of a save that the sandbox applied."""
+
+    account: AccountType
+    resource: str
+    action: str
+    entity: dict[str, Any]
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account": self.account.value,
+            "resource": self.resource,
+            "action": self.action,
+            "entity": self.entity,
+            "at": self.at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the sandbox answers before looking at the request: proceed, 429 or a 5xx."""
+
+    status_code: int | None  # None: handle the request
+    latency_seconds: float
+    limit: int | None  # X-RateLimit-Limit-3second when rate limiting is on
+    remaining: int | None
+
+
+class _SlidingWindow:
+    """At most ``limit`` admitted arrivals in any ``window`` seconds (and ``per_minute`` in any 60 s)."""
+
+    def __init__(self, limit: int, window: float, per_minute: int) -> None:
+        self.limit = limit
+        self.window = window
+        self.per_minute = per_minute
+        self._arrivals: deque[float] = deque()
+
+    def admit(self, now: float) -> tuple[bool, int]:
+        """Admit an arrival at ``now`` (monotonic seconds); refused arrivals do not use up the budget."""
+        arrivals = self._arrivals
+        while arrivals and arrivals[0] <= now - MINUTE_SECONDS:
+            arrivals.popleft()
+        recent = 0
+        for at in reversed(arrivals):
+            if at <= now - self.window:
+                break
+            recent += 1
+        if recent >= self.limit or len(arrivals) >= self.per_minute:
+            return False, 0
+        arrivals.append(now)
+        return True, self.limit - recent - 1
+
+
+def _unit(*parts: int) -> float:
+    """A deterministic number in [0, 1) from integers (splitmix64), for per-record decisions."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 29
+    return value / 2**64
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Account:
+    catalogue: Catalogue
+    window: _SlidingWindow
+    overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)  # sorted record indices
+    requests_since_faults: int = 0
+    error_rng: random.Random = field(default_factory=random.Random)
+    version: int = 0  # bumped on every change that alters what a read returns
+    scan_cache: dict[tuple[tuple[str, object], ...], list[int]] = field(default_factory=dict)
+
+
+class SandboxState:
+    """Both accounts of one seller; records are generated on demand, only changes are stored."""
+
+    def __init__(
+        self,
+        products: int = DEFAULT_PRODUCTS,
+        main_products: int | None = None,
+        seed: int = 7,
+        rate_limit: bool = True,
+        requests_per_second: float = EMAG_REQUESTS_PER_SECOND,
+        per_minute: int = EMAG_REQUESTS_PER_MINUTE,
+        platform: str = "ro",
+    ) -> None:
+        if requests_per_second <= 0 or per_minute <= 0:
+            raise ValueError("requests_per_second and per_minute must be > 0")
+        self.seed = seed
+        self.platform = platform
+        self.rate_limit = rate_limit
+        self.requests_per_second = requests_per_second
+        self.per_minute = per_minute
+        self.credentials: dict[AccountType, tuple[str, str]] = dict(SANDBOX_CREDENTIALS)
+        self.catalogues = catalogues(products, main_products, seed, platform)
+        self.faults: dict[AccountType, Faults] = {}
+        self.request_log: list[LoggedRequest] = []
+        self.saves: list[AcceptedSave] = []
+        self._accounts: dict[AccountType, _Account] = {}
+        self._lock = threading.RLock()
+        self._change_counter = 0
+        self.reset()
+
+    # --- setup and control ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the freshly generated catalogues: no changes, faults, logs or rate history."""
+        with self._lock:
+            # a burst of N in a 1 s window is the same budget as N/s; fractional rates get longer windows
+            limit = max(1, int(self.requests_per_second))
+            window = limit / self.requests_per_second
+            for account, catalogue in self.catalogues.items():
+                self._accounts[account] = _Account(
+                    catalogue=catalogue,
+                    window=_SlidingWindow(limit, window, self.per_minute),
+                    error_rng=random.Random(self.seed * 10 + len(account.value)),
+                )
+                self.faults[account] = Faults()
+            self.request_log.clear()
+            self.saves.clear()
+
+    def set_faults(self, account: AccountType, faults: Faults | None = None, **changes: Any) -> Faults:
+        """Replace the account's faults (``faults`` or keyword fields); restarts fail_from_request's count."""
+        with self._lock:
+            new = faults if faults is not None else Faults(**changes)
+            state = self._accounts[account]
+            self.faults[account] = new
+            state.requests_since_faults = 0
+            state.error_rng = random.Random(self.seed * 10 + len(account.value))
+            self._changed(state)
+            return new
+
+    def authenticate(self, username: str, password: str) -> AccountType | None:
+        """The account these credentials open, or None (answered 401)."""
+        for account, (user, secret) in self.credentials.items():
+            if username == user and password == secret:
+                return account
+        return None
+
+    def log(
+        self, account: AccountType | None, resource: str, action: str, page: int | None, status: int
+    ) -> None:
+        with self._lock:
+            self.request_log.append(LoggedRequest(account, resource, action, page, status, _now()))
+
+    def gate(self, account: AccountType, *, now: float | None = None) -> Gate:
+        """Forced 429s, the rate limit, then injected failures, in that order; counts the request."""
+        with self._lock:
+            state = self._accounts[account]
+            faults = self.faults[account]
+            limit = state.window.limit if self.rate_limit else None
+            if faults.force_429 > 0:
+                faults.force_429 -= 1
+                return Gate(429, 0.0, limit, 0 if limit is not None else None)
+            remaining = None
+            if self.rate_limit:
+                admitted, remaining = state.window.admit(time.monotonic() if now is None else now)
+                if not admitted:
+                    return Gate(429, 0.0, limit, 0)
+            state.requests_since_faults += 1
+            status: int | None = None
+            if (
+                faults.fail_from_request is not None
+                and state.requests_since_faults > faults.fail_from_request
+            ):
+                # alternate a server error and an unreachable backend, as when eMAG goes away
+                status = 500 if state.requests_since_faults % 2 else 503
+            elif faults.error_rate > 0 and state.error_rng.random() < faults.error_rate:
+                status = SERVER_ERRORS[state.error_rng.randrange(len(SERVER_ERRORS))]
+            return Gate(status, faults.latency_seconds, limit, remaining)
+
+    # --- reads ------------------------------------------------------------------------------------
+    def read(self, account: AccountType, data: object) -> list[dict[str, Any]]:
+        """product_offer/read: one page of records matching the filters."""
+        params = _mapping(data)
+        page, per_page = _paging(params)
+        filters = _filters(params)
+        with self._lock:
+            if page in self.faults[account].error_pages:
+                raise RequestRefused([f"Could not read page {page} of product offers, please retry later"])
+            state = self._accounts[account]
+            offset = (page - 1) * per_page
+            by_product = any(key in filters for key in _KEY_FILTERS)
+            if not filters:
+                indices = self._live_slice(state, offset, per_page)
+            else:
+                indices = self._matching(state, filters)[offset : offset + per_page]
+            return [self._served(account, index, by_product=by_product) for index in indices]
+
+    def count(self, account: AccountType, data: object) -> dict[str, str]:
+        """product_offer/count: numbers as strings, like eMAG."""
+        params = _mapping(data)
+        _, per_page = _paging(params)
+        filters = _filters(params)
+        with self._lock:
+            state = self._accounts[account]
+            total = (
+                len(self._matching(state, filters)) if filters else state.catalogue.size - len(state.removed)
+            )
+        pages = -(-total // per_page)
+        return {"noOfItems": str(total), "noOfPages": str(pages), "itemsPerPage": str(per_page)}
+
+    def catalogue_records(self, account: AccountType) -> list[dict[str, Any]]:
+        """Every record a full read returns now, in page order (O(catalogue): for small catalogues)."""
+        with self._lock:
+            state = self._accounts[account]
+            removed = set(state.removed)
+            return [
+                self._served(account, index, by_product=False)
+                for index in range(state.catalogue.size)
+                if index not in removed
+            ]
+
+    def record_by_id(self, account: AccountType, emag_id: int) -> dict[str, Any] | None:
+        """The record with this id as a read filtered by id returns it, or None."""
+        with self._lock:
+            state = self._accounts[account]
+            index = self._live_index_of_id(state, emag_id)
+            return None if index is None else self._served(account, index, by_product=True)
+
+    def record_by_sku(self, account: AccountType, sku: str) -> dict[str, Any] | None:
+        """The record with this part_number (unmalformed), or None."""
+        with self._lock:
+            state = self._accounts[account]
+            index = state.catalogue.index_of_sku(sku)
+            if index is None or self._is_removed(state, index):
+                return None
+            return self._current(state, index)
+
+    # --- saves ------------------------------------------------------------------------------------
+    def save(self, account: AccountType, resource: str, action: str, data: object) -> None:
+        """offer/save or product_offer/save: validate every entity, then apply all or nothing."""
+        entities = data if isinstance(data, list) else [data]
+        if not entities:
+            raise RequestRefused(["No entities to save"])
+        if len(entities) > MAX_ENTITIES_PER_SAVE:
+            raise RequestRefused(
+                [f"Maximum {MAX_ENTITIES_PER_SAVE} entities per request, got {len(entities)}"]
+            )
+        required = PRODUCT_OFFER_SAVE_REQUIRED if resource == "product_offer" else ("id",)
+        with self._lock:
+            state = self._accounts[account]
+            planned: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+            errors: list[str] = []
+            for position, entity in enumerate(entities, start=1):
+                try:
+                    index, changes = self._validate_entity(state, entity, position, required)
+                except RequestRefused as refused:
+                    errors.extend(refused.messages)
+                    continue
+                planned.append((index, changes, dict(entity)))
+            if errors:
+                raise RequestRefused(errors)
+            at = _now()
+            for index, changes, entity in planned:
+                state.overrides.setdefault(index, {}).update(changes)
+                self.saves.append(AcceptedSave(account, resource, action, entity, at))
+            self._changed(state)
+
+    # --- changes between runs ---------------------------------------------------------------------
+    def remove_records(self, account: AccountType, n: int, *, ids: Iterable[int] = ()) -> list[int]:
+        """Remove ``n`` live records (chosen deterministically) plus ``ids``; returns the removed ids."""
+        with self._lock:
+            state = self._accounts[account]
+            chosen = self._pick(state, n)
+            for emag_id in ids:
+                index = self._live_index_of_id(state, emag_id)
+                if index is None:
+                    raise ValueError(f"{account.label}: no live record with id {emag_id}")
+                chosen.append(index)
+            for index in chosen:
+                if not self._is_removed(state, index):
+                    bisect.insort(state.removed, index)
+            self._changed(state)
+            return [state.catalogue.id_of(index) for index in chosen]
+
+    def reprice_records(self, account: AccountType, n: int) -> list[int]:
+        """Give ``n`` live records (chosen deterministically) a new sale_price inside their range."""
+        with self._lock:
+            state = self._accounts[account]
+            chosen = self._pick(state, n)
+            rng = random.Random(self.seed * 7919 + self._change_counter)
+            for index in chosen:
+                record = self._current(state, index)
+                low = _units(record["min_sale_price"])
+                high = _units(record["max_sale_price"])
+                old = _units(record["sale_price"])
+                new = old
+                while new == old and high > low:
+                    new = low + (rng.randrange(high - low + 1) // 100) * 100
+                state.overrides.setdefault(index, {})["sale_price"] = format_price(new)
+            self._changed(state)
+            return [state.catalogue.id_of(index) for index in chosen]
+
+    # --- internals --------------------------------------------------------------------------------
+    def _changed(self, state: _Account) -> None:
+        state.version += 1
+        state.scan_cache.clear()
+        self._change_counter += 1
+
+    def _pick(self, state: _Account, n: int) -> list[int]:
+        live = state.catalogue.size - len(state.removed)
+        if not 0 <= n <= live:
+            raise ValueError(f"{state.catalogue.account.label}: cannot pick {n} of {live} live records")
+        rng = random.Random(self.seed * 104_729 + self._change_counter)
+        removed = set(state.removed)
+        chosen: list[int] = []
+        taken: set[int] = set()
+        while len(chosen) < n:
+            index = rng.randrange(state.catalogue.size)
+            if index not in removed and index not in taken:
+                taken.add(index)
+                chosen.append(index)
+        return sorted(chosen)
+
+    @staticmethod
+    def _is_removed(state: _Account, index: int) -> bool:
+        position = bisect.bisect_left(state.removed, index)
+        return position < len(state.removed) and state.removed[position] == index
+
+    def _live_index_of_id(self, state: _Account, emag_id: int) -> int | None:
+        index = state.catalogue.index_of_id(emag_id)
+        return None if index is None or self._is_removed(state, index) else index
+
+    def _live_slice(self, state: _Account, offset: int, limit: int) -> list[int]:
+        """Live indices ``offset .. offset+limit`` in O(limit + log removed), like offset paging."""
+        removed = state.removed
+        # the offset-th live index is the least x with x - (removed indices <= x) == offset
+        index = offset
+        while True:
+            candidate = offset + bisect.bisect_right(removed, index)
+            if candidate == index:
+                break
+            index = candidate
+        result: list[int] = []
+        position = bisect.bisect_left(removed, index)
+        while len(result) < limit and index < state.catalogue.size:
+            if position < len(removed) and removed[position] == index:
+                position += 1
+            else:
+                result.append(index)
+            index += 1
+        return result
+
+    def _matching(self, state: _Account, filters: dict[str, object]) -> list[int]:
+        """Indices of live records matching the filters; key filters are O(1), others scan once."""
+        if any(key in filters for key in _KEY_FILTERS):
+            index: int | None = None
+            if "id" in filters:
+                index = state.catalogue.index_of_id(int(str(filters["id"])))
+            elif "part_number" in filters:
+                index = state.catalogue.index_of_sku(str(filters["part_number"]))
+            else:
+                index = state.catalogue.index_of_pnk(str(filters["part_number_key"]))
+            candidates = [] if index is None or self._is_removed(state, index) else [index]
+        else:
+            key = tuple(sorted(filters.items()))
+            cached = state.scan_cache.get(key)
+            if cached is not None:
+                return cached
+            removed = set(state.removed)
+            candidates = [i for i in range(state.catalogue.size) if i not in removed]
+        account = state.catalogue.account
+        result = [i for i in candidates if _matches(self._served(account, i, by_product=False), filters)]
+        if not any(key in filters for key in _KEY_FILTERS):
+            state.scan_cache[tuple(sorted(filters.items()))] = result
+        return result
+
+    def _current(self, state: _Account, index: int) -> dict[str, Any]:
+        record = state.catalogue.record(index)
+        changes = state.overrides.get(index)
+        if changes:
+            record.update(copy.deepcopy(changes))
+        return record
+
+    def _served(self, account: AccountType, index: int, *, by_product: bool) -> dict[str, Any]:
+        """The record as a read returns it: generated, changed by saves, maybe malformed."""
+        state = self._accounts[account]
+        record = self._current(state, index)
+        rate = self.faults[account].malformed_rate
+        account_key = 1 if account is AccountType.MAIN else 2
+        if rate > 0 and _unit(self.seed, account_key, index) < rate:
+            kind = MALFORMED_KINDS[int(_unit(self.seed, account_key, index, 1) * len(MALFORMED_KINDS))]
+            if kind == "missing_part_number":
+                del record["part_number"]
+            elif kind == "bad_sale_price":
+                record["sale_price"] = "12,5a"
+            else:
+                del record["id"]
+        if by_product:
+            # GPSR fields are completion flags in list reads but details when filtered to one product
+            for key in ("manufacturer", "eu_representative"):
+                record[key] = (
+                    [
+                        {
+                            "name": f"{record['brand']} Europe SRL",
+                            "address": "Bucuresti, Romania",
+                            "email": "gpsr@example.com",
+                        }
+                    ]
+                    if record[key]
+                    else []
+                )
+        return record
+
+    def _validate_entity(
+        self, state: _Account, entity: object, position: int, required: tuple[str, ...]
+    ) -> tuple[int, dict[str, Any]]:
+        """The record index and the field changes of one save entity; RequestRefused names the id."""
+        if not isinstance(entity, dict):
+            raise RequestRefused([f"Entity {position}: must be an object, got {type(entity).__name__}"])
+        raw_id = entity.get("id")
+        emag_id = _as_int(raw_id)
+        if emag_id is None or not 1 <= emag_id <= MAX_ID:
+            raise RequestRefused(
+                [f"Entity {position}: id must be an integer between 1 and {MAX_ID}, got {raw_id!r}"]
+            )
+        name = f"Offer id {emag_id}"
+        index = self._live_index_of_id(state, emag_id)
+        if index is None:
+            raise RequestRefused(
+                [f"{name}: no such offer in this account (saves only update existing offers)"]
+            )
+        errors = [
+            f"{name}: {key} is required when updating an offer" for key in required if key not in entity
+        ]
+        current = self._current(state, index)
+        changes: dict[str, Any] = {}
+        prices: dict[str, int | None] = {}
+        for key in PRICE_FIELDS:
+            if key in entity:
+                try:
+                    prices[key] = _price(entity[key], allow_null=key == "recommended_price")
+                except ValueError as exc:
+                    errors.append(f"{name}: {key} {exc}")
+        low = prices.get("min_sale_price") or _units(current["min_sale_price"])
+        high = prices.get("max_sale_price") or _units(current["max_sale_price"])
+        sale = prices.get("sale_price") or _units(current["sale_price"])
+        touched = {"sale_price", "min_sale_price", "max_sale_price"} & set(prices)
+        if touched and not errors:
+            if low >= high:
+                errors.append(
+                    f"{name}: max_sale_price {format_price(high)} must be greater than "
+                    f"min_sale_price {format_price(low)}"
+                )
+            elif not low <= sale <= high:
+                errors.append(
+                    f"{name}: sale_price {format_price(sale)} is outside "
+                    f"[min_sale_price {format_price(low)}, max_sale_price {format_price(high)}]"
+                )
+        recommended = prices.get("recommended_price")
+        if recommended is not None and recommended <= sale:
+            errors.append(
+                f"{name}: recommended_price {format_price(recommended)} must be greater than "
+                f"sale_price {format_price(sale)}"
+            )
+        errors.extend(_offer_field_errors(name, entity, changes, current))
+        if errors:
+            raise RequestRefused(errors)
+        for key, value in prices.items():
+            changes[key] = None if value is None else format_price(value)
+        return index, changes
+
+
+def _offer_field_errors(
+    name: str, entity: Mapping[str, Any], changes: dict[str, Any], current: Mapping[str, Any]
+) -> list[str]:
+    """Check status, vat_id, stock and handling_time; fill ``changes`` with what is valid."""
+    errors: list[str] = []
+    if "status" in entity:
+        status = _as_int(entity["status"])
+        if status not in OFFER_STATUSES:
+            errors.append(f"{name}: status must be 0, 1 or 2, got {entity['status']!r}")
+        changes["status"] = status
+    if "vat_id" in entity:
+        vat_id = _as_int(entity["vat_id"])
+        if vat_id is None or vat_id < 1:
+            errors.append(f"{name}: vat_id must be a positive integer, got {entity['vat_id']!r}")
+        changes["vat_id"] = vat_id
+    if "stock" in entity:
+        stock = _warehouse_values(entity["stock"], MAX_STOCK)
+        if stock is None:
+            errors.append(f"{name}: stock must be a list of {{warehouse_id, value 0..{MAX_STOCK}}}")
+        else:
+            general = sum(item["value"] for item in stock)
+            reserved = max(0, int(current["general_stock"]) - int(current["estimated_stock"]))
+            changes.update(stock=stock, general_stock=general, estimated_stock=max(0, general - reserved))
+    if "handling_time" in entity:
+        handling = _warehouse_values(entity["handling_time"], MAX_HANDLING_DAYS)
+        if handling is None:
+            errors.append(
+                f"{name}: handling_time must be a list of {{warehouse_id, value 0..{MAX_HANDLING_DAYS}}}"
+            )
+        changes["handling_time"] = handling
+    return errors
+
+
+def _warehouse_values(value: object, maximum: int) -> list[dict[str, int]] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    result = []
+    for item in value:
+        if not isinstance(item, dict):
+            return None
+        warehouse = _as_int(item.get("warehouse_id", 1))
+        amount = _as_int(item.get("value"))
+        if warehouse is None or amount is None or not 0 <= amount <= maximum:
+            return None
+        result.append({"warehouse_id": warehouse, "value": amount})
+    return result
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _units(value: str) -> int:
+    return int(Decimal(value) * PRICE_SCALE)
+
+
+def _price(value: object, *, allow_null: bool = False) -> int | None:
+    """A sent price to 1/10,000 units; ValueError says what is wrong with it."""
+    if value is None and allow_null:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be a decimal number, got {value!r}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"must be a decimal number, got {value!r}") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMALS:
+        raise ValueError(f"has more than {MAX_PRICE_DECIMALS} decimals: {value!r}")
+    return int(amount * PRICE_SCALE)
+
+
+def _mapping(data: object) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise RequestRefused([f"data must be an object for reads, got {type(data).__name__}"])
+    return data
+
+
+def _paging(params: Mapping[str, Any]) -> tuple[int, int]:
+    page = _as_int(params.get("currentPage", 1))
+    per_page = _as_int(params.get("itemsPerPage", DEFAULT_ITEMS_PER_PAGE))
+    if page is None or page < 1:
+        raise RequestRefused([f"currentPage must be an integer >= 1, got {params.get('currentPage')!r}"])
+    if per_page is None or per_page < 1:
+        raise RequestRefused([f"itemsPerPage must be an integer >= 1, got {params.get('itemsPerPage')!r}"])
+    if per_page > MAX_ITEMS_PER_PAGE:
+        raise RequestRefused([f"itemsPerPage must be at most {MAX_ITEMS_PER_PAGE}, got {per_page}"])
+    return page, per_page
+
+
+def _filters(params: Mapping[str, Any]) -> dict[str, object]:
+    """The supported filters that were sent; unknown keys are ignored like eMAG does."""
+    filters: dict[str, object] = {}
+    for key in _INT_FILTERS:
+        if params.get(key) is not None:
+            value = _as_int(params[key])
+            if value is None:
+                raise RequestRefused([f"Filter {key} must be an integer, got {params[key]!r}"])
+            filters[key] = value
+    for key in _STR_FILTERS:
+        if params.get(key) is not None:
+            filters[key] = str(params[key])
+    return filters
+
+
+def _matches(record: Mapping[str, Any], filters: Mapping[str, object]) -> bool:
+    for key, wanted in filters.items():
+        if key in ("general_stock", "estimated_stock"):
+            # eMAG: "a value between 0 and the input"
+            if not 0 <= int(record[key]) <= int(str(wanted)):
+                return False
+        elif key == "offer_validation_status":
+            if record[key]["value"] != wanted:
+                return False
+        elif key in ("validation_status", "translation_validation_status"):
+            if record[key][0]["value"] != wanted:
+                return False
+        elif record.get(key) != wanted:
+            return False
+    return True
