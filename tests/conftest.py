@@ -83,3 +83,29 @@ def prefect_harness() -> Iterator[None]:
         # Heartbeats cost about a second per flow run and detect nothing a test needs.
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             yield
+
+
+# --- the eMAG sandbox -------------------------------------------------------------------------------
+from emag_sandbox.server import RunningSandbox, serve
+from emag_sandbox.state import SandboxState
+
+
+@pytest.fixture
+def sandbox_state() -> SandboxState:
+    """A fresh sandbox world: FBE 250 / MAIN 200 records, rate limit OFF (turn on with .rate_limit = True)."""
+    return SandboxState(products=250, main_products=200, rate_limit=False)
+
+
+@pytest.fixture
+def sandbox_server(sandbox_state: SandboxState) -> Iterator[RunningSandbox]:
+    """``sandbox_state`` served on a free loopback port; ``.url`` is the /api-3 base, ``.env`` the settings."""
+    with serve(sandbox_state) as running:
+        yield running
+
+
+@pytest.fixture
+def sandbox_env(monkeypatch: pytest.MonkeyPatch, sandbox_server: RunningSandbox) -> RunningSandbox:
+    """Points the settings at ``sandbox_server`` (EMAG_API_URL and both accounts' credentials)."""
+    for name, value in sandbox_server.env.items():
+        monkeypatch.setenv(name, value)
+    return sandbox_server
