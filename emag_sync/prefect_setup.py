@@ -1,0 +1,131 @@
+"""One idempotent set-up of a Prefect server for emag-sync: Secret blocks, rate limits, work pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from emag_sync.errors import ConfigError
+from emag_sync.settings import AccountType, Settings
+from tasks.secrets import secret_block_name
+from tasks.shared_limit import GCL_LIMIT, gcl_name
+
+WORK_POOL_NAME = "emag-sync-pool"
+WORK_POOL_TYPE = "process"
+
+
+def _env_credentials(settings: Settings) -> Iterator[tuple[str, str, str | None]]:
+    """(block name, environment variable, value or None) for each of the four credentials."""
+    for account in AccountType:
+        for field in ("username", "password"):
+            value: str | SecretStr | None = getattr(settings, f"emag_{account.value}_{field}")
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            yield secret_block_name(account, field), f"EMAG_{account.label}_{field.upper()}", plain
+
+
+def _secret_blocks(settings: Settings) -> list[str]:
+    from prefect.blocks.system import Secret
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    done = []
+    for name, variable, value in _env_credentials(settings):
+        if value is None:
+            done.append(f"Secret block {name}: skipped, {variable} not set (an existing block is kept)")
+            continue
+        try:
+            block: Secret[Any] = run_coro_as_sync(Secret.aload(name))
+            existing = block.value.get_secret_value()
+        except ValueError:
+            existing = None
+        if existing == value:
+            done.append(f"Secret block {name}: unchanged")
+            continue
+        run_coro_as_sync(Secret(value=SecretStr(value)).asave(name, overwrite=True))
+        done.append(
+            f"Secret block {name}: {'updated' if existing is not None else 'created'} from {variable}"
+        )
+    return done
+
+
+def _rate_limits(per_second: float) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    done = []
+    wanted = f"limit {GCL_LIMIT}, slot decay {per_second}/s"
+    with get_client(sync_client=True) as client:
+        for account in AccountType:
+            name = gcl_name(account)
+            try:
+                current = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=GCL_LIMIT, slot_decay_per_second=per_second)
+                )
+                done.append(f"global concurrency limit {name}: created ({wanted})")
+                continue
+            same = (current.limit, current.slot_decay_per_second, current.active) == (
+                GCL_LIMIT,
+                per_second,
+                True,
+            )
+            if same:
+                done.append(f"global concurrency limit {name}: unchanged ({wanted})")
+                continue
+            client.update_global_concurrency_limit(
+                name,
+                GlobalConcurrencyLimitUpdate(limit=GCL_LIMIT, slot_decay_per_second=per_second, active=True),
+            )
+            done.append(f"global concurrency limit {name}: updated to {wanted}")
+    return done
+
+
+def _work_pool(name: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type=WORK_POOL_TYPE,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+            return [f"work pool {name}: created (type {WORK_POOL_TYPE})"]
+    return [f"work pool {name}: exists (type {pool.type})"]
+
+
+def setup_prefect(settings: Settings, *, work_pool: str = WORK_POOL_NAME, secrets: bool = True) -> list[str]:
+    """Create or update the Secret blocks (from the environment), the rate limits and the work pool.
+
+    Safe to run again; returns one line per object saying what happened. Never returns a secret value.
+    """
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise ConfigError(
+            "PREFECT_API_URL is not set: start a server (`prefect server start`) and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api first"
+        )
+    try:
+        done = [f"Prefect API: {api_url}"]
+        if secrets:
+            done += _secret_blocks(settings)
+        done += _rate_limits(settings.emag_requests_per_second)
+        done += _work_pool(work_pool)
+    except httpx.TransportError as exc:
+        raise ConfigError(
+            f"Prefect API at {api_url} is unreachable ({type(exc).__name__}); is `prefect server start` running?"
+        ) from exc
+    return done
