@@ -1,0 +1,478 @@
+"""The eMAG sandbox: behaviour the pipeline relies on, in-process and over a loopback port."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from emag_sandbox.app import create_app
+from emag_sandbox.catalogue import Catalogue
+from emag_sandbox.state import (
+    MAX_ENTITIES_PER_SAVE,
+    RATE_LIMIT_MESSAGE,
+    Faults,
+    SandboxState,
+)
+from emag_sync.settings import AccountType
+
+MAIN, FBE = AccountType.MAIN, AccountType.FBE
+PRICE = re.compile(r"^\d+\.\d{4}$")
+
+
+def client_for(state: SandboxState) -> TestClient:
+    return TestClient(create_app(state), base_url="http://sandbox")
+
+
+def call(
+    client: TestClient | httpx.Client,
+    state: SandboxState,
+    account: AccountType,
+    endpoint: str,
+    data: Any = None,
+    *,
+    wrap: bool = True,
+) -> httpx.Response:
+    body = {"data": data if data is not None else {}} if wrap else data
+    return client.post(f"/api-3/{endpoint}", json=body, auth=state.credentials[account])
+
+
+def results(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["isError"] is False, body
+    return body["results"]
+
+
+def refusal(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["isError"] is True, body
+    return list(body["messages"])
+
+
+@pytest.fixture
+def client(sandbox_state: SandboxState) -> TestClient:
+    return client_for(sandbox_state)
+
+
+# --- auth, envelope, paging -------------------------------------------------------------------------
+def test_missing_or_wrong_credentials_answer_401(sandbox_state: SandboxState, client: TestClient) -> None:
+    main_user, main_password = sandbox_state.credentials[MAIN]
+    fbe_user, _ = sandbox_state.credentials[FBE]
+    for auth in (None, (main_user, "wrong"), (fbe_user, main_password)):
+        response = client.post("/api-3/product_offer/read", json={"data": {}}, auth=auth)
+        assert response.status_code == 401
+        assert response.json()["isError"] is True
+    assert [r.status_code for r in sandbox_state.request_log] == [401, 401, 401]
+    assert {r.account for r in sandbox_state.request_log} == {None}
+
+
+def test_count_answers_strings_like_emag() -> None:
+    state = SandboxState(rate_limit=False)
+    client = client_for(state)
+    assert results(call(client, state, FBE, "product_offer/count")) == {
+        "noOfItems": "2550",
+        "noOfPages": "26",
+        "itemsPerPage": "100",
+    }
+    main = results(call(client, state, MAIN, "product_offer/count", {"itemsPerPage": 50}))
+    assert main == {"noOfItems": "2168", "noOfPages": "44", "itemsPerPage": "50"}
+
+
+def test_paging_ends_with_a_short_page_then_an_empty_one(
+    sandbox_state: SandboxState, client: TestClient
+) -> None:
+    sizes, ids = [], []
+    for page in range(1, 5):
+        records = results(call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": page}))
+        sizes.append(len(records))
+        ids += [r["id"] for r in records]
+    assert sizes == [100, 100, 50, 0]
+    assert len(set(ids)) == 250
+    assert [r.page for r in sandbox_state.request_log] == [1, 2, 3, 4]
+
+
+def test_data_wrapped_and_bare_bodies_read_the_same(sandbox_state: SandboxState, client: TestClient) -> None:
+    query = {"currentPage": "2", "itemsPerPage": "10"}  # eMAG clients also send numbers as strings
+    wrapped = results(call(client, sandbox_state, MAIN, "product_offer/read", query))
+    bare = results(call(client, sandbox_state, MAIN, "product_offer/read", query, wrap=False))
+    assert wrapped == bare
+    assert [r["id"] for r in wrapped] == [sandbox_state.catalogues[MAIN].id_of(i) for i in range(10, 20)]
+
+
+def test_bad_paging_and_bad_json_are_refused_with_is_error(
+    sandbox_state: SandboxState, client: TestClient
+) -> None:
+    assert (
+        "at most 100"
+        in refusal(call(client, sandbox_state, FBE, "product_offer/read", {"itemsPerPage": 101}))[0]
+    )
+    assert refusal(call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": 0}))
+    bad = client.post("/api-3/product_offer/read", content=b"{not json", auth=sandbox_state.credentials[FBE])
+    assert refusal(bad) == ["The request body is not valid JSON"]
+    unknown = call(client, sandbox_state, FBE, "product/frobnicate")
+    assert unknown.status_code == 404 and unknown.json()["isError"] is True
+    assert client.get("/api-3/product_offer/read", auth=sandbox_state.credentials[FBE]).status_code == 405
+
+
+def test_filters_id_part_number_and_status(sandbox_state: SandboxState, client: TestClient) -> None:
+    everything = sandbox_state.catalogue_records(FBE)
+    target = everything[42]
+    by_id = results(call(client, sandbox_state, FBE, "product_offer/read", {"id": target["id"]}))
+    by_sku = results(
+        call(client, sandbox_state, FBE, "product_offer/read", {"part_number": target["part_number"]})
+    )
+    assert [r["id"] for r in by_id] == [r["id"] for r in by_sku] == [target["id"]]
+    # GPSR fields: completion flags in list reads, details when filtered to one product
+    assert isinstance(target["manufacturer"], bool) and isinstance(by_id[0]["manufacturer"], list)
+    inactive = [r["id"] for r in everything if r["status"] == 0]
+    read = results(call(client, sandbox_state, FBE, "product_offer/read", {"status": 0}))
+    assert inactive and [r["id"] for r in read] == inactive
+    count = results(call(client, sandbox_state, FBE, "product_offer/count", {"status": 0}))
+    assert count["noOfItems"] == str(len(inactive))
+    assert results(call(client, sandbox_state, FBE, "product_offer/read", {"part_number": "NOPE"})) == []
+
+
+# --- the catalogue ----------------------------------------------------------------------------------
+def test_catalogue_is_deterministic_and_shares_skus_with_different_ids() -> None:
+    first, second, other = SandboxState(), SandboxState(), SandboxState(seed=8)
+    assert first.catalogue_records(FBE)[:50] == second.catalogue_records(FBE)[:50]
+    assert first.catalogue_records(FBE)[:50] != other.catalogue_records(FBE)[:50]
+    fbe = {r["part_number"]: r for r in first.catalogue_records(FBE)}
+    main = {r["part_number"]: r for r in first.catalogue_records(MAIN)}
+    assert len(fbe) == 2550 and len(main) == 2168
+    assert {"EMG469", "EMG470"} <= fbe.keys()
+    shared = fbe.keys() & main.keys()
+    assert len(shared) > 500
+    for sku in shared:
+        assert fbe[sku]["id"] != main[sku]["id"]
+        assert fbe[sku]["part_number_key"] == main[sku]["part_number_key"]  # the same eMAG product
+    assert not {r["id"] for r in fbe.values()} & {r["id"] for r in main.values()}
+
+
+def test_records_carry_the_observed_quirks() -> None:
+    records = SandboxState().catalogue_records(FBE)
+    for record in records:
+        sale, low, high = (Decimal(record[k]) for k in ("sale_price", "min_sale_price", "max_sale_price"))
+        assert all(PRICE.match(record[k]) for k in ("sale_price", "min_sale_price", "max_sale_price"))
+        assert 0 < low <= sale <= high
+        assert record["recommended_price"] is None or Decimal(record["recommended_price"]) > sale
+        assert 0 <= record["estimated_stock"] <= record["general_stock"]
+        assert record["status"] in (0, 1, 2) and record["currency"] == "RON"
+        assert isinstance(record["validation_status"], list)
+        assert set(record["validation_status"][0]) == {"value", "description", "errors"}
+        assert isinstance(record["translation_validation_status"], list)
+        assert set(record["offer_validation_status"]) == {"value", "description"}
+        assert isinstance(record["manufacturer"], bool) and isinstance(record["eu_representative"], bool)
+        assert record["images"] and record["handling_time"] and isinstance(record["vat_id"], int)
+    assert any(r["recommended_price"] is None for r in records)
+    assert any(r["family"] is None for r in records) and any(r["family"] for r in records)
+    assert any(r["url"] == "" for r in records)
+    assert any(r["ownership"] is True for r in records)
+    assert any("warehouse_id" not in r["stock"][0] for r in records)
+    assert any(r["stock"][0] == {"warehouse_id": 1, "value": r["general_stock"]} for r in records)
+    assert any(not re.fullmatch(r"\d{6,14}", ean) for r in records for ean in r["ean"])
+    assert {r["status"] for r in records} == {0, 1, 2}
+
+
+@pytest.mark.parametrize(("platform", "currency"), [("bg", "BGN"), ("hu", "HUF")])
+def test_platform_sets_the_currency(platform: str, currency: str) -> None:
+    records = SandboxState(products=20, platform=platform).catalogue_records(MAIN)
+    assert {r["currency"] for r in records} == {currency}
+    if platform == "hu":
+        assert all(r["sale_price"].endswith(".0000") for r in records)
+
+
+def test_catalogue_identity_maps_back_to_the_record() -> None:
+    catalogue = Catalogue(MAIN, 300, seed=3)
+    for index in (0, 3, 4, 299):
+        record = catalogue.record(index)
+        assert catalogue.index_of_id(record["id"]) == index
+        assert catalogue.index_of_sku(record["part_number"]) == index
+        assert catalogue.index_of_pnk(record["part_number_key"]) == index
+    assert catalogue.index_of_id(catalogue.id_of(300)) is None
+    assert catalogue.index_of_sku("EMG1") is None  # MAIN's first product is its own SKU
+
+
+def test_a_200k_record_state_is_created_lazily_and_reads_its_last_page() -> None:
+    state = SandboxState(products=200_000, main_products=200_000, rate_limit=False)
+    client = client_for(state)
+    assert results(call(client, state, MAIN, "product_offer/count"))["noOfPages"] == "2000"
+    last = results(call(client, state, FBE, "product_offer/read", {"currentPage": 2000}))
+    assert len(last) == 100 and last[-1]["part_number"] == "EMG200000"
+    assert results(call(client, state, FBE, "product_offer/read", {"currentPage": 2001})) == []
+    removed = state.remove_records(FBE, 3)
+    last = results(call(client, state, FBE, "product_offer/read", {"currentPage": 2000}))
+    assert len(last) == 97 and not {r["id"] for r in last} & set(removed)
+
+
+# --- rate limit -------------------------------------------------------------------------------------
+def test_sliding_window_allows_n_per_second_and_never_more() -> None:
+    state = SandboxState(products=10)
+    gates = [state.gate(FBE, now=t).status_code for t in (100.0, 100.1, 100.2, 100.3, 100.99)]
+    assert gates == [None, None, None, 429, 429]
+    assert state.gate(FBE, now=101.0).status_code is None  # the call at 100.0 left the window
+    assert state.gate(FBE, now=101.05).status_code == 429
+    assert state.gate(MAIN, now=100.3).status_code is None  # each account has its own budget
+    minute = SandboxState(products=10, requests_per_second=1000, per_minute=180)
+    assert [minute.gate(FBE, now=i / 100).status_code for i in range(181)].count(429) == 1
+
+
+def test_exceeding_3_per_second_answers_emag_429(client: TestClient, sandbox_state: SandboxState) -> None:
+    sandbox_state.rate_limit = True
+    answers = [call(client, sandbox_state, FBE, "product_offer/read", {"itemsPerPage": 1}) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["X-RateLimit-Remaining-3second"] for a in answers] == ["2", "1", "0"]
+    limited = call(client, sandbox_state, FBE, "offer/save", [{"id": 1}])  # writes share the budget
+    assert limited.status_code == 429
+    assert limited.json() == {"message": RATE_LIMIT_MESSAGE}
+    assert limited.headers["X-RateLimit-Limit-3second"] == "3"
+    assert limited.headers["X-RateLimit-Remaining-3second"] == "0"
+    assert call(client, sandbox_state, MAIN, "product_offer/count").status_code == 200
+    time.sleep(1.05)
+    # invalid requests count too: this one is refused by eMAG but uses up budget
+    assert refusal(call(client, sandbox_state, FBE, "product_offer/read", {"itemsPerPage": 500}))
+    assert call(client, sandbox_state, FBE, "product_offer/count").status_code == 200
+    assert call(client, sandbox_state, FBE, "product_offer/count").status_code == 200
+    assert call(client, sandbox_state, FBE, "product_offer/count").status_code == 429
+
+
+def test_requests_under_the_limit_are_never_refused(client: TestClient, sandbox_state: SandboxState) -> None:
+    sandbox_state.rate_limit = True
+    statuses = []
+    for _ in range(5):
+        statuses.append(call(client, sandbox_state, FBE, "product_offer/count").status_code)
+        time.sleep(0.34)
+    assert statuses == [200] * 5
+    sandbox_state.rate_limit = False
+    assert {call(client, sandbox_state, FBE, "product_offer/count").status_code for _ in range(10)} == {200}
+
+
+# --- saves ------------------------------------------------------------------------------------------
+def test_accepted_offer_save_changes_later_reads(client: TestClient, sandbox_state: SandboxState) -> None:
+    record = sandbox_state.catalogue_records(MAIN)[7]
+    new_price = (Decimal(record["min_sale_price"]) + Decimal("0.0100")).quantize(Decimal("0.0001"))
+    response = call(
+        client, sandbox_state, MAIN, "offer/save", [{"id": record["id"], "sale_price": str(new_price)}]
+    )
+    assert results(response) == []
+    read = results(call(client, sandbox_state, MAIN, "product_offer/read", {"id": record["id"]}))
+    assert read[0]["sale_price"] == f"{new_price:.4f}"
+    assert [(s.account, s.action, s.entity["id"]) for s in sandbox_state.saves] == [
+        (MAIN, "save", record["id"])
+    ]
+    # new bounds in the same entity make a price outside the old range acceptable
+    high = Decimal(record["max_sale_price"]) * 2
+    entity = {"id": record["id"], "sale_price": float(high), "max_sale_price": str(high + 1)}
+    assert results(call(client, sandbox_state, MAIN, "offer/save", entity)) == []
+    saved = sandbox_state.record_by_id(MAIN, record["id"])
+    assert saved is not None and Decimal(saved["sale_price"]) == high
+
+
+def test_invalid_saves_are_refused_whole_naming_each_id(
+    client: TestClient, sandbox_state: SandboxState
+) -> None:
+    good, bad = sandbox_state.catalogue_records(FBE)[:2]
+    too_high = str(Decimal(bad["max_sale_price"]) + 1)
+    messages = refusal(
+        call(
+            client,
+            sandbox_state,
+            FBE,
+            "offer/save",
+            [
+                {"id": good["id"], "sale_price": good["min_sale_price"]},
+                {"id": bad["id"], "sale_price": too_high},
+                {"id": 999, "sale_price": "10"},
+                {"id": good["id"], "sale_price": "1.23456"},
+                {"id": good["id"], "sale_price": "0"},
+                {"id": good["id"], "recommended_price": good["min_sale_price"]},
+            ],
+        )
+    )
+    assert len(messages) == 5
+    assert f"Offer id {bad['id']}" in messages[0] and "outside" in messages[0]
+    assert "Offer id 999" in messages[1] and "no such offer" in messages[1]
+    assert "4 decimals" in messages[2] and "greater than 0" in messages[3]
+    assert "recommended_price" in messages[4] and "greater than" in messages[4]
+    assert sandbox_state.saves == []
+    assert sandbox_state.catalogue_records(FBE)[0] == good  # nothing applied
+    too_many = [{"id": good["id"], "sale_price": good["sale_price"]}] * (MAX_ENTITIES_PER_SAVE + 1)
+    assert "Maximum 50 entities" in refusal(call(client, sandbox_state, FBE, "offer/save", too_many))[0]
+
+
+def test_product_offer_save_needs_the_full_offer(client: TestClient, sandbox_state: SandboxState) -> None:
+    record = sandbox_state.catalogue_records(MAIN)[0]
+    messages = refusal(
+        call(client, sandbox_state, MAIN, "product_offer/save", [{"id": record["id"], "status": 1}])
+    )
+    assert {m.split(": ")[1].split()[0] for m in messages} == {
+        "sale_price",
+        "vat_id",
+        "handling_time",
+        "stock",
+    }
+    full = {
+        "id": record["id"],
+        "status": 0,
+        "sale_price": record["sale_price"],
+        "vat_id": 1,
+        "handling_time": [{"warehouse_id": 1, "value": 2}],
+        "stock": [{"warehouse_id": 1, "value": 7}],
+    }
+    assert results(call(client, sandbox_state, MAIN, "product_offer/save", [full], wrap=True)) == []
+    read = sandbox_state.record_by_id(MAIN, record["id"])
+    assert read is not None
+    assert (read["status"], read["general_stock"], read["stock"]) == (0, 7, [{"warehouse_id": 1, "value": 7}])
+    assert read["handling_time"] == [{"warehouse_id": 1, "value": 2}]
+
+
+# --- faults -----------------------------------------------------------------------------------------
+def test_error_rate_answers_5xx_deterministically(client: TestClient, sandbox_state: SandboxState) -> None:
+    sandbox_state.set_faults(FBE, error_rate=1.0)
+    answer = call(client, sandbox_state, FBE, "product_offer/read")
+    assert answer.status_code in (500, 502, 504) and answer.headers["content-type"].startswith("text/html")
+    assert (
+        call(client, sandbox_state, MAIN, "product_offer/read").status_code == 200
+    )  # the other account works
+
+    def statuses() -> list[int]:
+        state = SandboxState(products=20, rate_limit=False)
+        state.set_faults(FBE, error_rate=0.3)
+        local = client_for(state)
+        return [call(local, state, FBE, "product_offer/count").status_code for _ in range(40)]
+
+    first = statuses()
+    assert first == statuses()
+    assert 3 <= sum(s != 200 for s in first) <= 25
+
+
+def test_forced_429_error_pages_and_fail_from_request(
+    client: TestClient, sandbox_state: SandboxState
+) -> None:
+    sandbox_state.set_faults(FBE, force_429=2, error_pages={2})
+    read = [call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": p}) for p in (1, 1, 1, 2)]
+    assert [r.status_code for r in read] == [429, 429, 200, 200]
+    assert read[0].json() == {"message": RATE_LIMIT_MESSAGE}
+    assert "page 2" in refusal(read[3])[0]
+    sandbox_state.set_faults(MAIN, fail_from_request=2)
+    codes = [call(client, sandbox_state, MAIN, "product_offer/count").status_code for _ in range(5)]
+    assert codes[:2] == [200, 200] and set(codes[2:]) <= {500, 503} and len(set(codes[2:])) == 2
+    sandbox_state.set_faults(MAIN)
+    assert call(client, sandbox_state, MAIN, "product_offer/count").status_code == 200
+
+
+def test_malformed_records_are_the_same_on_every_read(
+    client: TestClient, sandbox_state: SandboxState
+) -> None:
+    sandbox_state.set_faults(FBE, malformed_rate=0.2)
+    first = results(call(client, sandbox_state, FBE, "product_offer/read"))
+    assert first == results(call(client, sandbox_state, FBE, "product_offer/read"))
+    no_sku = [r for r in first if "part_number" not in r]
+    bad_price = [r for r in first if r["sale_price"] == "12,5a"]
+    no_id = [r for r in first if "id" not in r]
+    assert no_sku and bad_price and no_id
+    assert 8 <= len(no_sku) + len(bad_price) + len(no_id) <= 35
+    assert results(call(client, sandbox_state, FBE, "product_offer/count")) == {
+        "noOfItems": "250",
+        "noOfPages": "3",
+        "itemsPerPage": "100",
+    }
+
+
+def test_latency_overlaps_concurrent_requests(sandbox_state: SandboxState, sandbox_server: Any) -> None:
+    sandbox_state.set_faults(FBE, latency_seconds=0.4)
+    statuses: list[int] = []
+
+    def read() -> None:
+        with httpx.Client(base_url=sandbox_server.url, auth=sandbox_state.credentials[FBE]) as http:
+            statuses.append(http.post("/product_offer/count", json={"data": {}}).status_code)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 4
+    assert 0.4 <= elapsed < 1.2  # in parallel, not 4 x 0.4 s
+
+
+def test_removed_and_repriced_records_between_runs(client: TestClient, sandbox_state: SandboxState) -> None:
+    before = {r["id"]: r for r in sandbox_state.catalogue_records(MAIN)}
+    removed = sandbox_state.remove_records(MAIN, 5)
+    repriced = sandbox_state.reprice_records(MAIN, 4)
+    after = {r["id"]: r for r in sandbox_state.catalogue_records(MAIN)}
+    assert len(removed) == 5 and set(before) - set(after) == set(removed)
+    assert results(call(client, sandbox_state, MAIN, "product_offer/count"))["noOfItems"] == "195"
+    for emag_id in repriced:
+        new, old = after[emag_id], before[emag_id]
+        assert new["sale_price"] != old["sale_price"]
+        assert Decimal(new["min_sale_price"]) <= Decimal(new["sale_price"]) <= Decimal(new["max_sale_price"])
+    assert refusal(call(client, sandbox_state, MAIN, "offer/save", {"id": removed[0], "sale_price": "1"}))
+
+
+# --- control endpoints and the loopback server ------------------------------------------------------
+def test_control_endpoints(client: TestClient, sandbox_state: SandboxState) -> None:
+    set_ = client.post("/_sandbox/faults/fbe", json={"error_pages": [3], "latency_seconds": 0})
+    assert set_.status_code == 200 and set_.json()["error_pages"] == [3]
+    assert sandbox_state.faults[FBE] == Faults(error_pages={3})
+    assert client.post("/_sandbox/faults/fbe", json={"eror_rate": 1}).status_code == 422
+    assert client.post("/_sandbox/faults/nope", json={}).status_code == 404
+    refusal(call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": 3}))
+    log = client.get("/_sandbox/requests", params={"account": "fbe"}).json()
+    assert [(r["resource"], r["action"], r["page"], r["status_code"]) for r in log] == [
+        ("product_offer", "read", 3, 200)
+    ]
+    removed = client.post("/_sandbox/records/main/remove", json={"n": 2}).json()["removed"]
+    assert len(removed) == 2 and sandbox_state.record_by_id(MAIN, removed[0]) is None
+    assert len(client.post("/_sandbox/records/main/reprice", json={"n": 1}).json()["repriced"]) == 1
+    record = sandbox_state.catalogue_records(FBE)[0]
+    results(
+        call(
+            client, sandbox_state, FBE, "offer/save", {"id": record["id"], "sale_price": record["sale_price"]}
+        )
+    )
+    assert client.get("/_sandbox/saves").json()[0]["entity"]["id"] == record["id"]
+    assert client.post("/_sandbox/reset").json() == {"reset": True}
+    assert sandbox_state.request_log == [] and sandbox_state.saves == []
+    assert sandbox_state.faults[FBE] == Faults() and sandbox_state.record_by_id(MAIN, removed[0]) is not None
+
+
+def test_serve_on_a_loopback_port(sandbox_state: SandboxState, sandbox_server: Any) -> None:
+    assert sandbox_server.url.startswith("http://127.0.0.1:") and sandbox_server.url.endswith("/api-3")
+    assert set(sandbox_server.env) == {
+        "EMAG_API_URL",
+        "EMAG_MAIN_USERNAME",
+        "EMAG_MAIN_PASSWORD",
+        "EMAG_FBE_USERNAME",
+        "EMAG_FBE_PASSWORD",
+    }
+    with httpx.Client(base_url=sandbox_server.url) as http:
+        assert http.post("/product_offer/read", json={}).status_code == 401
+        env = sandbox_server.env
+        auth = (env["EMAG_FBE_USERNAME"], env["EMAG_FBE_PASSWORD"])
+        page = http.post("/product_offer/read", json={"data": {"currentPage": 3}}, auth=auth)
+        assert len(results(page)) == 50
+        http.post(sandbox_server.control_url + "/faults/fbe", json={"force_429": 1})
+        assert http.post("/product_offer/count", json={}, auth=auth).status_code == 429
+    assert [(r.account, r.status_code) for r in sandbox_state.request_log] == [
+        (None, 401),
+        (FBE, 200),
+        (FBE, 429),
+    ]
+
+
+def test_sandbox_env_points_settings_at_the_server(sandbox_env: Any) -> None:
+    from emag_sync.settings import get_settings
+
+    config = get_settings().account_config(FBE)
+    assert config.api_url == sandbox_env.url and config.username == "sandbox-fbe"
