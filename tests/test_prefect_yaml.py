@@ -1,0 +1,97 @@
+"""prefect.yaml parses as Prefect reads it and names flows, parameters and schedules that exist."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect import Flow
+
+from flows.serve import PREFECT_YAML, deployment_specs, load_entrypoint, runner_deployments
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = deployment_specs()
+BY_NAME = {spec["name"]: spec for spec in SPECS}
+ROUND_MINUTES = {0, 30}
+
+
+def _ids(specs: list[dict[str, Any]]) -> list[str]:
+    return [spec["name"] for spec in specs]
+
+
+def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    model = PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_YAML.read_text()))
+    assert model.name == "emag-sync"
+    assert model.pull and "prefect.deployments.steps.set_working_directory" in model.pull[0]
+    assert sorted(d.name or "" for d in model.deployments) == [
+        "dq-check",
+        "sync-both",
+        "sync-fbe",
+        "update-price",
+    ]
+    assert {d.work_pool.name for d in model.deployments if d.work_pool} == {"emag-sync-pool"}
+    assert all(d.work_pool for d in model.deployments)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_ids(SPECS))
+def test_entrypoint_names_an_existing_prefect_flow(spec: dict[str, Any]) -> None:
+    file_path, _, function = spec["entrypoint"].partition(":")
+    assert (ROOT / file_path).is_file(), f"{spec['name']}: {file_path} does not exist"
+    flow = load_entrypoint(spec["entrypoint"])
+    assert isinstance(flow, Flow), f"{spec['entrypoint']} is not a Prefect flow"
+    assert flow.fn.__name__ == function
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_ids(SPECS))
+def test_parameters_match_the_flow_signature(spec: dict[str, Any]) -> None:
+    flow = load_entrypoint(spec["entrypoint"])
+    signature = inspect.signature(flow.fn)
+    given = spec.get("parameters") or {}
+    assert set(given) <= set(signature.parameters), f"{spec['name']}: unknown parameters"
+    if spec.get("schedules"):
+        # A scheduled run has nobody to ask: every required parameter must be given, with a valid value.
+        flow.validate_parameters(given)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_ids(SPECS))
+def test_schedules_are_bucharest_crons_off_round_minutes(spec: dict[str, Any]) -> None:
+    from prefect.client.schemas.schedules import CronSchedule
+
+    for schedule in spec.get("schedules") or []:
+        assert set(schedule) == {"cron", "timezone"}, f"{spec['name']}: only cron schedules"
+        assert schedule["timezone"] == "Europe/Bucharest"
+        CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises when invalid
+        minute = schedule["cron"].split()[0]
+        assert minute.isdigit() and int(minute) not in ROUND_MINUTES, f"{spec['name']}: round minute {minute}"
+
+
+def test_schedules_and_parameters_per_deployment() -> None:
+    assert BY_NAME["sync-both"]["parameters"] == {"accounts": "both"}
+    assert BY_NAME["sync-fbe"]["parameters"] == {"accounts": "fbe"}
+    assert BY_NAME["dq-check"]["schedules"]
+    assert not BY_NAME["update-price"].get("schedules")
+    # FBE alone runs more often than the daily sync of both accounts.
+    assert BY_NAME["sync-both"]["schedules"][0]["cron"].split()[1].isdigit()
+    assert "/" in BY_NAME["sync-fbe"]["schedules"][0]["cron"].split()[1]
+
+
+@pytest.mark.parametrize("name", ["sync-both", "sync-fbe"])
+def test_sync_deployments_allow_one_run_at_a_time(name: str) -> None:
+    assert BY_NAME[name]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+
+
+def test_serve_builds_the_same_deployments_from_prefect_yaml() -> None:
+    served = {deployment.name: deployment for deployment in runner_deployments()}
+    assert set(served) == set(BY_NAME)
+    for name, spec in BY_NAME.items():
+        crons = [(s.schedule.cron, s.schedule.timezone) for s in served[name].schedules]
+        assert crons == [(s["cron"], s["timezone"]) for s in spec.get("schedules") or []]
+        assert served[name].parameters == (spec.get("parameters") or {})
+    assert served["sync-fbe"].concurrency_limit == 1
+    with pytest.raises(ValueError, match="no deployment named nope"):
+        runner_deployments(["nope"])
