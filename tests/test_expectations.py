@@ -1,0 +1,208 @@
+"""The data-quality checkpoint against the embedded PostgreSQL: clean data, the incident, warnings, CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy.engine import URL
+from typer.testing import CliRunner
+
+from emag_sync.cli import app
+from emag_sync.db import make_engine
+from emag_sync.schema import offers, products, sync_runs
+from emag_sync.settings import AccountType
+from expectations.checkpoint import run_checkpoint
+from expectations.report import dq_markdown, publish_dq_artifacts
+
+N = 40
+MAIN, FBE = AccountType.MAIN, AccountType.FBE
+
+
+def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run: bool = True) -> int | None:
+    """``n`` consistent product + offer rows for ``account`` (SKUs EMG1..EMGn) and a succeeded run row."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        ids = conn.execute(
+            insert(products).returning(products.c.id, products.c.sku),
+            [
+                {
+                    "sku": f"EMG{i}",
+                    "account_type": account.value,
+                    "emag_id": 1000 + i,
+                    "name": f"Product {i}",
+                    "raw_emag_data": {"id": 1000 + i, "part_number": f"EMG{i}"},
+                    "content_hash": "h",
+                    "last_synced_at": now,
+                }
+                for i in range(1, n + 1)
+            ],
+        ).all()
+        conn.execute(
+            insert(offers),
+            [
+                {
+                    "product_id": product_id,
+                    "sku": sku,
+                    "account_type": account.value,
+                    "emag_offer_id": 1000 + int(sku[3:]),
+                    "price": Decimal("121.8400"),
+                    "sale_price": Decimal("121.8400"),
+                    "min_sale_price": Decimal("100.0000"),
+                    "max_sale_price": Decimal("150.0000"),
+                    "currency": "RON",
+                    "stock": 10,
+                    "available_stock": 8,
+                    "reserved_stock": 2,
+                    "content_hash": "h",
+                    "last_synced_at": now,
+                }
+                for product_id, sku in ids
+            ],
+        )
+        if not with_run:
+            return None
+        return conn.scalar(
+            insert(sync_runs)
+            .values(
+                account_type=account.value,
+                status="succeeded",
+                items_per_page=100,
+                pages_per_batch=5,
+                expected_items=n,
+                records_read=n,
+                records_loaded=n,
+                rows_rejected=0,
+            )  # fmt: skip
+            .returning(sync_runs.c.id)
+        )
+
+
+def drop_offers(engine: Engine, account: AccountType, skus: list[str] | None = None) -> None:
+    """The incident: offers never committed (all of the account's, or the given SKUs')."""
+    query = delete(offers).where(offers.c.account_type == account.value)
+    with engine.begin() as conn:
+        conn.execute(query if skus is None else query.where(offers.c.sku.in_(skus)))
+
+
+def files_under(home: Path) -> list[Path]:
+    return [p for p in home.rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def reader_url(engine: Engine, database_url: URL) -> URL:
+    """A role with a password, so the test can prove the password never lands in GX's output."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE ROLE dq_reader LOGIN PASSWORD 'Pw-n0t-in-files-7431'"))
+        conn.execute(text("GRANT USAGE ON SCHEMA app TO dq_reader"))
+        conn.execute(text("GRANT SELECT ON ALL TABLES IN SCHEMA app TO dq_reader"))
+        conn.execute(text("GRANT UPDATE (dq_status, dq_results) ON app.emag_sync_runs TO dq_reader"))
+    return database_url.set(username="dq_reader", password="Pw-n0t-in-files-7431")
+
+
+def test_clean_database_passes_every_expectation_and_writes_docs_without_password(
+    engine: Engine, reader_url: URL, tmp_path: Path
+) -> None:
+    runs = {account: seed_catalogue(engine, account) for account in (MAIN, FBE)}
+    make_engine(reader_url).dispose()  # the role really connects with its password
+
+    results = [
+        run_checkpoint(reader_url, account, run_id=runs[account], home=tmp_path) for account in (MAIN, FBE)
+    ]
+
+    for result in results:
+        assert result.status == "passed", result.message
+        assert all(row.passed is True for row in result.rows), [r for r in result.rows if not r.passed]
+        assert {"critical", "warning"} == {row.severity for row in result.rows}
+        assert result.message == f"{result.account.value}: all {len(result.rows)} expectations passed"
+        assert result.data_docs_index.is_file()
+        assert result.data_docs_index.is_relative_to(tmp_path / "gx")
+    count_row = next(r for r in results[1].rows if r.name == "active_offer_count_equals_active_product_count")
+    assert count_row.observed == f"{N} active offers, {N} active products"
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(sync_runs.c.account_type, sync_runs.c.dq_status)).all())
+        rows_json = conn.scalar(select(sync_runs.c.dq_results).where(sync_runs.c.id == runs[FBE]))
+    assert stored == {"main": "passed", "fbe": "passed"}
+    assert len(rows_json) == len(results[1].rows) and rows_json[0]["passed"] is True
+
+    docs = files_under(tmp_path)
+    assert any(p.suffix == ".html" and "validations" in p.parts for p in docs)
+    assert any(p.suffix == ".json" and "validations" in p.parts for p in docs)
+    leaks = [p for p in docs if b"Pw-n0t-in-files-7431" in p.read_bytes()]
+    assert leaks == []
+    assert "Pw-n0t-in-files-7431" not in repr(results) + dq_markdown(results[1])
+    publish_dq_artifacts(results[0])  # outside a Prefect run: a no-op, no error
+
+
+def test_incident_fails_critical_expectations_with_counts_and_skus(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    runs = {account: seed_catalogue(engine, account) for account in (MAIN, FBE)}
+    drop_offers(engine, FBE)  # 40 FBE products, 0 offers: the incident
+    drop_offers(engine, MAIN, ["EMG5", "EMG17", "EMG33"])
+    with engine.begin() as conn:  # FBE's run also loaded fewer records than eMAG counted
+        conn.execute(update(sync_runs).where(sync_runs.c.id == runs[FBE]).values(records_loaded=N - 4))
+
+    fbe = run_checkpoint(database_url, FBE, run_id=runs[FBE], home=tmp_path)
+    main = run_checkpoint(database_url, MAIN, run_id=None, home=tmp_path)  # standalone: latest succeeded run
+
+    assert fbe.status == "failed" and main.status == "failed"
+    assert fbe.message.startswith(f"fbe: active offers 0 != active products {N}; ")
+    assert f"fbe: {N} active products without exactly one active offer: " in fbe.message
+    assert "(+20 more)" in fbe.message  # the SKU list is bounded
+    assert f"fbe: records loaded {N - 4} + rejected 0 != eMAG count {N} (run {runs[FBE]})" in fbe.message
+    assert {r.name for r in fbe.critical_failures} == {
+        "active_offer_count_equals_active_product_count",
+        "active_product_has_one_active_offer",
+        "run_complete_against_emag_count",
+    }
+    assert main.message == (
+        f"main: active offers {N - 3} != active products {N}; "
+        "main: 3 active products without exactly one active offer: EMG17, EMG33, EMG5"
+    )
+    assert main.run_id == runs[MAIN]
+    markdown = dq_markdown(fbe)
+    assert "| active_offer_count_equals_active_product_count | critical | FAIL | 0 active offers" in markdown
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(sync_runs.c.account_type, sync_runs.c.dq_status)).all())
+    assert stored == {"fbe": "failed", "main": None}  # a standalone check does not rewrite run history
+
+
+def test_warning_only_problem_reports_but_does_not_fail(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    seed_catalogue(engine, FBE, with_run=False)  # no sync run yet: completeness is not applicable
+    with engine.begin() as conn:
+        conn.execute(update(offers).where(offers.c.sku == "EMG7").values(sale_price=Decimal("151.0000")))
+
+    result = run_checkpoint(database_url, FBE, run_id=None, home=tmp_path)
+
+    assert result.status == "warning"
+    assert result.critical_failures == []
+    assert result.message == "fbe: 1 active offers with sale_price > max_sale_price: EMG7"
+    not_applicable = {r.name for r in result.rows if r.passed is None}
+    assert not_applicable == {"run_complete_against_emag_count", "rejected_share_under_threshold"}
+
+
+def test_cli_check_exit_codes(
+    engine: Engine, db_env: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path))
+    seed_catalogue(engine, FBE)
+    runner = CliRunner()
+
+    ok = runner.invoke(app, ["check", "--account", "fbe"])
+    assert ok.exit_code == 0, ok.output
+    assert "Data quality fbe: passed" in ok.stdout
+    assert str(tmp_path / "gx") in ok.stdout.replace("\n", "")
+
+    drop_offers(engine, FBE)
+    failed = runner.invoke(app, ["check", "--account", "fbe"])
+    assert failed.exit_code == 1
+    assert f"fbe: active offers 0 != active products {N}" in failed.stderr
+
+    bad = runner.invoke(app, ["check", "--account", "shop"])
+    assert bad.exit_code == 1 and "main, fbe or both" in bad.stderr
