@@ -240,3 +240,45 @@ def sandbox(
         _fail(f"sandbox cannot listen on {host}:{port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def check(
+    account: str = typer.Option("both", "--account", "-a", help="main, fbe or both"),
+    reject_threshold: float = typer.Option(
+        0.01, min=0.0, max=1.0, help="warn when a run rejected more than this share of records"
+    ),
+) -> None:
+    """Run the data-quality checkpoint against the database; exit 1 on a critical failure."""
+    from rich.markup import escape
+
+    from emag_sync.console import console
+    from emag_sync.db import engine_from_settings
+    from emag_sync.errors import EmagSyncError
+    from emag_sync.settings import get_settings, parse_accounts
+    from expectations.checkpoint import run_checkpoint
+    from expectations.report import dq_table
+
+    try:
+        accounts = parse_accounts(account)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = get_settings()
+    try:
+        engine = engine_from_settings(settings)  # starts the embedded server if used, schema in place
+        url = engine.url
+        engine.dispose()
+        results = [
+            run_checkpoint(url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold)
+            for a in accounts
+        ]
+    except EmagSyncError as exc:
+        _fail(str(exc))
+    for result in results:
+        console.print(dq_table(result))
+        if result.warnings and not result.critical_failures:
+            console.print(f"[yellow]warning:[/] {escape(result.message)}")
+    console.print(f"Data Docs: {results[0].data_docs_index}")
+    failures = [result.message for result in results if result.critical_failures]
+    if failures:
+        _fail("; ".join(failures))
