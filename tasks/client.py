@@ -342,8 +342,8 @@ class EmagClient:
     """One eMAG account: Basic auth, pacing through the account's shared limiter, retries, envelope check.
 
     ``transport`` lets tests hand in the sandbox; ``limiter`` defaults to the account's process-wide one;
-    ``sleep`` and ``jitter`` drive backoff (tests make them instant or deterministic); ``look_ahead`` is
-    how many page requests ``iter_pages`` keeps in flight.
+    ``sleep`` and ``jitter`` replace backoff's waiting and randomness (tests make them instant or fixed);
+    ``look_ahead`` is how many page requests ``iter_pages`` keeps in flight.
     """
 
     def __init__(
@@ -353,7 +353,7 @@ class EmagClient:
         transport: httpx.BaseTransport | None = None,
         limiter: Limiter | None = None,
         look_ahead: int = DEFAULT_LOOK_AHEAD,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         if look_ahead < 1:
@@ -566,7 +566,7 @@ class EmagClient:
                 attempts - 1,
                 delay,
             )
-            self._sleep(delay)
+            self._pause(delay, cancel)
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _attempt(self, site: CallSite, data: Any) -> Verdict:
@@ -590,6 +590,15 @@ class EmagClient:
             _since(started),
         )
         return classify(response, site)
+
+    def _pause(self, delay: float, cancel: threading.Event | None) -> None:
+        """Wait out a backoff; a look-ahead read wakes early (and drops out) when its read has ended."""
+        if self._sleep is not None:
+            self._sleep(delay)
+        elif cancel is None:
+            time.sleep(delay)
+        elif cancel.wait(delay):
+            raise _Cancelled
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Retry-After when eMAG sends one, else exponential backoff with jitter (half fixed, half random)."""
