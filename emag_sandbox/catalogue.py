@@ -107,6 +107,11 @@ def _product_no_of_pnk(seed: int, pnk: str) -> int | None:
     return ((code - seed) * _PNK_MULT_INV) % _PNK_SPACE
 
 
+def account_key(account: AccountType) -> int:
+    """A small integer per account, for seeding per-account generators."""
+    return _ACCOUNT_KEY[account]
+
+
 def _ean13(rng: random.Random) -> str:
     body = "594" + f"{rng.randrange(10**9):09d}"
     total = sum(int(d) * (3 if k % 2 else 1) for k, d in enumerate(body))

@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from emag_sandbox.catalogue import DEFAULT_PRODUCTS, PRICE_SCALE, Catalogue, catalogues, format_price
+from emag_sandbox.catalogue import (
+    DEFAULT_PRODUCTS,
+    PRICE_SCALE,
+    Catalogue,
+    account_key,
+    catalogues,
+    format_price,
+)
 from emag_sync.settings import EMAG_REQUESTS_PER_MINUTE, EMAG_REQUESTS_PER_SECOND, AccountType
 
 MAX_ITEMS_PER_PAGE = 100  # eMAG refuses more per read page
@@ -164,7 +171,8 @@ class _SlidingWindow:
     def admit(self, now: float) -> tuple[bool, int]:
         """Admit an arrival at ``now`` (monotonic seconds); refused arrivals do not use up the budget."""
         arrivals = self._arrivals
-        while arrivals and arrivals[0] <= now - MINUTE_SECONDS:
+        horizon = max(MINUTE_SECONDS, self.window)
+        while arrivals and arrivals[0] <= now - horizon:
             arrivals.popleft()
         recent = 0
         for at in reversed(arrivals):
@@ -244,7 +252,7 @@ class SandboxState:
                 self._accounts[account] = _Account(
                     catalogue=catalogue,
                     window=_SlidingWindow(limit, window, self.per_minute),
-                    error_rng=random.Random(self.seed * 10 + len(account.value)),
+                    error_rng=self._error_rng(account),
                 )
                 self.faults[account] = Faults()
             self.request_log.clear()
@@ -257,9 +265,13 @@ class SandboxState:
             state = self._accounts[account]
             self.faults[account] = new
             state.requests_since_faults = 0
-            state.error_rng = random.Random(self.seed * 10 + len(account.value))
+            state.error_rng = self._error_rng(account)
             self._changed(state)
             return new
+
+    def _error_rng(self, account: AccountType) -> random.Random:
+        """The same seed and account give the same sequence of injected errors."""
+        return random.Random(self.seed * 10 + account_key(account))
 
     def authenticate(self, username: str, password: str) -> AccountType | None:
         """The account these credentials open, or None (answered 401)."""
@@ -282,7 +294,7 @@ class SandboxState:
             limit = state.window.limit if self.rate_limit else None
             if faults.force_429 > 0:
                 faults.force_429 -= 1
-                return Gate(429, 0.0, limit, 0 if limit is not None else None)
+                return Gate(429, 0.0, state.window.limit, 0)
             remaining = None
             if self.rate_limit:
                 admitted, remaining = state.window.admit(time.monotonic() if now is None else now)
@@ -399,9 +411,9 @@ class SandboxState:
                 if index is None:
                     raise ValueError(f"{account.label}: no live record with id {emag_id}")
                 chosen.append(index)
+            chosen = sorted(set(chosen))
             for index in chosen:
-                if not self._is_removed(state, index):
-                    bisect.insort(state.removed, index)
+                bisect.insort(state.removed, index)
             self._changed(state)
             return [state.catalogue.id_of(index) for index in chosen]
 
@@ -414,11 +426,12 @@ class SandboxState:
             for index in chosen:
                 record = self._current(state, index)
                 low = _units(record["min_sale_price"])
-                high = _units(record["max_sale_price"])
+                span = _units(record["max_sale_price"]) - low
                 old = _units(record["sale_price"])
-                new = old
-                while new == old and high > low:
-                    new = low + (rng.randrange(high - low + 1) // 100) * 100
+                step = 100 if span >= 200 else 1  # whole cents when the range allows it
+                new = low + rng.randrange(span // step + 1) * step
+                if new == old:
+                    new = low + span if old == low else low
                 state.overrides.setdefault(index, {})["sale_price"] = format_price(new)
             self._changed(state)
             return [state.catalogue.id_of(index) for index in chosen]
@@ -509,9 +522,9 @@ class SandboxState:
         state = self._accounts[account]
         record = self._current(state, index)
         rate = self.faults[account].malformed_rate
-        account_key = 1 if account is AccountType.MAIN else 2
-        if rate > 0 and _unit(self.seed, account_key, index) < rate:
-            kind = MALFORMED_KINDS[int(_unit(self.seed, account_key, index, 1) * len(MALFORMED_KINDS))]
+        key = account_key(account)
+        if rate > 0 and _unit(self.seed, key, index) < rate:
+            kind = MALFORMED_KINDS[int(_unit(self.seed, key, index, 1) * len(MALFORMED_KINDS))]
             if kind == "missing_part_number":
                 del record["part_number"]
             elif kind == "bad_sale_price":
@@ -520,18 +533,13 @@ class SandboxState:
                 del record["id"]
         if by_product:
             # GPSR fields are completion flags in list reads but details when filtered to one product
-            for key in ("manufacturer", "eu_representative"):
-                record[key] = (
-                    [
-                        {
-                            "name": f"{record['brand']} Europe SRL",
-                            "address": "Bucuresti, Romania",
-                            "email": "gpsr@example.com",
-                        }
-                    ]
-                    if record[key]
-                    else []
-                )
+            contact = {
+                "name": f"{record['brand']} Europe SRL",
+                "address": "Bucuresti",
+                "email": "gpsr@example.com",
+            }
+            for field_name in ("manufacturer", "eu_representative"):
+                record[field_name] = [dict(contact)] if record[field_name] else []
         return record
 
     def _validate_entity(

@@ -418,6 +418,18 @@ def test_removed_and_repriced_records_between_runs(client: TestClient, sandbox_s
         assert new["sale_price"] != old["sale_price"]
         assert Decimal(new["min_sale_price"]) <= Decimal(new["sale_price"]) <= Decimal(new["max_sale_price"])
     assert refusal(call(client, sandbox_state, MAIN, "offer/save", {"id": removed[0], "sale_price": "1"}))
+    # offset paging has no snapshot: removing a record shifts the later ones to earlier pages
+    page2 = results(
+        call(client, sandbox_state, MAIN, "product_offer/read", {"currentPage": 2, "itemsPerPage": 10})
+    )
+    first = results(call(client, sandbox_state, MAIN, "product_offer/read", {"itemsPerPage": 1}))[0]["id"]
+    sandbox_state.remove_records(MAIN, 0, ids=[first])
+    shifted = results(
+        call(client, sandbox_state, MAIN, "product_offer/read", {"currentPage": 1, "itemsPerPage": 10})
+    )
+    assert shifted[-1]["id"] == page2[0]["id"]
+    with pytest.raises(ValueError, match="no live record"):
+        sandbox_state.remove_records(MAIN, 0, ids=[first])
 
 
 # --- control endpoints and the loopback server ------------------------------------------------------
