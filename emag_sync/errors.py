@@ -83,6 +83,10 @@ class ResumeError(EmagSyncError):
     """A resume was asked for but nothing can be resumed."""
 
 
+class RunStateError(EmagSyncError):
+    """A sync run row is missing, belongs to another account, or is not running (e.g. load into a finished run)."""
+
+
 class DataQualityError(EmagSyncError):
     """A critical data-quality expectation failed; the message lists each failure with observed values."""
 
