@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from emag_sandbox.state import RATE_LIMIT_MESSAGE, Faults, Gate, RequestRefused, SandboxState
 from emag_sync.settings import AccountType
@@ -183,12 +184,13 @@ async def _answer(
     try:
         if body_error is not None:
             raise RequestRefused([body_error])
+        # off the event loop: a filtered scan of a large catalogue must not stall other requests
         if action == "read":
-            results: Any = state.read(account, data)
+            results: Any = await run_in_threadpool(state.read, account, data)
         elif action == "count":
-            results = state.count(account, data)
+            results = await run_in_threadpool(state.count, account, data)
         else:
-            state.save(account, resource, action, data)
+            await run_in_threadpool(state.save, account, resource, action, data)
             results = []
     except RequestRefused as refused:
         return JSONResponse(envelope(messages=refused.messages, is_error=True), headers=headers)

@@ -189,7 +189,7 @@ class Catalogue:
             raise IndexError(f"{self.account.label}: record {index} outside 0..{self.size - 1}")
         record: dict[str, Any] = {"id": self.id_of(index), "part_number": self.sku_of(index)}
         record.update(self._product_content(self.product_no(index)))
-        record.update(self._offer(index))
+        record.update(self.offer_fields(index))
         return record
 
     def _product_content(self, number: int) -> dict[str, Any]:
@@ -239,8 +239,11 @@ class Catalogue:
             "safety_information": "Keep out of reach of children." if rng.random() < 0.3 else None,
         }
 
-    def _offer(self, index: int) -> dict[str, Any]:
-        """What belongs to this account's offer: id, prices, stock, statuses."""
+    def offer_fields(self, index: int) -> dict[str, Any]:
+        """What belongs to this account's offer: prices, stock, statuses (every filterable field).
+
+        The draw order is part of the catalogue: changing it changes every seed's records.
+        """
         rng = random.Random((self.seed * 4 + _ACCOUNT_KEY[self.account]) * 4_294_967_296 + index)
         currency, factor, step = PLATFORMS[self.platform]
         ron = math.exp(rng.uniform(math.log(10), math.log(5000))) * PRICE_SCALE
