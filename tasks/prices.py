@@ -395,12 +395,6 @@ def prepare_updates(
     return planned, refused
 
 
-def prepare_update(engine: Engine, request: PriceRequest) -> PlannedUpdate:
-    """One request looked up and validated; raises OfferNotPublishedError / PriceUpdateError."""
-    offer = find_offers(engine, [(request.sku, request.account)]).get((request.sku, request.account))
-    return plan_update(request, check_published(request, offer))
-
-
 def vat_rate(offer: StoredOffer) -> Decimal | None:
     """The offer's VAT rate from the documented map (see VAT_RATES), or None when unknown."""
     if offer.vat_id is None or offer.currency is None:
@@ -497,11 +491,6 @@ def _reconcile(
     uncertain_write: bool,
 ) -> list[PriceUpdateResult]:
     """Re-read every offer of a chunk whose save failed and record, per offer, what eMAG holds."""
-    reason = (
-        f"the answer was lost ({error})"
-        if uncertain_write
-        else f"eMAG refused: {'; '.join(str(m) for m in error.messages) or error}"
-    )
     held: dict[int, dict[str, Decimal | None] | None] = {}
     reread_errors: dict[int, str] = {}
     for plan in chunk:
@@ -515,8 +504,9 @@ def _reconcile(
     with engine.begin() as conn:
         for plan in chunk:
             now = held[plan.emag_offer_id]
+            reason = _failure_reason(error, plan.emag_offer_id, uncertain_write=uncertain_write)
             response = {
-                "isError": not uncertain_write,
+                "isError": None if uncertain_write else True,  # None: eMAG's answer never arrived
                 "messages": [str(m) for m in error.messages],
                 "error": str(error),
                 "re_read": None if now is None else {k: _money_text(v) for k, v in now.items()},
@@ -540,6 +530,15 @@ def _reconcile(
             audit_id = audit.write(conn, plan, status, response)
             results.append(_result(plan, status, message, audit_id))
     return results
+
+
+def _failure_reason(error: EmagApiError, emag_offer_id: int, *, uncertain_write: bool) -> str:
+    """Why a save failed, for one offer: eMAG's messages naming it (else all of them), or the lost answer."""
+    if uncertain_write:
+        return f"the answer was lost ({error})"
+    messages = [str(m) for m in error.messages]
+    mine = [m for m in messages if str(emag_offer_id) in m]
+    return f"eMAG refused: {'; '.join(mine or messages) or error}"
 
 
 @dataclass
@@ -628,10 +627,14 @@ def requested_by_os_user() -> str:
 
 @contextmanager
 def emag_writers(settings: Settings) -> Iterator[Callable[[AccountType], OfferWriter]]:
-    """One client per account, opened on first use, all drawing on the account's shared rate limiter."""
+    """One client per account, opened on first use, pacing on the same budget as the account's syncs.
+
+    That budget is the process-wide limiter, plus the Prefect global concurrency limit when one is set up,
+    so a price update and a sync of the same account never exceed eMAG's 3 requests/s together.
+    """
     from tasks.client import EmagClient  # imported when sending: validation alone needs no HTTP stack
-    from tasks.ratelimit import limiter_for
     from tasks.secrets import resolve_account_config
+    from tasks.shared_limit import shared_limiter_for
 
     clients: dict[AccountType, OfferWriter] = {}
     with ExitStack() as stack:
@@ -639,7 +642,7 @@ def emag_writers(settings: Settings) -> Iterator[Callable[[AccountType], OfferWr
         def writer_for(account: AccountType) -> OfferWriter:
             if account not in clients:
                 config = resolve_account_config(settings, account)
-                clients[account] = stack.enter_context(EmagClient(config, limiter=limiter_for(config)))
+                clients[account] = stack.enter_context(EmagClient(config, limiter=shared_limiter_for(config)))
             return clients[account]
 
         yield writer_for

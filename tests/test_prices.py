@@ -500,6 +500,13 @@ def test_cli_single_and_bulk(sandbox, engine, db_env, tmp_path):
     assert "applied on eMAG and in the database" in ok.stdout
     assert audit_rows(engine)[-1]["source"] == "cli"
 
+    sent = len(saves_sent(sandbox.state))
+    dry = runner.invoke(
+        app, ["update-price", "--sku", "EMG470", "--account", "fbe", "--price", "300", "--dry-run"]
+    )
+    assert dry.exit_code == 0 and "valid; nothing sent (--dry-run)" in dry.stdout
+    assert len(saves_sent(sandbox.state)) == sent
+
     refused = runner.invoke(app, ["update-price", "--sku", "EMG469", "--account", "fbe", "--price", "1000"])
     assert refused.exit_code == 1
     assert "EMG469 on eMAG FBE: price 1000 is outside the allowed range" in refused.stderr
@@ -518,3 +525,32 @@ def test_cli_single_and_bulk(sandbox, engine, db_env, tmp_path):
 
     both = runner.invoke(app, ["update-price", "--file", str(csv_file), "--sku", "EMG1"])
     assert both.exit_code == 1 and "not both" in both.stderr
+
+
+# ---------------------------------------------------------------------------------------------- flows
+
+
+@pytest.mark.flow
+def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandbox, engine, db_env):
+    from prefect.artifacts import Artifact
+
+    from flows.update_price import emag_update_offer_price, emag_update_offer_prices_bulk
+
+    seed_offers(engine, sandbox.state, FBE)
+
+    row = emag_update_offer_price(sku="EMG469", account="fbe", price="99.90")
+    assert (row["status"], row["new price"]) == ("applied", "99.9000")
+    [audit] = audit_rows(engine)
+    assert audit["source"] == "flow" and audit["requested_by"].startswith("prefect:") and audit["flow_run_id"]
+    assert sandbox.state.record_by_sku(FBE, "EMG469")["sale_price"] == "99.9000"
+
+    with pytest.raises(PriceUpdateError, match="1 of 2 price update line"):
+        emag_update_offer_prices_bulk(csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\n")
+    assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "250.0000"
+    artifact = Artifact.get(prices.ARTIFACT_KEY)
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [(r["line"], r["sku"], r["status"]) for r in table] == [
+        ("2", "EMG470", "applied"),
+        ("3", "EMG469", "invalid"),
+    ]
+    assert "1 applied, 1 invalid" in artifact.description
