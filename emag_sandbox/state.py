@@ -212,7 +212,11 @@ class _Account:
 
 
 class SandboxState:
-    """Both accounts of one seller; records are generated on demand, only changes are stored."""
+    """Both accounts of one seller; records are generated on demand, only changes are stored.
+
+    Thread-safe: the server thread answers while a test changes faults or reads the logs. A save with
+    any invalid entity is refused whole (one message per bad id) and applies nothing.
+    """
 
     def __init__(
         self,
@@ -245,8 +249,8 @@ class SandboxState:
     def reset(self) -> None:
         """Back to the freshly generated catalogues: no changes, faults, logs or rate history."""
         with self._lock:
-            # a burst of N in a 1 s window is the same budget as N/s; fractional rates get longer windows
-            limit = max(1, int(self.requests_per_second))
+            # N/s is "at most N in any 1 s window"; a fractional rate gets a longer window instead
+            limit = max(1, int(self.requests_per_second * RATE_WINDOW_SECONDS))
             window = limit / self.requests_per_second
             for account, catalogue in self.catalogues.items():
                 self._accounts[account] = _Account(
