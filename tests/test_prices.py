@@ -263,16 +263,39 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     assert len(saves_sent(state)) == 1
 
 
-def test_a_following_read_of_the_catalogue_keeps_the_new_price(sandbox, engine):
-    """eMAG persists the save, so a later full read (what every sync loads) brings the new price back."""
-    seed_offers(engine, sandbox.state, FBE)
-    assert run_one(engine, prices.make_request("EMG470", "fbe", "300")).ok
-    with client_for(FBE) as client:
-        records = [r for page in client.iter_pages() for r in page.records]
-    [emag] = [r for r in records if r.get("part_number") == "EMG470"]
-    assert emag["sale_price"] == "300.0000"
+def sync_account_once(engine, state: SandboxState, account: AccountType):
+    """What a sync's load does with the account's current catalogue: one run, one batch."""
+    from emag_sync.schema import sync_runs
+    from tasks.load import load_batch
+    from tasks.transform import transform_batch
+
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(sync_runs)
+            .values(account_type=account.value, status="running", items_per_page=100, pages_per_batch=5)
+            .returning(sync_runs.c.id)
+        ).scalar_one()
+    frames = transform_batch(state.catalogue_records(account), account, pages=1, synced_at=datetime.now(UTC))
+    return load_batch(engine, run_id, account, frames, last_page=1)
+
+
+def test_a_following_sync_keeps_the_new_price(sandbox, engine):
+    state = sandbox.state
+    assert sync_account_once(engine, state, FBE).inserted == PRODUCTS
+    assert run_one(engine, prices.make_request("EMG470", "fbe", "300", max_price="420")).ok
     # The row's hash is cleared, so the next sync rewrites the row from eMAG instead of skipping it.
     assert offer_row(engine, "EMG470")["content_hash"] == ""
+
+    result = sync_account_once(engine, state, FBE)
+
+    assert result.updated == 1  # the updated offer is rewritten from eMAG's data, nothing else changed
+    row = offer_row(engine, "EMG470")
+    assert (row["price"], row["sale_price"], row["max_sale_price"]) == (
+        Decimal("300"),
+        Decimal("300"),
+        Decimal("420"),
+    )
+    assert row["content_hash"] != ""
 
 
 def test_out_of_range_price_is_refused_before_any_request(sandbox, engine):
