@@ -1,0 +1,484 @@
+"""Raw product_offer/read records → products, offers and rejects frames (pure pandas, no database)."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache
+from operator import itemgetter
+from typing import Any, Protocol
+
+import pandas as pd
+from sqlalchemy import Table
+
+from emag_sync.schema import offers, products, sync_rejects
+from emag_sync.settings import AccountType
+
+try:  # orjson (installed with Prefect) encodes the raw records ~8x faster: JSON is most of the transform
+    import orjson
+
+    def _dumps(value: object) -> str:
+        return orjson.dumps(value, default=str).decode()
+
+except ImportError:  # pragma: no cover - same JSON, only slower
+
+    def _dumps(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# eMAG's record id is an unsigned 32-bit integer (API notes: 1..4294967295).
+MIN_EMAG_ID = 1
+MAX_EMAG_ID = 4_294_967_295
+# Money is NUMERIC(14, 4): four decimals, below 10**10.
+PRICE_PLACES = Decimal("0.0001")
+MAX_PRICE = Decimal(10) ** 10
+# EAN-8 .. GTIN-14, with UPC-E (6 digits) at the short end.
+EAN_PATTERN = re.compile(r"\d{6,14}")
+# eMAG's sellable rule: stock > 0, status 1, offer_validation_status 1, validation_status in this set.
+SELLABLE_VALIDATION_STATUSES = frozenset({3, 9, 11, 12})
+ACTIVE_STATUS = 1
+VALID_OFFER = 1
+VISIBLE, HIDDEN = "visible", "hidden"
+# ownership arrives as 1/2 or as a boolean: true means eligible for content updates (1).
+OWNERSHIP_ELIGIBLE, OWNERSHIP_NOT_ELIGIBLE = 1, 2
+SMALLINT_MAX = 32_767
+INT_MAX = 2_147_483_647
+BIGINT_MAX = 9_223_372_036_854_775_807
+
+# The source page of each record travels with the products frame (for rejects found at load time).
+PAGE = sync_rejects.c.page.name
+# Columns the database fills itself.
+_SERVER_SIDE = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
+PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _SERVER_SIDE]
+OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _SERVER_SIDE]
+REJECT_COLUMNS = [c.name for c in sync_rejects.columns if c.name not in {"id", "run_id", "created_at"}]
+# Part of every content hash: bump it when the mapping below changes, so every row is rewritten once.
+TRANSFORM_VERSION = 1
+
+
+class RecordRejected(ValueError):
+    """A record that cannot be loaded; the message names the field and the value."""
+
+
+class PageLike(Protocol):
+    """What ``transform_pages`` needs from a page (tasks.paging.Page fits)."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class BatchFrames:
+    """One batch, ready to load. Columns are the schema's; JSONB columns hold JSON text.
+
+    ``products`` also carries each record's source page (column ``page``). ``records`` counts what was
+    received, ``duplicates`` the repeats of an id inside the batch that were dropped (the last one kept).
+    """
+
+    products: pd.DataFrame
+    offers: pd.DataFrame
+    rejects: pd.DataFrame
+    records: int = 0
+    duplicates: int = 0
+
+
+# --- scalar parsers: each returns the normalised value or raises RecordRejected -------------------
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_money(
+    value: object, field: str, *, required: bool = False, positive: bool = False
+) -> Decimal | None:
+    """A price as an exact Decimal with four places; strings ("121.8400"), ints and JSON numbers."""
+    if value is None or value == "":
+        if required:
+            raise RecordRejected(f"{field} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise RecordRejected(f"{field} is not a number: {_show(value)}")
+    try:
+        # str() first: a JSON float like 121.84 becomes exactly 121.84, not its binary expansion.
+        amount = Decimal(value if isinstance(value, str | Decimal) else str(value))
+    except InvalidOperation:
+        raise RecordRejected(f"{field} is not a number: {_show(value)}") from None
+    if not amount.is_finite():
+        raise RecordRejected(f"{field} is not a finite number: {_show(value)}")
+    amount = amount.quantize(PRICE_PLACES, rounding=ROUND_HALF_UP)
+    if amount < 0 or amount >= MAX_PRICE or (positive and amount == 0):
+        low = "above 0" if positive else "at least 0"
+        raise RecordRejected(f"{field} out of range ({low} and below {MAX_PRICE}): {_show(value)}")
+    return amount
+
+
+def _lenient_money(value: object) -> Decimal | None:
+    """eMAG's own figures (best offer): informative only, so unparsable becomes NULL, not a reject."""
+    try:
+        return parse_money(value, "")
+    except RecordRejected:
+        return None
+
+
+def _int_or_none(value: object, maximum: int = INT_MAX) -> int | None:
+    """An integer sent as int or digit string; anything else (or out of the column's range) is NULL."""
+    if type(value) is int:  # the common case first: this runs for every integer field of every record
+        number = value
+    elif (
+        isinstance(value, bool)
+        or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+        or (isinstance(value, float) and value.is_integer())
+    ):
+        number = int(value)
+    else:
+        return None
+    return number if -maximum - 1 <= number <= maximum else None
+
+
+def parse_emag_id(value: object) -> int:
+    """The record's id: required, an integer in eMAG's range."""
+    if value is None or value == "":
+        raise RecordRejected("id is missing")
+    number = None if isinstance(value, bool | float) else _int_or_none(value, BIGINT_MAX)
+    if number is None:
+        raise RecordRejected(f"id is not an integer: {_show(value)}")
+    if not MIN_EMAG_ID <= number <= MAX_EMAG_ID:
+        raise RecordRejected(f"id out of range ({MIN_EMAG_ID}..{MAX_EMAG_ID}): {_show(value)}")
+    return number
+
+
+def parse_sku(value: object) -> str:
+    """The record's part_number (our SKU): required and not blank; kept exactly as sent otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RecordRejected(f"part_number is missing or blank: {_show(value)}")
+    if not isinstance(value, str):
+        raise RecordRejected(f"part_number is not text: {_show(value)}")
+    if "\x00" in value:
+        raise RecordRejected(f"part_number contains a NUL character: {_show(value)}")
+    return value
+
+
+def _text(value: object) -> str | None:
+    """Optional text: "" is NULL (url arrives as ""), NUL characters (refused by PostgreSQL) dropped."""
+    if value is None or value == "":
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def status_value(value: object) -> tuple[int | None, str | None]:
+    """A status as (value, description): a list of one {value, description, errors}, an object, or an int."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        return _int_or_none(value.get("value"), SMALLINT_MAX), _text(value.get("description"))
+    return _int_or_none(value, SMALLINT_MAX), None
+
+
+def eans(value: object) -> list[str] | None:
+    """Valid EANs (6–14 digits) as text; invalid ones stay only in raw_emag_data."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    kept = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            continue
+        code = str(item).strip()
+        if EAN_PATTERN.fullmatch(code):
+            kept.append(code)
+    return kept
+
+
+def _warehouse_values(value: object) -> list[int]:
+    """[{"warehouse_id": 1, "value": 139}, ...] (warehouse id sometimes absent) or a bare int."""
+    entries = value if isinstance(value, list) else [value]
+    found = []
+    for entry in entries:
+        number = _int_or_none(entry.get("value") if isinstance(entry, dict) else entry)
+        if number is not None:
+            found.append(number)
+    return found
+
+
+def handling_time(value: object) -> int | None:
+    """The first warehouse's handling time in days (eMAG sends one entry per warehouse)."""
+    found = _warehouse_values(value)
+    return found[0] if found else None
+
+
+def ownership(value: object) -> int | None:
+    """1 eligible for content updates, 2 not; ``true``/``false`` are observed too."""
+    if value is True:
+        return OWNERSHIP_ELIGIBLE
+    if value is False:
+        return OWNERSHIP_NOT_ELIGIBLE
+    return _int_or_none(value, SMALLINT_MAX)
+
+
+def gpsr_present(value: object) -> bool | None:
+    """A GPSR field read plainly is a boolean; filtered by product it is a list of objects."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    return bool(value) if isinstance(value, list | dict) else None
+
+
+def raw_json(record: object) -> str:
+    """The record as received, as JSON text that PostgreSQL's JSONB accepts (eMAG's key order kept)."""
+    text = _dumps(record)
+    # JSONB refuses the NUL escape; it can only come from a text value, so dropping it loses nothing.
+    return text.replace("\\u0000", "") if "\\u0000" in text else text
+
+
+def content_hash(values: tuple[object, ...], raw: str = "") -> str:
+    """md5 of the values in schema order (repr: Decimals keep their exact digits, NULL differs from "").
+
+    ``raw`` (the record's JSON) is fed as bytes: repr() of a long text costs more than hashing it.
+    """
+    digest = hashlib.md5(repr((TRANSFORM_VERSION, values)).encode(), usedforsecurity=False)
+    digest.update(raw.encode())
+    return digest.hexdigest()
+
+
+# --- one record ------------------------------------------------------------------------------------
+
+
+def _normalise(record: dict[str, Any]) -> dict[str, Any]:
+    """Every loaded field of one record, keyed by column name; raises RecordRejected."""
+    emag_id = parse_emag_id(record.get("id"))
+    sku = parse_sku(record.get("part_number"))
+    sale_price = parse_money(record.get("sale_price"), "sale_price", required=True, positive=True)
+    validation, validation_text = status_value(record.get("validation_status"))
+    offer_validation, offer_validation_text = status_value(record.get("offer_validation_status"))
+    family = record.get("family")
+    family = family if isinstance(family, dict) else {}
+    general = _int_or_none(record.get("general_stock"))
+    if general is None and record.get("stock") is not None:
+        general = sum(_warehouse_values(record.get("stock"))) or None
+    images = record.get("images")
+    return {
+        "emag_id": emag_id,
+        "sku": sku,
+        "part_number_key": _text(record.get("part_number_key")),
+        "name": _text(record.get("name")),
+        "brand": _text(record.get("brand")),
+        "category_id": _int_or_none(record.get("category_id"), BIGINT_MAX),
+        "ean": eans(record.get("ean")),
+        "url": _text(record.get("url")),
+        "images": None if images is None else raw_json(images),
+        "family_id": _int_or_none(family.get("id"), BIGINT_MAX),
+        "family_name": _text(family.get("name")),
+        "validation_status": validation,
+        "validation_status_description": validation_text,
+        "translation_validation_status": status_value(record.get("translation_validation_status"))[0],
+        "ownership": ownership(record.get("ownership")),
+        "genius_eligibility": _int_or_none(record.get("genius_eligibility"), SMALLINT_MAX),
+        "number_of_offers": _int_or_none(record.get("number_of_offers")),
+        "buy_button_rank": _int_or_none(record.get("buy_button_rank")),
+        "best_offer_sale_price": _lenient_money(record.get("best_offer_sale_price")),
+        "gpsr_manufacturer": gpsr_present(record.get("manufacturer")),
+        "gpsr_eu_representative": gpsr_present(record.get("eu_representative")),
+        "raw_emag_data": raw_json(record),
+        "emag_offer_id": emag_id,
+        "price": sale_price,
+        "sale_price": sale_price,
+        "recommended_price": parse_money(record.get("recommended_price"), "recommended_price"),
+        "min_sale_price": parse_money(record.get("min_sale_price"), "min_sale_price"),
+        "max_sale_price": parse_money(record.get("max_sale_price"), "max_sale_price"),
+        "currency": _text(record.get("currency")),
+        "vat_id": _int_or_none(record.get("vat_id")),
+        "stock": general,
+        "available_stock": _int_or_none(record.get("estimated_stock")),
+        "handling_time": handling_time(record.get("handling_time")),
+        "status": _int_or_none(record.get("status"), SMALLINT_MAX),
+        "offer_validation_status": offer_validation,
+        "offer_validation_status_description": offer_validation_text,
+    }
+
+
+@cache
+def _normalised_names() -> list[str]:
+    """The keys ``_normalise`` produces, in order (from a minimal valid record)."""
+    return list(_normalise({"id": MIN_EMAG_ID, "part_number": "x", "sale_price": "1"}))
+
+
+def _reject(account: AccountType, page: int | None, record: object, reason: str) -> dict[str, Any]:
+    emag_id = sku = None
+    if isinstance(record, dict):
+        emag_id = None if record.get("id") is None else _text(record.get("id"))
+        sku = _text(record.get("part_number"))
+    return {
+        "account_type": account.value,
+        "page": page,
+        "emag_id": emag_id,
+        "sku": sku,
+        "reason": reason,
+        "raw_payload": raw_json(record),
+    }
+
+
+# --- the batch -------------------------------------------------------------------------------------
+
+
+def _object_frame(rows: dict[str, list[Any]], columns: Sequence[str]) -> pd.DataFrame:
+    # object dtype everywhere: pandas would turn ints with NULLs into floats and text NULLs into NaN.
+    return pd.DataFrame({name: pd.Series(rows[name], dtype=object) for name in columns})
+
+
+def _derive(columns: dict[str, list[Any]]) -> None:
+    """Columns computed from others, column-wise: reserved stock and eMAG's visibility rule."""
+
+    def ints(name: str) -> pd.Series:
+        return pd.Series(columns[name], dtype="Int64")
+
+    general = ints("stock")
+    reserved = (general - ints("available_stock")).clip(lower=0)
+    columns["reserved_stock"] = reserved.astype(object).where(reserved.notna(), None).tolist()
+    sellable = (
+        (general > 0)
+        & (ints("status") == ACTIVE_STATUS)
+        & (ints("offer_validation_status") == VALID_OFFER)
+        & ints("validation_status").isin(SELLABLE_VALIDATION_STATUSES)
+    ).fillna(False)
+    columns["visibility"] = sellable.map({True: VISIBLE, False: HIDDEN}).tolist()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC: a batch allocates ~40 objects per record and none are cyclic, and the
+    collector's repeated passes over the live records cost as much as the normalisation itself."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _page_list(records: Sequence[object], pages: int | Sequence[int] | None) -> list[int | None]:
+    if pages is None or isinstance(pages, int):
+        return [pages] * len(records)
+    if len(pages) != len(records):
+        raise ValueError(f"pages has {len(pages)} entries for {len(records)} records")
+    return list(pages)
+
+
+def transform_batch(
+    records: Sequence[object],
+    account: AccountType,
+    *,
+    pages: int | Sequence[int] | None = None,
+    synced_at: datetime,
+) -> BatchFrames:
+    """Normalise one batch of raw records into frames; records that cannot be loaded become rejects.
+
+    ``pages`` is one page number for the whole batch or one per record. Within the batch an id repeated
+    keeps its last version (a duplicate, not a reject); a SKU repeated under another id keeps the first id
+    and rejects the later one, like a SKU already loaded earlier in the run (see tasks.load).
+    """
+    if synced_at.tzinfo is None:
+        raise ValueError("synced_at must be timezone-aware (UTC)")
+    page_of = _page_list(records, pages)
+    with _gc_paused():
+        kept, rejects, duplicates = _split(records, page_of, account)
+        return _frames(kept, rejects, account, synced_at, records=len(records), duplicates=duplicates)
+
+
+def _split(
+    records: Sequence[object], page_of: list[int | None], account: AccountType
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Normalised rows to load, rejects, and how many repeats of an id were dropped."""
+    rejects: list[dict[str, Any]] = []
+    by_id: dict[int, dict[str, Any]] = {}
+    normalised = 0
+    for record, page in zip(records, page_of, strict=True):
+        if not isinstance(record, dict):
+            rejects.append(_reject(account, page, record, f"record is not an object: {_show(record)}"))
+            continue
+        try:
+            row = _normalise(record)
+        except RecordRejected as exc:
+            rejects.append(_reject(account, page, record, str(exc)))
+            continue
+        row[PAGE] = page
+        normalised += 1
+        # Re-assigning keeps the id's first position, so the SKU check below prefers the earlier id.
+        by_id[row["emag_id"]] = row
+
+    kept: list[dict[str, Any]] = []
+    id_of_sku: dict[str, int] = {}
+    for row in by_id.values():
+        first = id_of_sku.setdefault(row["sku"], row["emag_id"])
+        if first == row["emag_id"]:
+            kept.append(row)
+            continue
+        reason = f"part_number {_show(row['sku'])} repeated with another id in this batch (id {first} kept)"
+        rejects.append(_reject(account, row[PAGE], json.loads(row["raw_emag_data"]), reason))
+    return kept, rejects, normalised - len(by_id)
+
+
+def _picker(names: list[str], table: Table) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """Picks ``table``'s normalised columns from a row tuple (always a tuple, even for one column)."""
+    positions = [i for i, name in enumerate(names) if name in table.c]
+    get = itemgetter(*positions)
+    return get if len(positions) > 1 else lambda row: (get(row),)
+
+
+def _frames(
+    kept: list[dict[str, Any]],
+    rejects: list[dict[str, Any]],
+    account: AccountType,
+    synced_at: datetime,
+    *,
+    records: int,
+    duplicates: int,
+) -> BatchFrames:
+    names = list(kept[0]) if kept else [*_normalised_names(), PAGE]
+    rows = [tuple(row.values()) for row in kept]  # every row dict has the same key order
+    transposed = zip(*rows, strict=True) if rows else [()] * len(names)
+    columns: dict[str, list[Any]] = {
+        name: list(values) for name, values in zip(names, transposed, strict=True)
+    }
+    # Derived columns are functions of hashed ones, so they stay out of the hash.
+    # Every product column is a function of the raw record (and TRANSFORM_VERSION), so hashing the raw
+    # JSON covers them all, plus what only raw_emag_data keeps (description, characteristics, ...).
+    columns["product_hash"] = [content_hash((), raw) for raw in columns[products.c.raw_emag_data.name]]
+    pick = _picker(names, offers)
+    columns["offer_hash"] = [content_hash(pick(row)) for row in rows]
+    columns["account_type"] = [account.value] * len(kept)
+    columns["is_active"] = [True] * len(kept)
+    columns["last_synced_at"] = [synced_at] * len(kept)
+    _derive(columns)
+    product_frame = _object_frame(
+        {**columns, "content_hash": columns["product_hash"]}, [*PRODUCT_COLUMNS, PAGE]
+    )
+    offer_frame = _object_frame({**columns, "content_hash": columns["offer_hash"]}, OFFER_COLUMNS)
+    reject_frame = _object_frame({c: [r[c] for r in rejects] for c in REJECT_COLUMNS}, REJECT_COLUMNS)
+    return BatchFrames(product_frame, offer_frame, reject_frame, records=records, duplicates=duplicates)
+
+
+def transform_pages(pages: Iterable[PageLike], account: AccountType, *, synced_at: datetime) -> BatchFrames:
+    """``transform_batch`` over whole pages, each record tagged with its page number."""
+    records: list[object] = []
+    numbers: list[int] = []
+    for page in pages:
+        records.extend(page.records)
+        numbers.extend([page.number] * len(page.records))
+    return transform_batch(records, account, pages=numbers, synced_at=synced_at)

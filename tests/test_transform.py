@@ -1,0 +1,197 @@
+"""Transform: every observed quirk normalised, malformed records rejected by name, no float anywhere."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from emag_sync.schema import offers, products, sync_rejects
+from emag_sync.settings import AccountType
+from tasks.transform import PAGE, transform_batch, transform_pages
+
+PAYLOADS = Path(__file__).parent / "payloads"
+SYNCED_AT = datetime(2025, 3, 1, 9, 4, 42, tzinfo=UTC)
+MONEY = ["price", "sale_price", "recommended_price", "min_sale_price", "max_sale_price"]
+
+
+def payload(name: str):
+    return json.loads((PAYLOADS / name).read_text())
+
+
+def by_sku(frame, sku: str) -> dict:
+    rows = frame[frame["sku"] == sku].to_dict("records")
+    assert len(rows) == 1, f"{sku}: {len(rows)} rows"
+    return rows[0]
+
+
+def test_frames_have_exactly_the_schema_columns() -> None:
+    frames = transform_batch(
+        [payload("record_fbe_emg469.json")], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+    )
+    server_side = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
+    assert list(frames.products.columns) == [
+        *(c.name for c in products.columns if c.name not in server_side),
+        PAGE,
+    ]
+    assert list(frames.offers.columns) == [c.name for c in offers.columns if c.name not in server_side]
+    assert set(frames.rejects.columns) == {c.name for c in sync_rejects.columns} - {
+        "id",
+        "run_id",
+        "created_at",
+    }
+
+
+def test_emg469_record_normalised() -> None:
+    record = payload("record_fbe_emg469.json")
+    frames = transform_batch([record], AccountType.FBE, pages=7, synced_at=SYNCED_AT)
+    offer = by_sku(frames.offers, "EMG469")
+    assert offer["emag_offer_id"] == 200001407
+    assert offer["price"] == offer["sale_price"] == Decimal("121.8400")
+    assert str(offer["sale_price"]) == "121.8400"
+    assert offer["recommended_price"] is None
+    assert (offer["stock"], offer["available_stock"], offer["reserved_stock"]) == (139, 136, 3)
+    assert offer["visibility"] == "visible"
+    assert offer["offer_validation_status"] == 1 and offer["offer_validation_status_description"] == "Valid"
+    assert offer["handling_time"] == 0 and offer["account_type"] == "fbe"
+    product = by_sku(frames.products, "EMG469")
+    assert product["emag_id"] == 200001407 and product[PAGE] == 7
+    assert product["validation_status"] == 9 and product["translation_validation_status"] == 9
+    assert product["validation_status_description"] == "Approved documentation"
+    assert product["family_id"] is None and product["family_name"] is None
+    assert product["gpsr_manufacturer"] is True and product["gpsr_eu_representative"] is False
+    assert json.loads(product["raw_emag_data"]) == record
+    assert json.loads(product["images"]) == record["images"]
+    assert product["last_synced_at"] == SYNCED_AT and product["is_active"] is True
+
+
+def test_quirks_normalised() -> None:
+    frames = transform_batch(payload("quirks.json"), AccountType.MAIN, pages=[1, 1, 2], synced_at=SYNCED_AT)
+    assert frames.rejects.empty, frames.rejects["reason"].tolist()
+
+    ints = by_sku(frames.offers, "Q-INTS")
+    assert ints["emag_offer_id"] == 300000001  # id sent as a digit string
+    assert ints["sale_price"] == Decimal("49.9000")  # a JSON number, read exactly (not 49.89999...)
+    assert ints["max_sale_price"] == Decimal("100.0000") and ints["min_sale_price"] == Decimal("40.0000")
+    assert ints["stock"] == 7  # no general_stock: the stock list (no warehouse_id) is summed
+    assert ints["available_stock"] is None and ints["reserved_stock"] is None
+    assert ints["handling_time"] == 2 and ints["status"] == 1
+    assert ints["offer_validation_status"] == 1 and ints["visibility"] == "visible"
+    product = by_sku(frames.products, "Q-INTS")
+    assert product["validation_status"] == 3 and product["ownership"] == 1  # ownership: true → 1
+    assert product["gpsr_manufacturer"] is True and product["gpsr_eu_representative"] is False
+    assert (product["family_id"], product["family_name"]) == (295, "Test family")
+    assert product["url"] is None
+    assert product["ean"] == ["5941234567890", "40012345", "7622210449283"]
+
+    neg = by_sku(frames.offers, "Q-NEG")
+    assert neg["reserved_stock"] == 0  # estimated above general: never negative
+    assert neg["sale_price"] == Decimal("10.1235")  # quantised to four places
+    assert neg["handling_time"] == 5  # the first warehouse's value
+    assert neg["offer_validation_status"] == 2 and neg["visibility"] == "hidden"
+    product = by_sku(frames.products, "Q-NEG")
+    assert product["name"] == "Badname"  # PostgreSQL refuses NUL characters
+    assert product["ownership"] == 2 and product["ean"] is None
+    assert "\\u0000" not in product["raw_emag_data"]
+
+    zero = by_sku(frames.offers, "Q-ZERO")
+    assert zero["visibility"] == "hidden" and zero["reserved_stock"] == 0
+
+
+def test_no_float_anywhere() -> None:
+    records = [payload("record_fbe_emg469.json"), *payload("quirks.json")]
+    frames = transform_batch(records, AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    for frame in (frames.products, frames.offers, frames.rejects):
+        for column in frame.columns:
+            assert frame[column].dtype == object, column
+            assert not any(isinstance(v, float) for v in frame[column]), column
+    for column in MONEY:
+        assert all(v is None or isinstance(v, Decimal) for v in frames.offers[column]), column
+        assert all(v is None or v.as_tuple().exponent == -4 for v in frames.offers[column]), column
+    assert all(isinstance(v, int) for v in frames.offers["stock"])
+
+
+@pytest.mark.parametrize("index", range(len(payload("malformed.json"))))
+def test_each_malformed_record_is_rejected_by_name_and_the_rest_loads(index: int) -> None:
+    bad = payload("malformed.json")[index]
+    good = payload("record_fbe_emg469.json")
+    frames = transform_batch([good, bad], AccountType.FBE, pages=[3, 4], synced_at=SYNCED_AT)
+    assert frames.products["sku"].tolist() == ["EMG469"] and len(frames.offers) == 1
+    assert len(frames.rejects) == 1
+    reject = frames.rejects.iloc[0].to_dict()
+    expected = bad["_expect"] if isinstance(bad, dict) else "record is not an object"
+    assert expected in reject["reason"]
+    assert reject["page"] == 4 and reject["account_type"] == "fbe"
+    assert json.loads(reject["raw_payload"]) == bad
+    if isinstance(bad, dict):
+        assert reject["sku"] == bad.get("part_number")
+        assert reject["emag_id"] == (None if bad.get("id") is None else str(bad["id"]))
+
+
+def test_sku_repeated_with_another_id_rejects_the_later_one() -> None:
+    first = payload("record_fbe_emg469.json")
+    second = copy.deepcopy(first) | {"id": 200009999}
+    other = copy.deepcopy(first) | {"id": 200000001, "part_number": "EMG001"}
+    frames = transform_batch([first, other, second], AccountType.FBE, pages=[1, 1, 2], synced_at=SYNCED_AT)
+    assert sorted(frames.offers["sku"]) == ["EMG001", "EMG469"]
+    assert by_sku(frames.offers, "EMG469")["emag_offer_id"] == 200001407
+    reject = frames.rejects.iloc[0].to_dict()
+    assert len(frames.rejects) == 1 and reject["emag_id"] == "200009999" and reject["page"] == 2
+    assert (
+        "part_number 'EMG469' repeated with another id" in reject["reason"]
+        and "200001407" in reject["reason"]
+    )
+
+
+def test_exact_duplicates_keep_the_last_version_and_are_not_rejects() -> None:
+    first = payload("record_fbe_emg469.json")
+    later = copy.deepcopy(first) | {"sale_price": "130.0000"}
+    frames = transform_batch([first, later], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT)
+    assert frames.rejects.empty and frames.duplicates == 1 and frames.records == 2
+    offer = by_sku(frames.offers, "EMG469")
+    assert offer["sale_price"] == Decimal("130.0000")
+    assert by_sku(frames.products, "EMG469")[PAGE] == 2
+
+
+def test_content_hash_is_stable_and_follows_changes() -> None:
+    record = payload("record_fbe_emg469.json")
+    once = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    again = transform_batch(
+        [copy.deepcopy(record)], AccountType.FBE, pages=9, synced_at=datetime.now(UTC)
+    )  # another page and time: same content
+    assert once.products["content_hash"].tolist() == again.products["content_hash"].tolist()
+    assert once.offers["content_hash"].tolist() == again.offers["content_hash"].tolist()
+    changed = transform_batch(
+        [record | {"sale_price": "121.8500"}], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+    )
+    assert changed.offers["content_hash"][0] != once.offers["content_hash"][0]
+    described = transform_batch(
+        [record | {"description": "new text"}], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+    )  # only in raw_emag_data: the product changes, the offer does not
+    assert described.products["content_hash"][0] != once.products["content_hash"][0]
+    assert described.offers["content_hash"][0] == once.offers["content_hash"][0]
+
+
+def test_empty_batch_and_pages_helper() -> None:
+    empty = transform_batch([], AccountType.MAIN, synced_at=SYNCED_AT)
+    assert empty.products.empty and empty.offers.empty and empty.rejects.empty
+    assert "sku" in empty.products.columns
+
+    class Page:
+        def __init__(self, number, records):
+            self.number, self.records = number, records
+
+    record = payload("record_fbe_emg469.json")
+    frames = transform_pages([Page(5, [record]), Page(6, ["junk"])], AccountType.FBE, synced_at=SYNCED_AT)
+    assert by_sku(frames.products, "EMG469")[PAGE] == 5 and frames.rejects["page"].tolist() == [6]
+
+
+def test_naive_time_and_page_mismatch_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        transform_batch([], AccountType.MAIN, synced_at=datetime(2025, 1, 1))
+    with pytest.raises(ValueError, match="pages has 2 entries for 1 records"):
+        transform_batch([{}], AccountType.MAIN, pages=[1, 2], synced_at=SYNCED_AT)
