@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -96,6 +97,7 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.post(API_PREFIX + "/{resource}/{action}")
     async def api(resource: str, action: str, request: Request) -> Response:
+        arrived = time.monotonic()  # the rate limit counts arrivals, not when the loop got round to them
         data, body_error = _payload(await request.body())
         page = _page_of(resource, action, data)
         credentials = _credentials(request)
@@ -107,7 +109,7 @@ def create_app(state: SandboxState) -> FastAPI:
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="eMAG Marketplace API"'},
             )
-        response = await _answer(state, account, resource, action, data, body_error)
+        response = await _answer(state, account, resource, action, data, body_error, arrived)
         state.log(account, resource, action, page, response.status_code)
         return response
 
@@ -163,9 +165,10 @@ async def _answer(
     action: str,
     data: object,
     body_error: str | None,
+    arrived: float,
 ) -> Response:
     """Everything after authentication: rate limit and faults first, then the eMAG call itself."""
-    gate = state.gate(account)
+    gate = state.gate(account, now=arrived)
     headers = _rate_headers(gate)
     if gate.status_code == 429:
         # eMAG's gateway answers 429 without the envelope

@@ -7,7 +7,6 @@ import copy
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -166,23 +165,33 @@ class _SlidingWindow:
         self.limit = limit
         self.window = window
         self.per_minute = per_minute
-        self._arrivals: deque[float] = deque()
+        self._arrivals: list[float] = []  # admitted arrival times, sorted
 
     def admit(self, now: float) -> tuple[bool, int]:
-        """Admit an arrival at ``now`` (monotonic seconds); refused arrivals do not use up the budget."""
+        """Admit an arrival at ``now`` (monotonic seconds); refused arrivals do not use up the budget.
+
+        Concurrent requests may be stamped slightly out of order, so the check holds for every window
+        around ``now``, not only the one ending at it.
+        """
         arrivals = self._arrivals
         horizon = max(MINUTE_SECONDS, self.window)
-        while arrivals and arrivals[0] <= now - horizon:
-            arrivals.popleft()
-        recent = 0
-        for at in reversed(arrivals):
-            if at <= now - self.window:
-                break
-            recent += 1
-        if recent >= self.limit or len(arrivals) >= self.per_minute:
+        stale = bisect.bisect_right(arrivals, max(now, arrivals[-1] if arrivals else now) - horizon)
+        del arrivals[:stale]
+        if not (
+            _fits(arrivals, now, self.limit, self.window)
+            and _fits(arrivals, now, self.per_minute, MINUTE_SECONDS)
+        ):
             return False, 0
-        arrivals.append(now)
-        return True, self.limit - recent - 1
+        bisect.insort(arrivals, now)
+        recent = len(arrivals) - bisect.bisect_right(arrivals, now - self.window)
+        return True, max(0, self.limit - recent)
+
+
+def _fits(times: list[float], new: float, count: int, window: float) -> bool:
+    """Whether adding ``new`` keeps at most ``count`` of ``times`` in any half-open ``window``."""
+    position = bisect.bisect_right(times, new)
+    around = [*times[max(0, position - count) : position], new, *times[position : position + count]]
+    return all(around[i + count] - around[i] >= window for i in range(len(around) - count))
 
 
 def _unit(*parts: int) -> float:

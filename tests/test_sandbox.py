@@ -221,6 +221,13 @@ def test_sliding_window_allows_n_per_second_and_never_more() -> None:
     assert state.gate(FBE, now=101.0).status_code is None  # the call at 100.0 left the window
     assert state.gate(FBE, now=101.05).status_code == 429
     assert state.gate(MAIN, now=100.3).status_code is None  # each account has its own budget
+    # concurrent requests can be stamped out of order: every window around the arrival is checked
+    assert [state.gate(MAIN, now=t).status_code for t in (100.9, 100.5, 100.35, 101.31)] == [
+        None,
+        None,
+        429,
+        None,
+    ]
     minute = SandboxState(products=10, requests_per_second=1000, per_minute=180)
     assert [minute.gate(FBE, now=i / 100).status_code for i in range(181)].count(429) == 1
 
