@@ -7,13 +7,13 @@ import shutil
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL
 
 from emag_sync.db import database_url, make_engine, normalise_url
@@ -29,6 +29,7 @@ from expectations.suites import (
     asset_query,
     checks_for,
 )
+from tasks.runs import record_dq
 
 Status = Literal["passed", "warning", "failed"]
 
@@ -65,7 +66,6 @@ class DQResult:
     rows: list[DQRow]
     data_docs_index: Path
     run_id: int | None = None
-    checked: dict[str, int] = field(default_factory=dict)
 
     @property
     def critical_failures(self) -> list[DQRow]:
@@ -83,9 +83,16 @@ class DQResult:
             return f"{self.account.value}: all {len(self.rows)} expectations passed"
         return "; ".join(f"{self.account.value}: {row.details}" for row in failing)
 
-    def rows_json(self) -> list[dict[str, Any]]:
-        """The rows as plain JSON (what the run-history row stores)."""
-        return [asdict(row) for row in self.rows]
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON: what the run-history row stores in ``dq_results``."""
+        return {
+            "account": self.account.value,
+            "status": self.status,
+            "message": self.message,
+            "run_id": self.run_id,
+            "data_docs_index": str(self.data_docs_index),
+            "rows": [asdict(row) for row in self.rows],
+        }
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ def run_checkpoint(
     """Validate one account's loaded tables; GX output (results, Data Docs) goes under ``home/gx``.
 
     ``run_id`` is the sync run to check completeness for; None uses the account's latest succeeded run
-    (or reports that check as not applicable). With a ``run_id`` the outcome is stored on its row.
+    (or reports that check as not applicable). With a ``run_id`` the outcome is stored on its row
+    (``tasks.runs.record_dq``); a standalone check leaves the run history alone.
     """
     url = normalise_url(database_url) if isinstance(database_url, str) else database_url
     account = AccountType(account)
@@ -127,10 +135,9 @@ def run_checkpoint(
             rows=rows,
             data_docs_index=docs_index,
             run_id=facts.run_id,
-            checked={"active_products": facts.active_products},
         )
         if record_outcome and run_id is not None and not facts.run_missing:
-            store_dq_outcome(engine, run_id, result)
+            record_dq(engine, run_id, result.status, result.as_json())
         return result
     finally:
         engine.dispose()
@@ -152,16 +159,6 @@ def check_account_quality(
     )
     publish_dq_artifacts(result)
     return result
-
-
-def store_dq_outcome(engine: Engine, run_id: int, result: DQResult) -> None:
-    """Record the checkpoint's status and rows on the run-history row."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(sync_runs)
-            .where(sync_runs.c.id == run_id)
-            .values(dq_status=result.status, dq_results=result.rows_json())
-        )
 
 
 def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Facts:
@@ -192,16 +189,22 @@ def _import_gx() -> Any:
 
 
 def _context(gx: Any, root: Path) -> Any:
-    """An in-memory context (datasources never persisted, so no connection string on disk) that keeps
-    suites, validation results and Data Docs as files under ``root``."""
+    """An in-memory context (the datasource is never persisted, so no connection string lands on disk)
+    that keeps validation results and Data Docs as files under ``root``."""
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         FilesystemStoreBackendDefaults,
         ProgressBarsConfig,
     )
 
+    defaults = FilesystemStoreBackendDefaults(root_directory=str(root))
+    # Suites, validation definitions and the checkpoint are rebuilt from code on every run: keep them in
+    # memory, so a changed suite never meets a stale copy on disk. Validation results stay as history.
+    for store in ("expectations_store", "validation_definition_store", "checkpoint_store"):
+        defaults.stores[store]["store_backend"] = {"class_name": "InMemoryStoreBackend"}
+    defaults.data_docs_sites[DATA_DOCS_SITE]["show_how_to_buttons"] = False
     config = DataContextConfig(
-        store_backend_defaults=FilesystemStoreBackendDefaults(root_directory=str(root)),
+        store_backend_defaults=defaults,
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
     )
@@ -214,56 +217,45 @@ def _validate(
     """Build the account's suites and checkpoint from ``checks``, run it, and return results by check."""
     gx = _import_gx()
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     root.mkdir(parents=True, exist_ok=True)
     _prune_history(root, account)
     context = _context(gx, root)
-    password = url.password
-    # The password travels as a connect argument, so GX only ever holds a URL without it.
-    kwargs = {"connect_args": {"password": str(password)}} if password else {}
-    with warnings.catch_warnings():
-        # The generic SQL source on purpose: GX's Postgres one rejects socket-only URLs (embedded server).
-        warnings.simplefilter("ignore")
-        datasource = context.data_sources.add_sql(
-            DATASOURCE,
-            connection_string=url.set(password=None).render_as_string(hide_password=False),
-            kwargs=kwargs,
-        )
-    wanted = [c for c in checks if c.asset != RUN or (facts.run and not facts.run_missing)]
-    definitions = []
-    for asset in dict.fromkeys(c.asset for c in wanted):
-        data = datasource.add_query_asset(
-            f"{account.value}_{asset}", query=asset_query(asset, account, facts.run_id)
-        ).add_batch_definition_whole_table("all rows")
-        suite = gx.ExpectationSuite(
-            name=f"emag_{account.value}_{asset}",
-            expectations=[_expectation(gx, c) for c in wanted if c.asset == asset],
-        )
-        definitions.append(
-            context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(
-                    name=f"emag_{account.value}_{asset}", data=data, suite=context.suites.add_or_update(suite)
-                )
+    datasource = _add_datasource(context, url)
+    try:
+        wanted = [c for c in checks if c.asset != RUN or facts.run is not None]
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=f"emag_{account.value}",
+                validation_definitions=[
+                    _add_validation(gx, context, datasource, account, asset, wanted, facts.run_id)
+                    for asset in dict.fromkeys(c.asset for c in wanted)
+                ],
+                # COMPLETE returns the offending rows (GX caps them at 200); "sku" names each failing row.
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": ["sku"],
+                    "partial_unexpected_count": MAX_LISTED_SKUS,
+                    "return_unexpected_index_query": False,
+                },
             )
         )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=f"emag_{account.value}",
-            validation_definitions=definitions,
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DATA_DOCS_SITE])],
-            # COMPLETE returns the offending rows (GX caps them at 200); "sku" names each failing row.
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": ["sku"],
-                "partial_unexpected_count": MAX_LISTED_SKUS,
-                "return_unexpected_index_query": False,
-            },
+        run_name = f"{account.value}-run-{facts.run_id}" if facts.run else f"{account.value}-check"
+        result = checkpoint.run(
+            expectation_parameters={ACTIVE_PRODUCT_COUNT: facts.active_products},
+            run_id=RunIdentifier(run_name=run_name),
         )
-    )
-    run_name = f"{account.value}-run-{facts.run_id}" if facts.run_id else f"{account.value}-check"
-    result = checkpoint.run(
-        expectation_parameters={ACTIVE_PRODUCT_COUNT: facts.active_products},
-        run_id=RunIdentifier(run_name=run_name),
+    finally:
+        datasource.get_engine().dispose()
+    # Data Docs once for the whole checkpoint: GX's UpdateDataDocsAction rebuilds the site (index included)
+    # once per validation definition, which made it most of the checkpoint's run time.
+    context.build_data_docs(
+        site_names=[DATA_DOCS_SITE],
+        resource_identifiers=[
+            *result.run_results,
+            *(ExpectationSuiteIdentifier(name=v.suite_name) for v in result.run_results.values()),
+        ],
     )
     outcomes: dict[str, Any] = {}
     for validation in result.run_results.values():
@@ -272,6 +264,44 @@ def _validate(
             if config is not None and config.meta:
                 outcomes[config.meta["check"]] = outcome
     return outcomes, root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
+
+
+def _add_datasource(context: Any, url: URL) -> Any:
+    """GX's SQL source for the database; the password goes as a connect argument, never in the URL."""
+    password = url.password
+    kwargs = {"connect_args": {"password": str(password)}} if password else {}
+    with warnings.catch_warnings():
+        # The generic SQL source on purpose: GX's Postgres one rejects socket-only URLs (embedded server).
+        warnings.simplefilter("ignore")
+        return context.data_sources.add_sql(
+            DATASOURCE,
+            connection_string=url.set(password=None).render_as_string(hide_password=False),
+            kwargs=kwargs,
+        )
+
+
+def _add_validation(
+    gx: Any,
+    context: Any,
+    datasource: Any,
+    account: AccountType,
+    asset: str,
+    checks: Sequence[Check],
+    run_id: int | None,
+) -> Any:
+    """One query asset of the account, its suite, and the validation definition joining them."""
+    name = f"emag_{account.value}_{asset}"
+    data = datasource.add_query_asset(name, query=asset_query(asset, account, run_id))
+    suite = gx.ExpectationSuite(
+        name=name, expectations=[_expectation(gx, c) for c in checks if c.asset == asset]
+    )
+    return context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(
+            name=name,
+            data=data.add_batch_definition_whole_table("all rows"),
+            suite=context.suites.add_or_update(suite),
+        )
+    )
 
 
 def _expectation(gx: Any, check: Check) -> Any:
@@ -292,18 +322,18 @@ def _prune_history(root: Path, account: AccountType) -> None:
             runs = sorted(suite_dir.glob("*/*"), key=lambda p: p.name)
             for old in runs[: max(0, len(runs) - (KEEP_VALIDATION_RUNS - 1))]:
                 shutil.rmtree(old, ignore_errors=True)
+                if not any(old.parent.iterdir()):
+                    old.parent.rmdir()
 
 
 def _row(check: Check, outcome: Any, facts: _Facts) -> DQRow:
     """One report row from a GX result; run checks without a run are not applicable."""
+    if outcome is None and facts.run_missing:
+        # A run id that is not in the history cannot be complete; the reject share then does not apply.
+        passed = False if check.severity == "critical" else None
+        return DQRow(check.name, check.severity, passed, "no such run", f"run {facts.run_id} not found")
     if outcome is None:
-        if facts.run_missing:
-            details = f"run {facts.run_id} not found in the run history"
-            failed = check.severity == "critical"
-            return DQRow(check.name, check.severity, None if not failed else False, "no such run", details)
-        return DQRow(
-            check.name, check.severity, None, "not applicable", "no succeeded sync run of the account yet"
-        )
+        return DQRow(check.name, check.severity, None, "not applicable", "no succeeded sync run yet")
     values = _values(outcome.result or {}, facts)
     if outcome.exception_info and outcome.exception_info.get("raised_exception"):
         message = str(outcome.exception_info.get("exception_message") or "GX raised an error").splitlines()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -76,7 +78,7 @@ def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run
                 records_read=n,
                 records_loaded=n,
                 rows_rejected=0,
-            )  # fmt: skip
+            )
             .returning(sync_runs.c.id)
         )
 
@@ -124,9 +126,10 @@ def test_clean_database_passes_every_expectation_and_writes_docs_without_passwor
     assert count_row.observed == f"{N} active offers, {N} active products"
     with engine.connect() as conn:
         stored = dict(conn.execute(select(sync_runs.c.account_type, sync_runs.c.dq_status)).all())
-        rows_json = conn.scalar(select(sync_runs.c.dq_results).where(sync_runs.c.id == runs[FBE]))
+        stored_json = conn.scalar(select(sync_runs.c.dq_results).where(sync_runs.c.id == runs[FBE]))
     assert stored == {"main": "passed", "fbe": "passed"}
-    assert len(rows_json) == len(results[1].rows) and rows_json[0]["passed"] is True
+    assert stored_json["status"] == "passed" and len(stored_json["rows"]) == len(results[1].rows)
+    assert stored_json["rows"][0]["passed"] is True
 
     docs = files_under(tmp_path)
     assert any(p.suffix == ".html" and "validations" in p.parts for p in docs)
@@ -206,3 +209,12 @@ def test_cli_check_exit_codes(
 
     bad = runner.invoke(app, ["check", "--account", "shop"])
     assert bad.exit_code == 1 and "main, fbe or both" in bad.stderr
+
+
+def test_great_expectations_is_imported_only_when_a_checkpoint_runs() -> None:
+    code = (
+        "import sys, emag_sync.cli, flows.dq_check, expectations.checkpoint, expectations.report;"
+        "print('great_expectations' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
