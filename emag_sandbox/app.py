@@ -83,6 +83,14 @@ def _server_error(status: int) -> Response:
     return HTMLResponse(body, status_code=status)
 
 
+async def _control_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise HTTPException(422, "the body is not valid JSON") from None
+
+
 def _account_param(value: str) -> AccountType:
     try:
         return AccountType(value.lower())
@@ -120,7 +128,7 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.post(CONTROL_PREFIX + "/faults/{account}")
     async def set_faults(account: str, request: Request) -> dict[str, Any]:
         which = _account_param(account)
-        body = await request.json() if (await request.body()).strip() else {}
+        body = await _control_body(request)
         try:
             faults = Faults.from_json(body if isinstance(body, dict) else {"?": body})
         except (TypeError, ValueError) as exc:
@@ -144,7 +152,7 @@ def create_app(state: SandboxState) -> FastAPI:
     @app.post(CONTROL_PREFIX + "/records/{account}/{change}")
     async def change_records(account: str, change: str, request: Request) -> dict[str, list[int]]:
         which = _account_param(account)
-        body = await request.json() if (await request.body()).strip() else {}
+        body = await _control_body(request)
         try:
             n = int(body.get("n", 0))
             if change == "remove":

@@ -445,6 +445,7 @@ def test_control_endpoints(client: TestClient, sandbox_state: SandboxState) -> N
     assert sandbox_state.faults[FBE] == Faults(error_pages={3})
     assert client.post("/_sandbox/faults/fbe", json={"eror_rate": 1}).status_code == 422
     assert client.post("/_sandbox/faults/nope", json={}).status_code == 404
+    assert client.post("/_sandbox/faults/fbe", content=b"{oops").status_code == 422
     refusal(call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": 3}))
     log = client.get("/_sandbox/requests", params={"account": "fbe"}).json()
     assert [(r["resource"], r["action"], r["page"], r["status_code"]) for r in log] == [
