@@ -80,7 +80,9 @@ class DQResult:
         """Critical failures (else warnings), each naming the expectation's observed values."""
         failing = self.critical_failures or self.warnings
         if not failing:
-            return f"{self.account.value}: all {len(self.rows)} expectations passed"
+            skipped = sum(row.passed is None for row in self.rows)
+            note = f" ({skipped} not applicable)" if skipped else ""
+            return f"{self.account.value}: all {len(self.rows) - skipped} expectations passed{note}"
         return "; ".join(f"{self.account.value}: {row.details}" for row in failing)
 
     def as_json(self) -> dict[str, Any]:
@@ -331,13 +333,15 @@ def _row(check: Check, outcome: Any, facts: _Facts) -> DQRow:
     if outcome is None and facts.run_missing:
         # A run id that is not in the history cannot be complete; the reject share then does not apply.
         passed = False if check.severity == "critical" else None
-        return DQRow(check.name, check.severity, passed, "no such run", f"run {facts.run_id} not found")
+        return DQRow(
+            check.name, check.severity, passed, "no such run", f"run {facts.run_id} is not in the run history"
+        )
     if outcome is None:
         return DQRow(check.name, check.severity, None, "not applicable", "no succeeded sync run yet")
-    values = _values(outcome.result or {}, facts)
     if outcome.exception_info and outcome.exception_info.get("raised_exception"):
         message = str(outcome.exception_info.get("exception_message") or "GX raised an error").splitlines()[0]
         return DQRow(check.name, check.severity, False, "error", f"{check.name} could not run: {message}")
+    values = _values(outcome.result or {}, facts)
     observed = _observed(check, values)
     details = "" if outcome.success else check.failure.format_map(values)
     return DQRow(check.name, check.severity, bool(outcome.success), observed, details)

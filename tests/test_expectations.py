@@ -189,6 +189,10 @@ def test_warning_only_problem_reports_but_does_not_fail(
     not_applicable = {r.name for r in result.rows if r.passed is None}
     assert not_applicable == {"run_complete_against_emag_count", "rejected_share_under_threshold"}
 
+    unknown_run = run_checkpoint(database_url, FBE, run_id=424242, home=tmp_path)
+    assert unknown_run.status == "failed"
+    assert unknown_run.message == "fbe: run 424242 is not in the run history"
+
 
 def test_cli_check_exit_codes(
     engine: Engine, db_env: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
