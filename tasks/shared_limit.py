@@ -9,7 +9,6 @@ import httpx
 
 from emag_sync.settings import AccountConfig, AccountType
 from tasks.ratelimit import Limiter, limiter_for
-from tasks.secrets import prefect_api_configured
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +89,18 @@ def _gcl_usable(name: str) -> bool:
 def shared_limiter_for(config: AccountConfig) -> Limiter:
     """The limiter a client of this account should use: Prefect-wide when possible, else in-process.
 
-    The decision (one API call) is made once per process, Prefect API and account.
+    Only a server named by PREFECT_API_URL counts: the temporary server Prefect starts without it belongs to
+    this process alone, so it cannot pace anyone else. The decision (one API call) is made once per
+    process, Prefect API and account.
     """
-    local = limiter_for(config)
-    if not prefect_api_configured():
-        return local
     from prefect.settings import get_current_settings
 
+    local = limiter_for(config)
+    api_url = get_current_settings().api.url
+    if not api_url:
+        return local
     name = gcl_name(config.account)
-    key = (str(get_current_settings().api.url), config.account)
+    key = (api_url, config.account)
     with _decisions_lock:
         usable = _decisions.get(key)
         if usable is None:
