@@ -40,7 +40,9 @@ MAX_EMAG_ID = 4_294_967_295
 PRICE_PLACES = Decimal("0.0001")
 MAX_PRICE = Decimal(10) ** 10
 # EAN-8 .. GTIN-14, with UPC-E (6 digits) at the short end.
-EAN_PATTERN = re.compile(r"\d{6,14}")
+EAN_PATTERN = re.compile(r"\d{6,14}", re.ASCII)
+# Integers also arrive as digit strings (count's "noOfItems": "1274"); nothing fancier is accepted.
+INT_PATTERN = re.compile(r"\s*-?\d+\s*", re.ASCII)
 # eMAG's sellable rule: stock > 0, status 1, offer_validation_status 1, validation_status in this set.
 SELLABLE_VALIDATION_STATUSES = frozenset({3, 9, 11, 12})
 ACTIVE_STATUS = 1
@@ -138,7 +140,7 @@ def _int_or_none(value: object, maximum: int = INT_MAX) -> int | None:
         number = value
     elif (
         isinstance(value, bool)
-        or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+        or (isinstance(value, str) and INT_PATTERN.fullmatch(value) is not None)
         or (isinstance(value, float) and value.is_integer())
     ):
         number = int(value)

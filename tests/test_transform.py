@@ -195,3 +195,13 @@ def test_naive_time_and_page_mismatch_refused() -> None:
         transform_batch([], AccountType.MAIN, synced_at=datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="pages has 2 entries for 1 records"):
         transform_batch([{}], AccountType.MAIN, pages=[1, 2], synced_at=SYNCED_AT)
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [("7", 7), (" 12 ", 12), ("-3", -3), ("--5", None), ("1.5", None), ("²", None), (2.0, 2), (2.5, None)],
+)
+def test_integers_sent_as_text_or_numbers(sent, stored) -> None:
+    record = payload("record_fbe_emg469.json") | {"vat_id": sent}
+    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    assert frames.offers["vat_id"][0] == stored
