@@ -24,6 +24,8 @@ UNFINISHED = (RUNNING, FAILED)
 DQ_STATUSES = ("passed", "warning", "failed")
 # Long tracebacks stay in the logs; the run row keeps enough to tell what happened.
 MAX_ERROR_LENGTH = 4000
+# fail_run tries once more on a fresh connection when the pooled one died with the failure it records.
+FAIL_RUN_ATTEMPTS = 2
 # Advisory lock keys (two int4 form): a namespace for emag-sync, then one key per account.
 LOCK_NAMESPACE = 0x656D6173  # "emas"
 _LOCK_KEYS = {AccountType.MAIN: 1, AccountType.FBE: 2}
@@ -225,25 +227,32 @@ def fail_run(
     logs instead of raising, so the original error is the one the caller sees.
     """
     c = sync_runs.c
-    try:
-        with engine.begin() as conn:
-            updated = conn.execute(
-                update(sync_runs)
-                .where(c.id == run_id, c.status == RUNNING)
-                .values(
-                    status=FAILED,
-                    finished_at=func.now(),
-                    error=error[:MAX_ERROR_LENGTH],
-                    duration_seconds=_add_elapsed(elapsed_seconds),
-                    api_requests=c.api_requests + api_requests,
-                    rate_limited=c.rate_limited + rate_limited,
-                    retries=c.retries + retries,
-                )
-            )
-            return updated.rowcount == 1
-    except SQLAlchemyError as exc:
-        log.warning("could not record the failure of sync run %s (the row stays 'running'): %s", run_id, exc)
-        return False
+    statement = (
+        update(sync_runs)
+        .where(c.id == run_id, c.status == RUNNING)
+        .values(
+            status=FAILED,
+            finished_at=func.now(),
+            error=error[:MAX_ERROR_LENGTH],
+            duration_seconds=_add_elapsed(elapsed_seconds),
+            api_requests=c.api_requests + api_requests,
+            rate_limited=c.rate_limited + rate_limited,
+            retries=c.retries + retries,
+        )
+    )
+    for attempt in range(FAIL_RUN_ATTEMPTS):
+        try:
+            with engine.begin() as conn:
+                return conn.execute(statement).rowcount == 1
+        except DBAPIError as exc:
+            # A pooled connection killed with the failure is invalidated here; the next one is new.
+            if exc.connection_invalidated and attempt + 1 < FAIL_RUN_ATTEMPTS:
+                continue
+            log.warning("could not record the failure of sync run %s (it stays 'running'): %s", run_id, exc)
+        except SQLAlchemyError as exc:
+            log.warning("could not record the failure of sync run %s (it stays 'running'): %s", run_id, exc)
+        break
+    return False
 
 
 def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: int) -> int:

@@ -320,6 +320,10 @@ def _normalised_names() -> list[str]:
     return list(_normalise({"id": MIN_EMAG_ID, "part_number": "x", "sale_price": "1"}))
 
 
+_unknown = set(_normalised_names()) - set(products.c.keys()) - set(offers.c.keys())
+assert not _unknown, f"transform produces columns the schema does not declare: {sorted(_unknown)}"
+
+
 def _reject(account: AccountType, page: int | None, record: object, reason: str) -> dict[str, Any]:
     emag_id = sku = None
     if isinstance(record, dict):
@@ -458,10 +462,10 @@ def _frames(
     columns: dict[str, list[Any]] = {
         name: list(values) for name, values in zip(names, transposed, strict=True)
     }
-    # Derived columns are functions of hashed ones, so they stay out of the hash.
     # Every product column is a function of the raw record (and TRANSFORM_VERSION), so hashing the raw
     # JSON covers them all, plus what only raw_emag_data keeps (description, characteristics, ...).
     columns["product_hash"] = [content_hash((), raw) for raw in columns[products.c.raw_emag_data.name]]
+    # Offers hash their normalised fields; the derived ones (reserved stock, visibility) follow from them.
     pick = _picker(names, offers)
     columns["offer_hash"] = [content_hash(pick(row)) for row in rows]
     columns["account_type"] = [account.value] * len(kept)

@@ -129,6 +129,21 @@ def test_fail_run_never_raises_and_truncates(engine) -> None:
         dead.dispose()
 
 
+def test_fail_run_records_after_the_database_dropped_its_connection(engine, database_url) -> None:
+    run_id = new_run(engine)
+    flow_engine = create_engine(database_url, pool_size=1, max_overflow=0)  # no pre-ping: a stale conn
+    try:
+        with flow_engine.connect() as conn:
+            pid = conn.scalar(text("SELECT pg_backend_pid()"))
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.2)
+        assert fail_run(flow_engine, run_id, "OperationalError: server closed the connection") is True
+    finally:
+        flow_engine.dispose()
+    assert get_run(engine, run_id).status == "failed"
+
+
 def test_recent_runs_and_dq(engine) -> None:
     ids = [new_run(engine, account) for account in (FBE, MAIN, FBE)]
     assert [r.id for r in recent_runs(engine)] == ids[::-1]
