@@ -404,10 +404,12 @@ class EmagClient:
         *,
         items_per_page: int = MAX_ITEMS_PER_PAGE,
         start_page: int = 1,
+        count: CatalogueCount | None = None,
     ) -> Iterator[Page]:
         """Pages of ``product_offer/read`` in order, from ``start_page`` until a short or empty page.
 
-        Calls ``count`` first and never asks beyond its pages plus one; a full page there raises
+        Calls ``count`` first (unless the caller just did and passes it, saving a request of the
+        account's budget) and never asks beyond its pages plus one; a full page there raises
         ``EmagPagingError`` (see ``PagePlan``). Up to ``look_ahead`` requests overlap, paced by the limiter;
         at most that many pages wait in memory. The first failing page (in page order) raises after every
         page before it was yielded; closing the iterator drops the requests still queued.
@@ -415,10 +417,12 @@ class EmagClient:
         check_items_per_page(items_per_page)
         if start_page < 1:
             raise ValueError(f"start_page must be >= 1, got {start_page}")
-        return self._pages(dict(filters or {}), items_per_page, start_page)
+        return self._pages(dict(filters or {}), items_per_page, start_page, count)
 
-    def _pages(self, filters: dict[str, Any], items_per_page: int, start_page: int) -> Iterator[Page]:
-        total = self.count(filters)
+    def _pages(
+        self, filters: dict[str, Any], items_per_page: int, start_page: int, count: CatalogueCount | None
+    ) -> Iterator[Page]:
+        total = count if count is not None else self.count(filters)
         plan = PagePlan(items_per_page=items_per_page, start_page=start_page, expected_items=total.items)
         logger.debug("%s: %d offers announced, reading from page %d", self.account, total.items, start_page)
         cancel = threading.Event()

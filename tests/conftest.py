@@ -79,10 +79,12 @@ def prefect_harness() -> Iterator[None]:
     from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
-        # Heartbeats cost about a second per flow run and detect nothing a test needs.
-        with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-            yield
+    # Heartbeats cost about a second per flow run and detect nothing a test needs.
+    with (
+        prefect_test_harness(server_startup_timeout=180),
+        temporary_settings(updates={"flows.heartbeat_frequency": None}),
+    ):
+        yield
 
 
 # --- the eMAG sandbox -------------------------------------------------------------------------------

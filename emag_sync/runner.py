@@ -1,0 +1,64 @@
+"""Runs the sync flow in this process for the command line: checks first, a progress bar, a summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+
+from emag_sync.console import console, err_console, runs_table, sync_progress
+from emag_sync.db import describe, engine_from_settings
+from emag_sync.schema import sync_runs
+from emag_sync.settings import Settings, parse_accounts
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """What the command line reports: success, and the error message when not."""
+
+    ok: bool
+    error: str | None
+
+
+def preflight(settings: Settings, accounts: str) -> Engine:
+    """Fail fast, naming the setting, before any request or write: accounts, credentials, database."""
+    from tasks.secrets import resolve_account_config
+
+    for account in parse_accounts(accounts):
+        resolve_account_config(settings, account)
+    return engine_from_settings(settings)
+
+
+def run_sync(
+    settings: Settings,
+    accounts: str,
+    *,
+    resume: bool = False,
+    pages_per_batch: int = 5,
+    items_per_page: int = 100,
+) -> SyncOutcome:
+    """Run ``emag-product-sync`` in-process with a progress bar, then print the runs it made."""
+    engine = preflight(settings, accounts)
+    try:
+        with engine.connect() as conn:
+            last_run_id = conn.scalar(select(func.coalesce(func.max(sync_runs.c.id), 0))) or 0
+        console.print(f"database: {describe(engine.url)}")
+        from flows.sync import emag_product_sync
+
+        error: str | None = None
+        with sync_progress(parse_accounts(accounts)):
+            try:
+                emag_product_sync(
+                    accounts=accounts,
+                    pages_per_batch=pages_per_batch,
+                    items_per_page=items_per_page,
+                    resume=resume,
+                )
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+        console.print(runs_table(engine, since_id=last_run_id, title="This sync"))
+        if error:
+            err_console.print(f"[red]sync failed:[/red] {error}")
+        return SyncOutcome(ok=error is None, error=error)
+    finally:
+        engine.dispose()

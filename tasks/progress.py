@@ -1,0 +1,84 @@
+"""Progress of an account's sync: a Prefect progress artifact in the UI, and listeners (the CLI's bar)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from emag_sync.settings import AccountType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Pages committed so far out of the total that ``product_offer/count`` announced."""
+
+    account: AccountType
+    pages_done: int
+    pages_total: int
+    records_done: int
+
+
+Listener = Callable[[ProgressEvent], None]
+_listeners: list[Listener] = []
+_lock = threading.Lock()
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Register a local listener (e.g. a rich progress bar); returns the function that removes it."""
+    with _lock:
+        _listeners.append(listener)
+
+    def remove() -> None:
+        with _lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return remove
+
+
+def _in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+class ProgressReporter:
+    """Reports one account's progress per committed batch, to Prefect (when in a run) and to listeners."""
+
+    def __init__(self, account: AccountType) -> None:
+        self.account = account
+        self._artifact_id: UUID | None = None
+        self._prefect = _in_prefect_run()
+
+    def report(self, pages_done: int, pages_total: int, records_done: int) -> None:
+        event = ProgressEvent(self.account, pages_done, max(pages_total, pages_done), records_done)
+        with _lock:
+            listeners = list(_listeners)
+        for listener in listeners:
+            listener(event)
+        if self._prefect:
+            self._publish(event)
+
+    def _publish(self, event: ProgressEvent) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        percent = 100.0 if event.pages_total == 0 else 100.0 * event.pages_done / event.pages_total
+        description = (
+            f"{self.account.label}: {event.pages_done} of {event.pages_total} pages committed "
+            f"({event.records_done} records)"
+        )
+        try:
+            if self._artifact_id is None:
+                created = create_progress_artifact(
+                    progress=percent, key=f"emag-sync-progress-{self.account.value}", description=description
+                )
+                self._artifact_id = created if isinstance(created, UUID) else None
+            else:
+                update_progress_artifact(self._artifact_id, progress=percent, description=description)
+        except Exception as exc:  # progress display must never fail a sync
+            log.warning("%s: could not update the progress artifact: %s", self.account.label, exc)

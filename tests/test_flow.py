@@ -1,0 +1,224 @@
+"""The emag-product-sync flow end to end: sandbox over loopback, embedded PostgreSQL, Prefect harness."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from emag_sandbox.state import Faults, SandboxState
+from emag_sync.schema import offers, products, sync_runs
+from emag_sync.settings import AccountType
+
+pytestmark = pytest.mark.flow
+
+FBE, MAIN = AccountType.FBE, AccountType.MAIN
+
+
+@pytest.fixture
+def sandbox_state() -> SandboxState:
+    """Big enough to hold the incident's EMG469 in FBE (5 pages), small enough to stay fast."""
+    return SandboxState(products=480, main_products=300, rate_limit=False)
+
+
+@pytest.fixture
+def flow_env(prefect_harness, sandbox_env, db_env):
+    """Sandbox + fresh database + Prefect harness, as the flow sees them through the environment."""
+    return sandbox_env
+
+
+def _active(engine, table, account: AccountType) -> dict[str, int]:
+    query = select(table.c.sku, table.c.emag_offer_id if table is offers else table.c.emag_id).where(
+        table.c.account_type == account.value, table.c.is_active
+    )
+    with engine.connect() as conn:
+        return {sku: emag_id for sku, emag_id in conn.execute(query)}
+
+
+def assert_matches_catalogue(engine, state: SandboxState, account: AccountType) -> None:
+    """The database holds exactly the sandbox's catalogue for the account: no loss, no duplicate."""
+    expected = {r["part_number"]: r["id"] for r in state.catalogue_records(account)}
+    assert _active(engine, products, account) == expected
+    assert _active(engine, offers, account) == expected
+
+
+def _pages_read(state: SandboxState, account: AccountType) -> list[int]:
+    return [
+        r.page
+        for r in state.request_log
+        if r.account == account and r.action == "read" and r.status_code == 200
+    ]
+
+
+def test_both_accounts_end_to_end(flow_env, sandbox_state, database_url) -> None:
+    from flows.sync import emag_product_sync
+
+    summaries = emag_product_sync(accounts="both", pages_per_batch=2)
+
+    assert {s.account: s.status for s in summaries} == {"main": "succeeded", "fbe": "succeeded"}
+    engine = create_engine(database_url)
+    for account in (MAIN, FBE):
+        assert_matches_catalogue(engine, sandbox_state, account)
+
+    # The incident's verification SQL, unchanged, answers from the sandbox's catalogue.
+    fbe_count = len(sandbox_state.catalogue_records(FBE))
+    emg469 = sandbox_state.record_by_sku(FBE, "EMG469")
+    with engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT COUNT(*) FROM app.emag_product_offers_v2 WHERE account_type = 'fbe';"))
+            == fbe_count
+        )
+        row = conn.execute(text(
+            "SELECT sku, emag_offer_id, price, min_sale_price, max_sale_price, stock, reserved_stock, "
+            "available_stock, visibility, sync_attempts FROM app.emag_product_offers_v2 "
+            "WHERE sku = 'EMG469' AND account_type = 'fbe';"
+        )).mappings().one()  # fmt: skip
+        runs = conn.execute(select(sync_runs)).mappings().all()
+    assert row["emag_offer_id"] == emg469["id"]
+    assert row["price"] == Decimal(emg469["sale_price"])
+    assert row["min_sale_price"] == Decimal(emg469["min_sale_price"])
+    assert row["max_sale_price"] == Decimal(emg469["max_sale_price"])
+    assert row["stock"] == emg469["general_stock"]
+    assert row["available_stock"] == emg469["estimated_stock"]
+    assert row["reserved_stock"] == max(emg469["general_stock"] - emg469["estimated_stock"], 0)
+    assert row["sync_attempts"] == 1
+    assert {r["account_type"]: (r["status"], r["dq_status"]) for r in runs} == {
+        "main": ("succeeded", "passed"),
+        "fbe": ("succeeded", "passed"),
+    }
+    engine.dispose()
+    _assert_artifacts(
+        ["emag-sync-summary", "emag-sync-progress-fbe", "emag-sync-progress-main", "emag-dq-fbe"]
+    )
+
+
+def _assert_artifacts(keys: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = {
+            a.key
+            for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        }
+    assert set(keys) <= found
+
+
+def test_second_run_changes_nothing_then_follows_removals_and_reprices(
+    flow_env, sandbox_state, database_url
+) -> None:
+    from flows.sync import emag_product_sync
+
+    emag_product_sync(accounts="fbe")
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        before = dict(conn.execute(select(offers.c.sku, offers.c.updated_at)).all())
+    removed = sandbox_state.remove_records(FBE, 3)
+    repriced = sandbox_state.reprice_records(FBE, 4)
+
+    [summary] = emag_product_sync(accounts="fbe")
+
+    assert (summary.inserted, summary.updated, summary.deactivated) == (0, 4, 3)
+    with engine.connect() as conn:
+        after = dict(conn.execute(select(offers.c.sku, offers.c.updated_at)).all())
+        inactive = set(conn.scalars(select(offers.c.emag_offer_id).where(~offers.c.is_active)))
+    assert set(removed) == inactive
+    changed = {sku for sku in before if after[sku] != before[sku]}
+    assert len(changed) == len(removed) + len(repriced)  # only these rows were rewritten
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+    engine.dispose()
+
+
+def test_outage_mid_run_fails_keeps_batches_and_resume_reads_only_the_rest(
+    flow_env, sandbox_state, database_url
+) -> None:
+    from flows.sync import emag_product_sync
+
+    sandbox_state.set_faults(FBE, Faults(error_pages={2}))  # 480 FBE records: pages 1..5 of 100
+    with pytest.raises(Exception, match="fbe"):
+        emag_product_sync(accounts="both", pages_per_batch=1)
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        runs = {r["account_type"]: r for r in conn.execute(select(sync_runs)).mappings()}
+        fbe_rows = conn.scalar(select(func.count()).select_from(offers).where(offers.c.account_type == "fbe"))
+    assert runs["main"]["status"] == "succeeded"  # the other account's work stays
+    assert runs["fbe"]["status"] == "failed" and "page 2" in runs["fbe"]["error"]
+    assert runs["fbe"]["last_committed_page"] == 1 and fbe_rows == 100  # batch 1 committed, no half batch
+    assert_matches_catalogue(engine, sandbox_state, MAIN)
+
+    sandbox_state.set_faults(FBE, Faults())
+    sandbox_state.request_log.clear()
+    [summary] = emag_product_sync(accounts="fbe", pages_per_batch=1, resume=True)
+
+    assert summary.resumed and summary.run_id == runs["fbe"]["id"]
+    assert min(_pages_read(sandbox_state, FBE)) == 2  # page 1 was not fetched again
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+    engine.dispose()
+
+
+def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, database_url) -> None:
+    """What the UI's Retry does: the same flow run is scheduled again and re-executed."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow_sync
+    from prefect.states import AwaitingRetry
+
+    from flows.sync import emag_product_sync
+
+    sandbox_state.set_faults(FBE, Faults(error_pages={3}))
+    state = emag_product_sync(accounts="both", pages_per_batch=1, return_state=True)
+    assert state.is_failed()
+    flow_run_id = state.state_details.flow_run_id
+
+    sandbox_state.set_faults(FBE, Faults())
+    sandbox_state.request_log.clear()
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
+        flow_run = client.read_flow_run(flow_run_id)
+    retried = run_flow_sync(
+        emag_product_sync, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+    )
+
+    assert retried.is_completed(), retried.message
+    assert _pages_read(sandbox_state, MAIN) == []  # MAIN finished in the first attempt: skipped
+    assert min(_pages_read(sandbox_state, FBE)) == 3
+    engine = create_engine(database_url)
+    for account in (MAIN, FBE):
+        assert_matches_catalogue(engine, sandbox_state, account)
+    with engine.connect() as conn:
+        statuses = conn.execute(
+            select(sync_runs.c.account_type, sync_runs.c.status, sync_runs.c.flow_run_id)
+        ).all()
+    assert sorted(statuses) == [
+        ("fbe", "succeeded", str(flow_run_id)),
+        ("main", "succeeded", str(flow_run_id)),
+    ]
+    engine.dispose()
+
+
+def test_incident_offers_silently_dropped_fails_the_flow_with_counts(
+    flow_env, sandbox_state, database_url
+) -> None:
+    """The incident reproduced: FBE offers silently not written (a trigger swallows them)."""
+    from flows.sync import emag_product_sync
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION app.swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;"
+            "CREATE TRIGGER swallow BEFORE INSERT ON app.emag_product_offers_v2 FOR EACH ROW "
+            "WHEN (NEW.account_type = 'fbe') EXECUTE FUNCTION app.swallow();"
+        ))  # fmt: skip
+
+    fbe_count = len(sandbox_state.catalogue_records(FBE))
+    with pytest.raises(Exception, match=f"fbe: active offers 0 != active products {fbe_count}"):
+        emag_product_sync(accounts="both")
+
+    with engine.connect() as conn:  # ELT: what was loaded stays; the run history records the failed check
+        dq = dict(conn.execute(select(sync_runs.c.account_type, sync_runs.c.dq_status)).all())
+        fbe_products = conn.scalar(
+            select(func.count()).select_from(products).where(products.c.account_type == "fbe")
+        )
+    assert dq == {"main": "passed", "fbe": "failed"} and fbe_products == fbe_count
+    engine.dispose()
