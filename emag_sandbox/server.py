@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+import httpx
 import uvicorn
 
 from emag_sandbox.app import API_PREFIX, create_app
@@ -104,3 +109,80 @@ def run_foreground(
         _server(state).run(sockets=[sock])
     finally:
         sock.close()
+
+
+@dataclass(frozen=True)
+class SandboxProcess:
+    """A sandbox running in a process of its own: its environment and its control endpoints."""
+
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+
+    @property
+    def url(self) -> str:
+        return self.env["EMAG_API_URL"]
+
+    @property
+    def control_url(self) -> str:
+        return self.env["EMAG_SANDBOX_URL"] + "/_sandbox"
+
+
+@contextmanager
+def serve_in_process(*options: str) -> Iterator[SandboxProcess]:
+    """``emag-sync sandbox --port 0 OPTIONS`` in a child process, stopped when the block exits.
+
+    A server in its own process answers like a remote eMAG: a busy client process (transform, load)
+    cannot delay it, so its rate-limit clock sees requests when they are really sent.
+    """
+    command = [
+        sys.executable,
+        "-c",
+        "from emag_sync.cli import app; app()",
+        "sandbox",
+        "--port",
+        "0",
+        *options,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        env = _read_exports(process)
+        _wait_until_listening(env["EMAG_SANDBOX_URL"], process)
+        yield SandboxProcess(env, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(SHUTDOWN_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _read_exports(process: subprocess.Popen[str]) -> dict[str, str]:
+    wanted = {"EMAG_API_URL", "EMAG_SANDBOX_URL", "EMAG_MAIN_USERNAME", "EMAG_MAIN_PASSWORD",
+              "EMAG_FBE_USERNAME", "EMAG_FBE_PASSWORD"}  # fmt: skip
+    env: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        name, _, value = line.removeprefix("export ").strip().partition("=")
+        if name in wanted:
+            env[name] = shlex.split(value)[0] if value else ""
+        if wanted <= env.keys():
+            return env
+    raise RuntimeError(f"eMAG sandbox process exited ({process.wait()}) before printing its environment")
+
+
+def _wait_until_listening(base_url: str, process: subprocess.Popen[str]) -> None:
+    parsed = urlsplit(base_url)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"eMAG sandbox process exited with {process.returncode}")
+        try:
+            with socket.create_connection((parsed.hostname, parsed.port), timeout=0.5):
+                # bound before printing; accepting once uvicorn runs, a request proves it answers
+                with httpx.Client() as client:
+                    client.get(base_url + "/_sandbox/faults", timeout=2)
+                return
+        except (OSError, httpx.HTTPError):
+            time.sleep(0.05)
+    raise RuntimeError(f"eMAG sandbox at {base_url} did not answer within {STARTUP_TIMEOUT_SECONDS} s")

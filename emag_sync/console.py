@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine, text
 
 from emag_sync.settings import AccountType
+
+if TYPE_CHECKING:
+    from tasks.runs import RunRow
 
 console = Console()
 err_console = Console(stderr=True)
@@ -68,25 +73,65 @@ def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
 
 
 def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
-    """The run history (app.emag_sync_runs), newest first."""
+    """The run history (app.emag_sync_runs), newest first, narrow enough for an 80-column terminal."""
     from tasks.runs import recent_runs
 
-    table = Table(title=title)
-    for column in ("run", "account", "status", "started (UTC)", "seconds", "eMAG count", "inserted",
-                   "updated", "unchanged", "rejected", "deactivated", "pages", "requests", "429s",
-                   "data quality", "error"):  # fmt: skip
-        table.add_column(column, overflow="fold")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    columns = ("run", "account", "status", "started UTC", "s", "eMAG", "new", "changed", "same", "rejected",
+               "gone", "pages", "req", "429", "DQ")  # fmt: skip
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("started UTC", "status"))
+    errors: list[str] = []
     for run in recent_runs(engine, limit=limit):
         if run.id <= since_id:
             continue
         table.add_row(
             str(run.id), run.account_type, run.status + (" (resumed)" if run.resumed_count else ""),
-            f"{run.started_at:%Y-%m-%d %H:%M:%S}", f"{run.duration_seconds or 0:.1f}",
-            str(run.expected_items or 0), str(run.rows_inserted), str(run.rows_updated),
-            str(run.rows_unchanged), str(run.rows_rejected), str(run.rows_deactivated),
-            f"{run.last_committed_page}/{run.expected_pages or 0}", str(run.api_requests),
-            str(run.rate_limited), run.dq_status or "-", (run.error or "")[:200],
+            f"{run.started_at:%m-%d %H:%M}", f"{run.duration_seconds or 0:.0f}", str(run.expected_items or 0),
+            str(run.rows_inserted), str(run.rows_updated), str(run.rows_unchanged), str(run.rows_rejected),
+            str(run.rows_deactivated), f"{run.last_committed_page}/{run.expected_pages or 0}",
+            str(run.api_requests), str(run.rate_limited), run.dq_status or "-",
         )  # fmt: skip
+        if run.error:
+            errors.append(f"run {run.id} ({run.account_type}): {run.error}")
+    if errors:
+        table.caption = "\n".join(errors)
+        table.caption_justify = "left"
+    return table
+
+
+def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
+    """The runs a sync just made, one column per account (fits any terminal)."""
+    from tasks.runs import recent_runs
+
+    runs = sorted(
+        (r for r in recent_runs(engine, limit=10) if r.id > since_id), key=lambda r: r.account_type != "main"
+    )
+    table = Table(title="This sync")
+    table.add_column("")
+    for run in runs:
+        table.add_column(f"{run.account_type.upper()} (run {run.id})", justify="right")
+    metrics: dict[str, Callable[[RunRow], object]] = {
+        "status": lambda r: r.status + (" (resumed)" if r.resumed_count else ""),
+        "eMAG count": lambda r: r.expected_items or 0,
+        "pages": lambda r: f"{r.last_committed_page}/{r.expected_pages or 0}",
+        "inserted": lambda r: r.rows_inserted,
+        "updated": lambda r: r.rows_updated,
+        "unchanged": lambda r: r.rows_unchanged,
+        "rejected": lambda r: r.rows_rejected,
+        "deactivated": lambda r: r.rows_deactivated,
+        "API requests": lambda r: r.api_requests,
+        "429 answers": lambda r: r.rate_limited,
+        "retries": lambda r: r.retries,
+        "seconds": lambda r: f"{r.duration_seconds or 0:.1f}",
+        "data quality": lambda r: r.dq_status or "-",
+    }
+    for name, value in metrics.items():
+        table.add_row(name, *(str(value(run)) for run in runs))
+    errors = [f"{run.account_type}: {run.error}" for run in runs if run.error]
+    if errors:
+        table.caption = "\n".join(errors)
+        table.caption_justify = "left"
     return table
 
 

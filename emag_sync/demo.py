@@ -5,34 +5,35 @@ from __future__ import annotations
 import os
 
 from emag_sync.console import console, incident_queries_table
-from emag_sync.db import embedded_server_url, make_engine
+from emag_sync.db import engine_from_settings
 from emag_sync.runner import SyncOutcome, run_sync
 from emag_sync.settings import get_settings
 
-# Kept apart from the database a real sync uses, even when EMAG_SYNC_DATABASE_URL is set.
-DEMO_DATABASE = "emag_sync_demo"
+# The demo's sandbox data never mixes with a real sync's: its own embedded PostgreSQL and reports live in
+# this folder under EMAG_SYNC_HOME, even when EMAG_SYNC_DATABASE_URL is set.
+DEMO_HOME = "demo"
 
 
 def run_demo(*, products: int = 2550, seed: int = 7, rate_limit: bool = True) -> SyncOutcome:
     """Start the sandbox on a free loopback port, sync both accounts into the embedded PostgreSQL, report."""
-    from emag_sandbox.server import serve
-    from emag_sandbox.state import SandboxState
+    from emag_sandbox.server import serve_in_process
+    from expectations.checkpoint import data_docs_index
 
-    settings = get_settings()
-    demo_url = embedded_server_url(settings.home, database=DEMO_DATABASE)
-    state = SandboxState(products=products, seed=seed, rate_limit=rate_limit)
-    with serve(state) as server:
+    home = get_settings().home / DEMO_HOME
+    options = ["--products", str(products), "--seed", str(seed), *([] if rate_limit else ["--no-rate-limit"])]
+    with serve_in_process(*options) as server:
         console.print(f"eMAG sandbox: {server.url} (rate limit {'3/s' if rate_limit else 'off'})")
-        os.environ.update(server.env)
-        os.environ["EMAG_SYNC_DATABASE_URL"] = demo_url.render_as_string(hide_password=False)
-        for name in ("EMAG_MAIN_API_URL", "EMAG_FBE_API_URL"):
+        os.environ.update({k: v for k, v in server.env.items() if k != "EMAG_SANDBOX_URL"})
+        os.environ["EMAG_SYNC_HOME"] = str(home)
+        for name in ("EMAG_SYNC_DATABASE_URL", "EMAG_MAIN_API_URL", "EMAG_FBE_API_URL"):
             os.environ.pop(name, None)
-        outcome = run_sync(get_settings(), "both")
-    engine = make_engine(demo_url)
+        settings = get_settings()
+        outcome = run_sync(settings, "both")
+    engine = engine_from_settings(settings)
     try:
         console.print(incident_queries_table(engine))
     finally:
         engine.dispose()
-    docs = settings.home / "gx"
-    console.print(f"data-quality report (Great Expectations Data Docs) under: {docs}")
+    console.print(f"data-quality report (Great Expectations Data Docs): {data_docs_index(home)}")
+    console.print(f"run history: EMAG_SYNC_HOME={home} emag-sync runs")
     return outcome

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
-from emag_sync.console import console, err_console, runs_table, sync_progress
+from emag_sync.console import console, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings
 from emag_sync.schema import sync_runs
 from emag_sync.settings import Settings, parse_accounts
@@ -56,7 +56,7 @@ def run_sync(
                 )
             except Exception as exc:
                 error = str(exc) or type(exc).__name__
-        console.print(runs_table(engine, since_id=last_run_id, title="This sync"))
+        console.print(sync_summary_table(engine, since_id=last_run_id))
         if error:
             err_console.print(f"[red]sync failed:[/red] {error}")
         return SyncOutcome(ok=error is None, error=error)

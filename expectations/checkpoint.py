@@ -265,7 +265,16 @@ def _validate(
             config = outcome.expectation_config
             if config is not None and config.meta:
                 outcomes[config.meta["check"]] = outcome
-    return outcomes, root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
+    return outcomes, _docs_index(root)
+
+
+def _docs_index(gx_root: Path) -> Path:
+    return gx_root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
+
+
+def data_docs_index(home: Path) -> Path:
+    """Where the Data Docs site's index page is written for EMAG_SYNC_HOME ``home``."""
+    return _docs_index(home / GX_DIR)
 
 
 def _add_datasource(context: Any, url: URL) -> Any:

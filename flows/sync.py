@@ -50,11 +50,13 @@ def emag_product_sync(
     summaries, dq_status, failures = [], {}, {}
     for account, future in futures.items():
         try:
-            summary = future.result()
+            summaries.append(future.result())
         except Exception as exc:  # the other account's committed work stays; report both
             failures[account.value] = f"{type(exc).__name__}: {exc}"
-            continue
-        summaries.append(summary)
+    # Checked once every read is over: the check's CPU work would otherwise delay the other account's
+    # requests and bunch them up against eMAG's rate limit.
+    for summary in summaries:
+        account = AccountType(summary.account)
         quality = check_account_quality(account, summary.run_id)
         dq_status[account.value] = quality.status
         if quality.critical_failures:
