@@ -469,7 +469,9 @@ class EmagClient:
 
     @staticmethod
     def _records(results: Any, site: CallSite) -> list[dict[str, Any]]:
-        if not isinstance(results, list) or not all(isinstance(record, dict) for record in results):
+        # Only a page that is not a list is unreadable as a whole. A record in it that is not an object is
+        # the transform's to reject by name: failing the page for it would stop every sync of the account.
+        if not isinstance(results, list):
             raise site.error(
                 EmagResponseFormatError, f"read results are not a list of records: {results!r:.200}"
             )
@@ -480,7 +482,7 @@ class EmagClient:
         data = {"id": emag_id, "currentPage": 1, "itemsPerPage": MAX_ITEMS_PER_PAGE}
         envelope = self._send("product_offer", "read", data, subject=f"offer id {emag_id}")
         records = self._records(envelope.results, CallSite(self.account, "product_offer/read"))
-        return next((record for record in records if str(record.get("id")) == str(emag_id)), None)
+        return next((r for r in records if isinstance(r, dict) and str(r.get("id")) == str(emag_id)), None)
 
     # --- writes ------------------------------------------------------------------------------------------
 
