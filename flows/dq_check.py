@@ -8,6 +8,7 @@ from emag_sync.errors import DataQualityError
 from emag_sync.settings import parse_accounts
 from expectations.checkpoint import check_account_quality
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
+from tasks.database import prepare_database
 
 
 @flow(name="emag-dq-check", log_prints=False)
@@ -16,6 +17,7 @@ def emag_dq_check(
 ) -> dict[str, str]:
     """Check MAIN, FBE or both as loaded now; ends Failed when a critical expectation fails."""
     logger = get_run_logger()
+    prepare_database()
     results = [
         check_account_quality(account, None, reject_threshold=reject_threshold)
         for account in parse_accounts(accounts)

@@ -136,7 +136,7 @@ def test_outage_mid_run_fails_keeps_batches_and_resume_reads_only_the_rest(
     from flows.sync import emag_product_sync
 
     sandbox_state.set_faults(FBE, Faults(error_pages={2}))  # 480 FBE records: pages 1..5 of 100
-    with pytest.raises(Exception, match="fbe"):
+    with pytest.raises(Exception, match="(?i)fbe: product_offer/read page 2"):
         emag_product_sync(accounts="both", pages_per_batch=1)
 
     engine = create_engine(database_url)

@@ -33,6 +33,7 @@ def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
         "sync-both",
         "sync-fbe",
         "update-price",
+        "update-prices-bulk",
     ]
     assert {d.work_pool.name for d in model.deployments if d.work_pool} == {"emag-sync-pool"}
     assert all(d.work_pool for d in model.deployments)
@@ -71,10 +72,12 @@ def test_schedules_are_bucharest_crons_off_round_minutes(spec: dict[str, Any]) -
 
 
 def test_schedules_and_parameters_per_deployment() -> None:
-    assert BY_NAME["sync-both"]["parameters"] == {"accounts": "both"}
-    assert BY_NAME["sync-fbe"]["parameters"] == {"accounts": "fbe"}
+    # Scheduled syncs that meet each other on one account wait for the lock instead of failing.
+    assert BY_NAME["sync-both"]["parameters"] == {"accounts": "both", "wait_for_lock": True}
+    assert BY_NAME["sync-fbe"]["parameters"] == {"accounts": "fbe", "wait_for_lock": True}
     assert BY_NAME["dq-check"]["schedules"]
     assert not BY_NAME["update-price"].get("schedules")
+    assert not BY_NAME["update-prices-bulk"].get("schedules")
     # FBE alone runs more often than the daily sync of both accounts.
     assert BY_NAME["sync-both"]["schedules"][0]["cron"].split()[1].isdigit()
     assert "/" in BY_NAME["sync-fbe"]["schedules"][0]["cron"].split()[1]
