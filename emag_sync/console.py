@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -18,8 +19,10 @@ from emag_sync.settings import AccountType
 if TYPE_CHECKING:
     from tasks.runs import RunRow
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) has no terminal width; rich would assume 80 columns and squash the tables.
+PIPED_WIDTH = 140
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 # The incident's verification SQL, run unchanged.
 INCIDENT_QUERIES = (
