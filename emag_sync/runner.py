@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 from emag_sync.console import console, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings
 from emag_sync.schema import sync_runs
-from emag_sync.settings import Settings, parse_accounts
+from emag_sync.settings import AccountConfig, Settings, parse_accounts
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,39 @@ class SyncOutcome:
 
 
 def preflight(settings: Settings, accounts: str) -> Engine:
-    """Fail fast, naming the setting, before any request or write: accounts, credentials, database."""
+    """Fail fast, naming the setting, before any write: accounts, credentials, database, then the API."""
     from tasks.secrets import resolve_account_config
 
-    for account in parse_accounts(accounts):
-        resolve_account_config(settings, account)
-    return engine_from_settings(settings)
+    configs = [resolve_account_config(settings, account) for account in parse_accounts(accounts)]
+    engine = engine_from_settings(settings)
+    try:
+        for config in configs:
+            check_api(settings, config)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def check_api(settings: Settings, config: AccountConfig) -> None:
+    """One ``count`` per account (paced like the sync's requests): a wrong API URL, a refused password
+    or a non-whitelisted IP fails here in one line that names the setting, before a flow run starts."""
+    from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError
+    from tasks.client import EmagClient
+    from tasks.shared_limit import shared_limiter_for
+
+    label = config.account.label
+    overridden = getattr(settings, f"emag_{config.account.value}_api_url") is not None
+    setting = f"EMAG_{label}_API_URL" if overridden else "EMAG_API_URL"
+    try:
+        with EmagClient(config, limiter=shared_limiter_for(config)) as client:
+            client.count()
+    except EmagAuthError as exc:
+        raise ConfigError(f"{exc}; check EMAG_{label}_USERNAME and EMAG_{label}_PASSWORD") from None
+    except EmagApiError as exc:
+        if isinstance(exc, EmagUnavailableError) and exc.status_code is not None:
+            raise  # eMAG answered 5xx/429 through every retry: an outage, not a setting to fix
+        raise ConfigError(f"{exc}; check {setting} ({config.api_url})") from None
 
 
 def run_sync(
