@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, func, select, text
 from emag_sandbox.state import Faults, SandboxState
 from emag_sync.schema import offers, products, sync_runs
 from emag_sync.settings import AccountType
+from tests.helpers import assert_matches_catalogue
 
 pytestmark = pytest.mark.flow
 
@@ -26,21 +27,6 @@ def sandbox_state() -> SandboxState:
 def flow_env(prefect_harness, sandbox_env, db_env):
     """Sandbox + fresh database + Prefect harness, as the flow sees them through the environment."""
     return sandbox_env
-
-
-def _active(engine, table, account: AccountType) -> dict[str, int]:
-    query = select(table.c.sku, table.c.emag_offer_id if table is offers else table.c.emag_id).where(
-        table.c.account_type == account.value, table.c.is_active
-    )
-    with engine.connect() as conn:
-        return {sku: emag_id for sku, emag_id in conn.execute(query)}
-
-
-def assert_matches_catalogue(engine, state: SandboxState, account: AccountType) -> None:
-    """The database holds exactly the sandbox's catalogue for the account: no loss, no duplicate."""
-    expected = {r["part_number"]: r["id"] for r in state.catalogue_records(account)}
-    assert _active(engine, products, account) == expected
-    assert _active(engine, offers, account) == expected
 
 
 def _pages_read(state: SandboxState, account: AccountType) -> list[int]:

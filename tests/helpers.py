@@ -1,0 +1,49 @@
+"""Assertions shared by the end-to-end and fault tests: the database against the sandbox's catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Engine, func, select
+
+from emag_sandbox.state import SandboxState
+from emag_sync.schema import offers, products
+from emag_sync.settings import AccountType
+
+
+def _active(engine: Engine, table, account: AccountType) -> dict[str, int]:
+    query = select(table.c.sku, table.c.emag_offer_id if table is offers else table.c.emag_id).where(
+        table.c.account_type == account.value, table.c.is_active
+    )
+    with engine.connect() as conn:
+        return {sku: emag_id for sku, emag_id in conn.execute(query)}
+
+
+def assert_matches_catalogue(
+    engine: Engine,
+    state: SandboxState,
+    account: AccountType,
+    expected: Mapping[str, int] | None = None,
+) -> None:
+    """The database holds exactly the sandbox's catalogue for the account: no loss, no duplicate.
+
+    ``expected`` (SKU -> eMAG id) replaces the catalogue when a test knows some records cannot load.
+    """
+    if expected is None:
+        expected = {r["part_number"]: r["id"] for r in state.catalogue_records(account)}
+    assert _active(engine, products, account) == dict(expected)
+    assert _active(engine, offers, account) == dict(expected)
+
+
+def assert_offers_point_at_their_products(engine: Engine) -> None:
+    """Every product has exactly one offer and every offer its product: no half-written record."""
+    joined = select(func.count()).select_from(
+        products.join(offers, offers.c.product_id == products.c.id, full=True)
+    )
+    with engine.connect() as conn:
+        orphans = conn.scalar(joined.where((offers.c.id.is_(None)) | (products.c.id.is_(None))))
+        counts = (
+            conn.scalar(select(func.count()).select_from(products)),
+            conn.scalar(select(func.count()).select_from(offers)),
+        )
+    assert orphans == 0 and counts[0] == counts[1], f"products/offers {counts}, {orphans} without a pair"

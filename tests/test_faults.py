@@ -1,0 +1,658 @@
+"""Fault suite: each test injects one fault and proves nothing is lost or duplicated against the catalogue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine, func, select, text
+from typer.testing import CliRunner
+
+import tasks.sync_account as sync_module
+from emag_sandbox.server import RunningSandbox, serve
+from emag_sandbox.state import Faults, SandboxState
+from emag_sync.cli import app
+from emag_sync.errors import EmagUnavailableError, SyncLockedError
+from emag_sync.schema import offers, products, sync_rejects, sync_runs
+from emag_sync.settings import AccountConfig, AccountType
+from tasks.client import EmagClient
+from tasks.progress import ProgressReporter
+from tasks.ratelimit import SlidingWindowLimiter
+from tasks.runs import LOCK_NAMESPACE
+from tasks.sync_account import AccountSummary, SyncOptions, sync_account
+from tests.helpers import assert_matches_catalogue, assert_offers_point_at_their_products
+
+FBE, MAIN = AccountType.FBE, AccountType.MAIN
+PAGE = 25  # records per page: FBE's 250 sandbox records are 10 full pages and an empty 11th
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+
+def client_for(
+    running: RunningSandbox,
+    account: AccountType,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    look_ahead: int = 8,
+    **config: object,
+) -> EmagClient:
+    """A client of the served sandbox with short backoff and no pacing (the sandbox's limit is off)."""
+    username, password = running.state.credentials[account]
+    settings = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05, **config}
+    account_config = AccountConfig(
+        account=account, username=username, password=SecretStr(password), api_url=running.url, **settings
+    )
+    limiter = SlidingWindowLimiter(per_second=1000, per_minute=100_000)
+    return EmagClient(account_config, transport=transport, limiter=limiter, look_ahead=look_ahead)
+
+
+def run_sync(
+    engine: Engine,
+    running: RunningSandbox,
+    account: AccountType = FBE,
+    *,
+    pages_per_batch: int = 2,
+    resume: bool = False,
+    wait_for_lock: bool = False,
+    progress: ProgressReporter | None = None,
+    **client_options: object,
+) -> AccountSummary:
+    """One account's sync through the plain function (no Prefect): the flow adds nothing to these faults."""
+    options = SyncOptions(
+        pages_per_batch=pages_per_batch, items_per_page=PAGE, resume=resume, wait_for_lock=wait_for_lock
+    )
+    with client_for(running, account, **client_options) as client:
+        return sync_account(engine, client, account, options, progress=progress)
+
+
+class AfterBatch(ProgressReporter):
+    """Calls ``action(pages_done)`` after each committed batch: a fault placed exactly between batches."""
+
+    def __init__(self, account: AccountType, action: Callable[[int], None]) -> None:
+        super().__init__(account)
+        self.action = action
+
+    def report(self, pages_done: int, pages_total: int, records_done: int) -> None:
+        super().report(pages_done, pages_total, records_done)
+        self.action(pages_done)
+
+
+def runs(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(sync_runs).order_by(sync_runs.c.id)).mappings()]
+
+
+def count(engine: Engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(table))
+
+
+def pages_read(state: SandboxState, account: AccountType = FBE) -> list[int]:
+    return sorted(
+        r.page
+        for r in state.request_log
+        if r.account == account and r.action == "read" and r.status_code == 200
+    )
+
+
+def written_once(engine: Engine) -> bool:
+    """No offer row was written twice: a resumed read loaded nothing again."""
+    with engine.connect() as conn:
+        return conn.scalar(select(func.max(offers.c.sync_attempts))) == 1
+
+
+def is_number(value: str) -> bool:
+    try:
+        return Decimal(value).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def failed_page(error: str) -> int:
+    found = re.search(r"page (\d+)", error)
+    assert found, f"the error names no page: {error}"
+    return int(found.group(1))
+
+
+def assert_failed_cleanly(engine: Engine, pages_per_batch: int) -> dict:
+    """The run failed naming the account and page; only whole batches before that page are in the database."""
+    [run] = runs(engine)
+    assert run["status"] == "failed" and run["error"].startswith(
+        "EmagUnavailableError: FBE: product_offer/read"
+    )
+    page = failed_page(run["error"])
+    committed = run["last_committed_page"]
+    assert committed % pages_per_batch == 0 and committed < page <= committed + 8  # look-ahead at most 8
+    assert committed >= 2, "the fault came too early to prove committed batches stay"
+    assert count(engine, products) == committed * PAGE == run["records_loaded"]
+    assert_offers_point_at_their_products(engine)
+    return run
+
+
+def resume_and_check(engine: Engine, running: RunningSandbox, failed: dict, pages_per_batch: int) -> None:
+    """The rerun continues the failed run after its last committed page and completes it."""
+    state = running.state
+    state.request_log.clear()
+    summary = run_sync(engine, running, pages_per_batch=pages_per_batch, resume=True)
+    assert summary.resumed and summary.run_id == failed["id"] and summary.status == "succeeded"
+    assert min(pages_read(state)) == failed["last_committed_page"] + 1  # committed pages not fetched again
+    assert_matches_catalogue(engine, state, FBE)
+    assert_offers_point_at_their_products(engine)
+    assert written_once(engine)
+    [run] = runs(engine)
+    assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == 250
+
+
+# --- eMAG's transient failures -------------------------------------------------------------------------
+
+
+def test_429_storm_and_5xx_bursts_complete_with_every_retry_counted(engine, sandbox_server, sandbox_state):
+    """Fault: FBE answers a storm of 10 HTTP 429s, then half its calls 500/502/504; MAIN the same
+    without the 429s.
+
+    Both complete with exactly the catalogue, and the run history counts every 429 and every retry.
+    """
+    sandbox_state.set_faults(FBE, Faults(force_429=10, error_rate=0.5))
+    sandbox_state.set_faults(MAIN, Faults(error_rate=0.5))
+
+    for account in (MAIN, FBE):
+        summary = run_sync(engine, sandbox_server, account, max_attempts=15)
+        assert summary.status == "succeeded"
+        assert_matches_catalogue(engine, sandbox_state, account)
+    assert_offers_point_at_their_products(engine)
+    assert written_once(engine)
+
+    for run in runs(engine):
+        account = AccountType(run["account_type"])
+        answers = [r.status_code for r in sandbox_state.request_log if r.account == account]
+        refused = [status for status in answers if status != 200]
+        assert sum(status >= 500 for status in refused) >= 2  # the fault really happened
+        assert run["rate_limited"] == answers.count(429) == (10 if account is FBE else 0)
+        assert run["retries"] == len(refused)
+        assert run["api_requests"] == len(answers)
+
+
+# --- eMAG going away mid-run ---------------------------------------------------------------------------
+
+
+def test_emag_answering_only_errors_mid_run_fails_naming_the_page_then_resume_completes(
+    engine, sandbox_server, sandbox_state
+):
+    """Fault: after 7 good requests eMAG answers every call 500/503 (``fail_from_request``) until it recovers.
+
+    The run fails naming FBE and the page, keeps its committed batches and no half batch; the rerun resumes.
+    """
+    sandbox_state.set_faults(FBE, Faults(fail_from_request=7))  # count + pages 1-6
+    with pytest.raises(EmagUnavailableError, match=r"FBE: product_offer/read page \d+: gave up after 3"):
+        run_sync(engine, sandbox_server, pages_per_batch=2, look_ahead=1, max_attempts=3)
+    failed = assert_failed_cleanly(engine, pages_per_batch=2)
+    assert failed["last_committed_page"] == 6 and failed_page(failed["error"]) == 7
+
+    sandbox_state.set_faults(FBE, Faults())
+    resume_and_check(engine, sandbox_server, failed, pages_per_batch=2)
+
+
+def test_sandbox_stopped_mid_run_fails_naming_the_page_then_resume_completes(engine, sandbox_state):
+    """Fault: the eMAG server goes away (stopped: connection refused) after the second committed batch."""
+    with ExitStack() as server:
+        running = server.enter_context(serve(sandbox_state))
+
+        def stop_after_two_batches(pages_done: int) -> None:
+            if pages_done == 4:
+                server.close()
+
+        with pytest.raises(EmagUnavailableError, match=r"FBE: product_offer/read page \d+: gave up after"):
+            run_sync(
+                engine, running, pages_per_batch=2, look_ahead=2, max_attempts=3,
+                progress=AfterBatch(FBE, stop_after_two_batches),
+            )  # fmt: skip
+    failed = assert_failed_cleanly(engine, pages_per_batch=2)
+    assert "Connect" in failed["error"] or "Connection" in failed["error"]
+
+    with serve(sandbox_state) as restarted:  # eMAG is back, on another port
+        resume_and_check(engine, restarted, failed, pages_per_batch=2)
+
+
+# --- the database connection killed inside a batch --------------------------------------------------------
+
+
+def test_database_connection_killed_inside_a_batch_rolls_it_back_and_resume_completes(
+    engine, database_url, sandbox_server, sandbox_state, monkeypatch
+):
+    """Fault: pg_terminate_backend kills the batch's connection after its products, before its offers.
+
+    That batch is rolled back (no product without offer, run progress unchanged); the rerun completes.
+    """
+    admin = create_engine(database_url)
+    in_transaction: list[int] = []
+
+    def kill_own_connection(conn) -> None:
+        in_transaction.append(conn.scalar(select(func.count()).select_from(products)))
+        pid = conn.connection.driver_connection.info.backend_pid
+        with admin.connect() as other:
+            assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    real_load_batch = sync_module.load_batch
+    batches: list[int] = []
+
+    def load_batch_killed_at_the_third(*args, **kwargs):
+        batches.append(kwargs["last_page"])
+        if len(batches) == 3:
+            kwargs["_between"] = kill_own_connection
+        return real_load_batch(*args, **kwargs)
+
+    monkeypatch.setattr(sync_module, "load_batch", load_batch_killed_at_the_third)
+    with pytest.raises(Exception, match="terminat|server closed the connection"):
+        run_sync(engine, sandbox_server, pages_per_batch=2)
+    monkeypatch.undo()
+    admin.dispose()
+
+    assert in_transaction == [6 * PAGE]  # the third batch's products were written, then rolled back
+    [run] = runs(engine)
+    assert run["status"] == "failed" and run["error"]
+    assert (run["last_committed_page"], run["batches_committed"], run["records_loaded"]) == (4, 2, 4 * PAGE)
+    assert count(engine, products) == count(engine, offers) == 4 * PAGE
+    assert_offers_point_at_their_products(engine)
+
+    resume_and_check(engine, sandbox_server, run, pages_per_batch=2)
+
+
+# --- malformed records -------------------------------------------------------------------------------
+
+
+class RewritingProxy(httpx.BaseTransport):
+    """Real HTTP to the sandbox; chosen read pages have records replaced on the way back (hand-made faults)."""
+
+    def __init__(self, edits: dict[int, Callable[[list], None]]) -> None:
+        self._http = httpx.HTTPTransport()
+        self._edits = edits
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._http.handle_request(request)
+        if not request.url.path.endswith("/product_offer/read"):
+            return response
+        edit = self._edits.get(json.loads(request.content)["data"]["currentPage"])
+        if edit is None or response.status_code != 200:
+            return response
+        body = json.loads(response.read())
+        edit(body["results"])
+        return httpx.Response(200, json=body)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def test_malformed_records_of_every_kind_are_rejected_by_name_and_the_rest_loaded(
+    engine, sandbox_server, sandbox_state
+):
+    """Fault: records without part_number, with an unparsable price, without id (the sandbox's
+    malformed_rate), a record that is not an object, and a SKU repeated under another id (in the same
+    batch and in a later batch). Each is rejected with a reason naming the field; every other record loads.
+    """
+    sandbox_state.set_faults(FBE, Faults(malformed_rate=0.08))
+    served = sandbox_state.catalogue_records(FBE)  # malformed records come back the same on every read
+    valid = [
+        i for i, r in enumerate(served) if "id" in r and "part_number" in r and is_number(r["sale_price"])
+    ]
+    first, second, same_batch, later_batch, not_object = (
+        valid[0], valid[1], next(i for i in valid if PAGE <= i < 2 * PAGE),
+        next(i for i in valid if 2 * PAGE <= i < 3 * PAGE), next(i for i in valid[3:] if i < PAGE),
+    )  # fmt: skip
+
+    def page_1(records: list) -> None:
+        records[not_object] = "not a record"
+
+    def page_2(records: list) -> None:  # batch 1 (pages 1-2): the same SKU under another id
+        records[same_batch - PAGE]["part_number"] = served[first]["part_number"]
+
+    def page_3(records: list) -> None:  # batch 2: a SKU an earlier batch already loaded
+        records[later_batch - 2 * PAGE]["part_number"] = served[second]["part_number"]
+
+    proxy = RewritingProxy({1: page_1, 2: page_2, 3: page_3})
+    summary = run_sync(engine, sandbox_server, pages_per_batch=2, transport=proxy)
+
+    expected_reasons: dict[object, str] = {}
+    for index, record in enumerate(served):
+        if "part_number" not in record:
+            expected_reasons[record["id"]] = "part_number is missing"
+        elif "id" not in record:
+            expected_reasons[record["part_number"]] = "id is missing"
+        elif index not in valid:
+            expected_reasons[record["id"]] = "sale_price is not a number: '12,5a'"
+    assert {"part_number", "id", "sale_price"} <= {r.split()[0] for r in expected_reasons.values()}
+    expected_reasons[None] = "record is not an object"
+    expected_reasons[served[same_batch]["id"]] = (
+        f"part_number '{served[first]['part_number']}' repeated with another id in this batch"
+    )
+    expected_reasons[served[later_batch]["id"]] = (
+        f"part_number '{served[second]['part_number']}' already loaded in this run under id {served[second]['id']}"
+    )
+    with engine.connect() as conn:
+        rejects = conn.execute(
+            select(sync_rejects.c.emag_id, sync_rejects.c.sku, sync_rejects.c.reason)
+        ).all()
+    found = {(int(emag_id) if emag_id else sku): reason for emag_id, sku, reason in rejects}
+    assert len(rejects) == len(found) == len(expected_reasons)
+    for key, reason in expected_reasons.items():
+        assert found[key].startswith(reason), (key, found[key])
+
+    broken = {not_object, same_batch, later_batch}
+    loaded = {served[i]["part_number"]: served[i]["id"] for i in valid if i not in broken}
+    assert_matches_catalogue(engine, sandbox_state, FBE, expected=loaded)
+    assert_offers_point_at_their_products(engine)
+    [run] = runs(engine)
+    assert summary.rejected == run["rows_rejected"] == len(expected_reasons)
+    # the data-quality completeness check's figures: loaded + rejected = eMAG's count
+    assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == len(served)
+
+
+# --- two syncs of one account at once ------------------------------------------------------------------
+
+
+def test_two_syncs_of_one_account_are_serialised_without_duplicates(engine, sandbox_server, sandbox_state):
+    """Fault: a second FBE sync starts while the first holds the account (paused after its first batch).
+
+    Without waiting it fails at once naming the account and writes nothing; a waiting one runs after the
+    first has finished. Both complete, the database equals the catalogue, nothing was written twice.
+    """
+    first_batch_done, release = threading.Event(), threading.Event()
+
+    def pause_after_first_batch(pages_done: int) -> None:
+        if pages_done == 2:
+            first_batch_done.set()
+            assert release.wait(30)
+
+    results: dict[str, AccountSummary | BaseException] = {}
+
+    def in_thread(name: str, **options: object) -> threading.Thread:
+        def target() -> None:
+            try:
+                results[name] = run_sync(engine, sandbox_server, **options)
+            except BaseException as exc:  # reported by the assertions below
+                results[name] = exc
+
+        thread = threading.Thread(target=target, name=name)
+        thread.start()
+        return thread
+
+    first = in_thread("first", progress=AfterBatch(FBE, pause_after_first_batch))
+    assert first_batch_done.wait(30)
+
+    started = time.monotonic()
+    with pytest.raises(SyncLockedError, match="^fbe: another sync of this account is running"):
+        run_sync(engine, sandbox_server)
+    assert time.monotonic() - started < 2  # at once, not after the first one
+    waiting = in_thread("waiting", wait_for_lock=True)
+    time.sleep(0.3)
+    assert waiting.is_alive() and len(runs(engine)) == 1  # it waits for the lock before writing anything
+
+    release.set()
+    first.join(30)
+    waiting.join(30)
+    assert isinstance(results["first"], AccountSummary), results["first"]
+    assert isinstance(results["waiting"], AccountSummary), results["waiting"]
+    assert results["first"].inserted == 250 and results["waiting"].inserted == 0
+    assert [r["status"] for r in runs(engine)] == ["succeeded", "succeeded"]
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+    assert_offers_point_at_their_products(engine)
+    assert written_once(engine)
+
+
+# --- bad configuration ---------------------------------------------------------------------------------
+
+
+def invoke_sync(*args: str):
+    """`emag-sync sync ARGS` in-process; an exception other than the exit is a traceback, not a message."""
+    result = CliRunner().invoke(app, ["sync", *args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        pytest.fail("".join(traceback.format_exception(result.exception)))
+    return result
+
+
+def assert_one_line_error(result, *names: str) -> str:
+    """Exit 1 with exactly one line on stderr that names every one of ``names``."""
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0]
+    return lines[0]
+
+
+def assert_nothing_written(engine: Engine) -> None:
+    assert (count(engine, sync_runs), count(engine, products), count(engine, offers)) == (0, 0, 0)
+
+
+def test_missing_credentials_one_line_naming_the_variable_nothing_written(
+    engine, db_env, sandbox_env, monkeypatch
+):
+    """Fault: EMAG_FBE_PASSWORD is not set."""
+    monkeypatch.delenv("EMAG_FBE_PASSWORD")
+    line = assert_one_line_error(invoke_sync("--account", "both"), "EMAG_FBE_PASSWORD", "FBE")
+    assert "EMAG_FBE_USERNAME" not in line and "MAIN" not in line
+    assert_nothing_written(engine)
+
+
+@pytest.mark.parametrize("where", ["closed port", "no such database"])
+def test_unreachable_database_one_line_naming_the_variable_without_its_password(
+    where, database_url, sandbox_env, monkeypatch
+):
+    """Fault: EMAG_SYNC_DATABASE_URL points at a port where nothing listens, or at a database that is absent."""
+    if where == "closed port":
+        url = "postgresql://emag:db-secret-4417@127.0.0.1:9/emag"
+    else:
+        url = database_url.set(database="absent_db", password="db-secret-4417").render_as_string(
+            hide_password=False
+        )
+    monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", url)
+    line = assert_one_line_error(invoke_sync("--account", "fbe"), "EMAG_SYNC_DATABASE_URL")
+    assert "db-secret-4417" not in line
+
+
+@pytest.mark.parametrize("where", ["closed port", "wrong path"])
+def test_wrong_api_url_one_line_naming_the_url_nothing_written(
+    where, engine, db_env, sandbox_env, monkeypatch
+):
+    """Fault: EMAG_API_URL points at a port where nothing listens, or at a path eMAG does not serve (404).
+
+    The command's preflight sends one count per account, so this fails before any flow run or write.
+    """
+    url = "http://127.0.0.1:9/api-3" if where == "closed port" else sandbox_env.base_url + "/api-9"
+    monkeypatch.setenv("EMAG_API_URL", url)
+    monkeypatch.setenv("EMAG_MAX_ATTEMPTS", "2")  # the retries of a refused connection are not the point
+    assert_one_line_error(invoke_sync("--account", "fbe"), url, "EMAG_API_URL")
+    assert_nothing_written(engine)
+
+
+# --- the sync process killed ---------------------------------------------------------------------------
+
+
+def child_env(running: RunningSandbox, database_url, home: Path) -> dict[str, str]:
+    """The environment of an `emag-sync` child: this session's Prefect server, database and sandbox."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        **running.env,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),  # else the child starts its own server (10-20 s)
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "EMAG_SYNC_DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "EMAG_SYNC_HOME": str(home),
+    }
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def advisory_locks(engine: Engine) -> int:
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :namespace"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with engine.connect() as conn:
+        return conn.scalar(query, {"namespace": LOCK_NAMESPACE})
+
+
+@pytest.mark.flow
+def test_sync_process_killed_with_sigkill_then_resume_equals_a_clean_run(
+    prefect_harness, engine, database_url, db_env, tmp_path, monkeypatch
+):
+    """Fault: `emag-sync sync --account fbe` is killed with SIGKILL after committing some pages.
+
+    Its run row stays 'running' and its advisory lock dies with it; `emag-sync sync --resume` continues that
+    run after its last committed page, and the database equals a clean run's.
+    """
+    state = SandboxState(products=250, main_products=20, rate_limit=False)
+    state.set_faults(FBE, Faults(latency_seconds=0.2))
+    with serve(state) as running:
+        command = [sys.executable, "-c", "from emag_sync.cli import app; app()", "sync", "--account", "fbe",
+                   "--pages-per-batch", "1", "--items-per-page", "10"]  # fmt: skip
+        log = (tmp_path / "child.log").open("w")
+        child = subprocess.Popen(
+            command, env=child_env(running, database_url, tmp_path / "home"), stdout=log, stderr=log
+        )
+        try:
+            committed = lambda: any(r["last_committed_page"] >= 2 for r in runs(engine))  # noqa: E731
+            wait_for(lambda: committed() or child.poll() is not None, 90, "two committed pages")
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
+            log.close()
+        assert child.returncode == -signal.SIGKILL, (tmp_path / "child.log").read_text()
+
+        [killed] = runs(engine)
+        assert killed["status"] == "running" and killed["resumed_count"] == 0
+        assert 2 <= killed["last_committed_page"] < 25  # 250 records in pages of 10: killed mid-run
+        assert count(engine, products) == count(engine, offers) == killed["records_loaded"]
+        wait_for(lambda: advisory_locks(engine) == 0, 10, "the killed process's lock to go")
+
+        state.set_faults(FBE, Faults())
+        state.request_log.clear()
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("EMAG_REQUESTS_PER_SECOND", "200")  # the rerun need not be slow
+        result = CliRunner().invoke(app, ["sync", "--account", "fbe", "--resume"])
+        assert result.exit_code == 0, result.output
+
+    [resumed] = runs(engine)
+    assert (resumed["id"], resumed["status"], resumed["resumed_count"]) == (killed["id"], "succeeded", 1)
+    reads = pages_read(state)
+    assert reads and min(reads) == killed["last_committed_page"] + 1  # committed pages not fetched again
+    assert_matches_catalogue(engine, state, FBE)
+    assert_offers_point_at_their_products(engine)
+    assert written_once(engine)
+    assert resumed["records_loaded"] + resumed["rows_rejected"] == resumed["expected_items"] == 250
+
+
+# --- credentials never shown ---------------------------------------------------------------------------
+
+FBE_PASSWORD = "fbe-Pw-Zq81-never-shown"
+MAIN_WRONG_PASSWORD = "main-Pw-Xk27-never-shown"
+
+
+def secrets_of(running: RunningSandbox) -> list[str]:
+    """The passwords and the Basic tokens they travel in."""
+    username = running.state.credentials[FBE][0]
+    main_username = running.state.credentials[MAIN][0]
+    tokens = [
+        base64.b64encode(f"{user}:{password}".encode()).decode()
+        for user, password in ((username, FBE_PASSWORD), (main_username, MAIN_WRONG_PASSWORD))
+    ]
+    return [FBE_PASSWORD, MAIN_WRONG_PASSWORD, *tokens]
+
+
+def assert_no_secret(where: str, content: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        assert secret not in content, f"a credential appears in {where}"
+
+
+@pytest.mark.flow
+def test_no_credential_in_logs_artifacts_errors_or_data_docs(
+    prefect_harness, engine, db_env, tmp_path, monkeypatch, caplog
+):
+    """Fault: MAIN's password is refused by eMAG (HTTP 401), FBE syncs with its own distinctive password.
+
+    Neither password nor its Basic token appears in any log line (Python's and Prefect's, at DEBUG), artifact,
+    the failed run's exception, the run history, Data Docs or Prefect's own database.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings
+
+    from flows.sync import emag_product_sync
+
+    state = SandboxState(products=120, main_products=60, rate_limit=False)
+    state.credentials[FBE] = ("fbe-user-q81", FBE_PASSWORD)
+    state.credentials[MAIN] = ("main-user-k27", "main-password-eMAG-knows")
+    home = tmp_path / "home"
+    with serve(state) as running:
+        secrets = secrets_of(running)
+        for name, value in {**running.env, "EMAG_MAIN_PASSWORD": MAIN_WRONG_PASSWORD}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("EMAG_SYNC_HOME", str(home))
+        caplog.set_level(logging.DEBUG)
+        with temporary_settings(updates={"logging.to_api.enabled": True, "logging.level": "DEBUG"}):
+            final = emag_product_sync(accounts="both", return_state=True)
+            APILogWorker.drain_all(timeout=10)  # every log line is on the server before reading
+    assert final.is_failed()
+    error = final.result(raise_on_failure=False)
+    assert isinstance(error, Exception) and "MAIN" in str(error) and "401" in str(error)
+    assert [r.status_code for r in state.request_log if r.account is None] == [401]  # refused, not retried
+    assert_matches_catalogue(engine, state, FBE)
+
+    flow_run_id = final.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        logs: list = []
+        while page := client.read_logs(log_filter=only_this_run, offset=len(logs)):
+            logs.extend(page)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    assert any("FBE: pages" in log.message for log in logs) and any("401" in log.message for log in logs)
+    assert {a.key for a in artifacts} >= {"emag-sync-summary", "emag-dq-fbe"}
+
+    assert_no_secret("the Python log", "\n".join(caplog.messages) + caplog.text, secrets)
+    assert_no_secret("the Prefect log", "\n".join(log.message for log in logs), secrets)
+    assert_no_secret("the artifacts", "\n".join(f"{a.data} {a.description}" for a in artifacts), secrets)
+    exception = "".join(traceback.format_exception(error)) + repr(error) + str(final.message)
+    assert_no_secret("the exception", exception, secrets)
+    assert_no_secret("the run history", json.dumps(runs(engine), default=str), secrets)
+    docs = [path for path in home.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".html" for path in docs)  # Data Docs were written
+    for path in docs:
+        assert_no_secret(str(path), path.read_bytes().decode("utf-8", "replace"), secrets)
+    prefect_db = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    stored = list(prefect_db.parent.glob(prefect_db.name + "*"))  # the database and its WAL
+    assert prefect_db in stored
+    for path in stored:
+        assert_no_secret("Prefect's database", path.read_bytes().decode("latin-1"), secrets)
