@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import TYPE_CHECKING
 
 import httpx
 
 from emag_sync.settings import AccountConfig, AccountType
-from tasks.ratelimit import Limiter, limiter_for
+from tasks.ratelimit import DEFAULT_MARGIN_SECONDS, SECOND_WINDOW, Limiter, limiter_for
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +22,20 @@ GCL_NAME_PREFIX = "emag-api-"
 # requests >= 1/3 s apart, so no 1-second window can hold more than 3. A limit of 3 would admit a burst of
 # 3 plus 3 refills in one second (measured: 5 in a 1-second window with two callers), which eMAG answers 429.
 GCL_LIMIT = 1
+# A refused request asks again this many times per slot period (every 1/12 s at 3/s), so it is at most that
+# late once the slot frees; a refusal does not push the slot's decay back (measured), so asking often costs
+# the API a call, not the caller its turn. Prefect's own `rate_limit` sleeps the server's Retry-After instead:
+# random, 0.25-0.43 s at 3/s (more as refusals pile up), about a whole slot lost on every refusal.
+GCL_RETRIES_PER_SLOT = 4
+HTTP_LOCKED = 423  # the Prefect API's answer when the slot is taken
+# A send at most this late (a busy GIL wakes a sleeping thread up to 5 ms late) keeps the next one on the even
+# grid, so small delays do not add up and lower the rate; it leaves the GCL ~23 ms instead of 1/30 s of
+# spacing to spare at 3/s. A later send (an idle caller, a refusal) starts the grid afresh from itself.
+GCL_LATE_TOLERANCE_SECONDS = 0.01
+# After a slow answer (the grant may have been made as late as the answer came) the next request waits until
+# the slot has surely decayed, plus this for the server's millisecond timestamps: a slow API then costs its
+# delay, not a refusal.
+GCL_DECAY_SLACK_SECONDS = 0.005
 
 
 def gcl_name(account: AccountType) -> str:
@@ -28,44 +47,104 @@ class PrefectRateLimiter:
     """Paces one account across processes: the in-process limiter first, then a slot of the Prefect GCL.
 
     The in-process sliding window also enforces the per-minute budget, which one decaying limit cannot
-    express. If the Prefect API fails mid-run, this degrades to the in-process limiter with a warning
-    instead of failing the sync.
+    express. Requests of this limiter then ask the GCL evenly spaced, ``(1 s + margin) / decay`` apart: the
+    same 3 per 1.1 s the local window allows, but never 3 at once, so each finds the slot already decayed
+    (with 1/30 s to spare at 3/s for the round trip's jitter) instead of being refused. A refused request
+    (another process took the slot) asks again after a short fixed wait. If the Prefect API fails mid-run,
+    this degrades to the in-process limiter with a warning instead of failing the sync.
     """
 
-    def __init__(self, limit_name: str, local: Limiter | None = None) -> None:
+    def __init__(
+        self, limit_name: str, local: Limiter | None = None, *, slot_decay_per_second: float
+    ) -> None:
+        if slot_decay_per_second <= 0:
+            raise ValueError(f"{limit_name}: slot decay must be positive, got {slot_decay_per_second}/s")
         self.limit_name = limit_name
         self.local = local
+        self.slot_decay_per_second = slot_decay_per_second
+        self._spacing = (SECOND_WINDOW + DEFAULT_MARGIN_SECONDS) / slot_decay_per_second
+        self._slot_seconds = 1 / slot_decay_per_second
+        self._retry_wait = self._slot_seconds / GCL_RETRIES_PER_SLOT
         self._degraded = False
+        # One GCL request at a time, in spacing order; the next may be sent at this monotonic time.
+        self._gcl_lock = threading.Lock()
+        self._next_send = 0.0
 
     def __repr__(self) -> str:
         return f"PrefectRateLimiter({self.limit_name!r}, local={self.local!r})"
 
     def acquire(self) -> None:
         """Block until this account may send one more request, counting every caller of the account."""
-        from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-        from prefect.concurrency.sync import rate_limit
-
         if self.local is not None:
             self.local.acquire()
         if self._degraded:
             return
-        try:
-            rate_limit(self.limit_name, occupy=1, strict=True)
-        except ConcurrencySlotAcquisitionError as exc:
-            self._degraded = True
-            log.warning(
-                "global rate limit %r unavailable (%s); pacing this process alone from now on",
-                self.limit_name,
-                exc,
-            )
+        with self._gcl_lock:
+            wait = self._next_send - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._take_slot()
+
+    def _take_slot(self) -> None:
+        """Take the GCL's slot, asking again while another caller holds it."""
+        client = _prefect_client()
+        while not self._degraded:
+            sent = time.monotonic()
+            try:
+                response = client.increment_concurrency_slots(
+                    names=[self.limit_name], slots=1, mode="rate_limit"
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == HTTP_LOCKED:
+                    time.sleep(self._retry_wait)
+                    continue
+                self._degrade(f"HTTP {exc.response.status_code}")
+                return
+            except httpx.HTTPError as exc:
+                self._degrade(type(exc).__name__)
+                return
+            if not response.json():  # the limit was deleted: the server grants nothing and says so
+                self._degrade("limit not found")
+                return
+            # Spaced from the send, not the answer, so the API's round trip does not lower the rate.
+            on_grid = sent - self._next_send <= GCL_LATE_TOLERANCE_SECONDS
+            decayed = time.monotonic() + self._slot_seconds + GCL_DECAY_SLACK_SECONDS
+            self._next_send = max((self._next_send if on_grid else sent) + self._spacing, decayed)
+            return
+
+    def _degrade(self, reason: str) -> None:
+        self._degraded = True
+        log.warning(
+            "global rate limit %r unavailable (%s); pacing this process alone from now on",
+            self.limit_name,
+            reason,
+        )
 
 
-_decisions: dict[tuple[str, AccountType], bool] = {}
+_clients: dict[str, SyncPrefectClient] = {}
+_clients_lock = threading.Lock()
+
+
+def _prefect_client() -> SyncPrefectClient:
+    """One open Prefect API client per process and API URL, as Prefect keeps for its own slot requests."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    api_url = get_current_settings().api.url or ""
+    with _clients_lock:
+        client = _clients.get(api_url)
+        if client is None:
+            client = _clients[api_url] = get_client(sync_client=True).__enter__()
+        return client
+
+
+# Per Prefect API and account: the limit's slot decay, or None when the limit cannot be used.
+_decisions: dict[tuple[str, AccountType], float | None] = {}
 _decisions_lock = threading.Lock()
 
 
-def _gcl_usable(name: str) -> bool:
-    """True when the Prefect API answers and has this limit with slot decay (needed for rate limiting)."""
+def _gcl_decay(name: str) -> float | None:
+    """The limit's slot decay per second when the Prefect API answers and has it active with decay, else None."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -76,14 +155,14 @@ def _gcl_usable(name: str) -> bool:
         log.warning(
             "global concurrency limit %r not found (run `emag-sync setup-prefect`); pacing per process", name
         )
-        return False
+        return None
     except httpx.TransportError as exc:
         log.debug("Prefect API unreachable (%s); pacing per process", type(exc).__name__)
-        return False
+        return None
     if not limit.active or limit.slot_decay_per_second <= 0:
         log.warning("global concurrency limit %r is inactive or has no slot decay; pacing per process", name)
-        return False
-    return True
+        return None
+    return limit.slot_decay_per_second
 
 
 def shared_limiter_for(config: AccountConfig) -> Limiter:
@@ -102,7 +181,7 @@ def shared_limiter_for(config: AccountConfig) -> Limiter:
     name = gcl_name(config.account)
     key = (api_url, config.account)
     with _decisions_lock:
-        usable = _decisions.get(key)
-        if usable is None:
-            usable = _decisions[key] = _gcl_usable(name)
-    return PrefectRateLimiter(name, local=local) if usable else local
+        if key not in _decisions:
+            _decisions[key] = _gcl_decay(name)
+        decay = _decisions[key]
+    return local if decay is None else PrefectRateLimiter(name, local=local, slot_decay_per_second=decay)
