@@ -49,7 +49,7 @@ class PrefectRateLimiter:
     The in-process sliding window also enforces the per-minute budget, which one decaying limit cannot
     express. Requests of this limiter then ask the GCL evenly spaced, ``(1 s + margin) / decay`` apart: the
     same 3 per 1.08 s the local window allows, but never 3 at once, so each finds the slot already decayed
-    (with 1/30 s to spare at 3/s for the round trip's jitter) instead of being refused. A refused request
+    (with margin/3, about 27 ms at 3/s, to spare for the round trip's jitter) instead of being refused. A refused request
     (another process took the slot) asks again after a short fixed wait. If the Prefect API fails mid-run,
     this degrades to the in-process limiter with a warning instead of failing the sync.
     """
