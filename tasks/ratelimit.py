@@ -35,7 +35,9 @@ class SlidingWindowLimiter:
     """At most ``per_second`` requests in any 1-second window and ``per_minute`` in any 60-second window.
 
     ``acquire`` computes the earliest allowed start under a lock and reserves it before sleeping, so
-    concurrent callers queue up in order instead of racing for the same slot. A fractional ``per_second``
+    concurrent callers queue up in order instead of racing for the same slot. On waking it checks the
+    windows again against the times earlier requests really left (a thread starved of the CPU wakes late,
+    and a late request would otherwise share eMAG's window with a later one on time). A fractional ``per_second``
     above 1 is rounded down (never exceed); below 1 it becomes one request per ``1 / per_second`` seconds.
     """
 
@@ -63,6 +65,8 @@ class SlidingWindowLimiter:
         self._lock = threading.Lock()
         # Start times already granted (some may lie in the future), never decreasing.
         self._granted: deque[float] = deque()
+        # When granted requests really went: the windows are confirmed against these on waking.
+        self._released: deque[float] = deque()
 
     def __repr__(self) -> str:
         return f"SlidingWindowLimiter(per_second={self.per_second}, per_minute={self.per_minute})"
@@ -86,6 +90,25 @@ class SlidingWindowLimiter:
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
+        while (wait := self._confirm()) > 0:
+            self._sleep(wait)
+
+    def _confirm(self) -> float:
+        """Record this request as sent now, or how much longer it must wait given when others really went."""
+        with self._lock:
+            now = self._clock()
+            sent = self._released
+            while sent and sent[0] <= now - self._long_window:
+                sent.popleft()
+            earliest = now
+            if len(sent) >= self._short_count:
+                earliest = max(earliest, sent[-self._short_count] + self._short_window)
+            if len(sent) >= self.per_minute:
+                earliest = max(earliest, sent[-self.per_minute] + self._long_window)
+            if earliest > now:
+                return earliest - now
+            sent.append(now)
+            return 0.0
 
 
 _registry: dict[tuple[str, str, str], SlidingWindowLimiter] = {}

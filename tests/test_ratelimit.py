@@ -120,3 +120,18 @@ def test_limiter_for_follows_a_changed_rate() -> None:
     first = limiter_for(_config(AccountType.MAIN, url="http://rate-change/api-3", rps=3))
     second = limiter_for(_config(AccountType.MAIN, url="http://rate-change/api-3", rps=12))
     assert second is not first and isinstance(second, SlidingWindowLimiter) and second.per_second == 12
+
+
+def test_a_request_that_left_late_pushes_back_the_next_window() -> None:
+    """A thread starved of the CPU wakes after its slot: the window is confirmed against when it really went."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0.0, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        limiter.acquire()  # t = 0, 0
+    wait = limiter.reserve()  # the third of the window, planned at t = 0 ...
+    assert wait == 0
+    clock.now += 0.4  # ... but its thread only got to send at t = 0.4
+    limiter._confirm()
+    # The next window's three were planned for t = 1.0; the third of them would share [0.4, 1.4) with the
+    # late request and two others, so it waits until t = 1.4.
+    assert _starts(limiter, clock, 3) == pytest.approx([1.0, 1.0, 1.4])
