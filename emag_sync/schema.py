@@ -76,7 +76,8 @@ products = Table(
     Column("last_synced_at", DateTime(timezone=True), nullable=False),
     *_timestamps(),
     UniqueConstraint("sku", "account_type", name="emag_products_v2_sku_account"),
-    Index("emag_products_v2_emag_id", "account_type", "emag_id"),
+    # No index on emag_id here: the offer row carries the same id (emag_offer_id, indexed), and every index
+    # is paid on each insert of a first load.
     _account_check("emag_products_v2"),
 )
 
@@ -178,11 +179,13 @@ sync_rejects = Table(
 )
 
 # Records seen by a run, keyed like the catalogue: de-duplicates pages that shifted under offset paging,
-# and tells deactivation which rows eMAG still returned. Written in the batch's own transaction.
+# and tells deactivation which rows eMAG still returned. Written in the batch's own transaction, which has
+# locked its run row first; no foreign key, as a per-row check on the hottest insert of a first load costs
+# more than it guards (tasks.runs deletes a run's rows when it finishes or is abandoned).
 sync_seen = Table(
     "emag_sync_seen",
     metadata,
-    Column("run_id", BigInteger, ForeignKey(sync_runs.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("run_id", BigInteger, primary_key=True),
     Column("emag_id", BigInteger, primary_key=True),
     Column("sku", Text, nullable=False),
     UniqueConstraint("run_id", "sku", name="emag_sync_seen_run_sku"),
