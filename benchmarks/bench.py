@@ -843,7 +843,7 @@ NOTES = (
     "flow = emag_product_sync against a local Prefect server. Prefect share = flow wall time outside the "
     "work bodies (sync_account, run_checkpoint, schema) / flow wall; cross-check: (flow - plain) / flow.",
     "limit: floor = (pages + count) / 3 s of one account (accounts run concurrently, each with its own "
-    "budget); wall = sync start to last commit. The limiter's 0.1 s safety margin costs ~9% by itself.",
+    "budget); wall = sync start to last commit. The limiter's safety margin (tasks.ratelimit.DEFAULT_MARGIN_SECONDS, 0.08 s) costs ~7% by itself.",
 )
 
 
