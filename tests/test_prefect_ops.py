@@ -162,38 +162,49 @@ def test_missing_global_limit_falls_back_and_an_existing_one_is_used(
         _delete_limits(prefect_client, [gcl_name(AccountType.FBE)])
 
 
-def test_two_callers_of_one_account_share_three_requests_per_second(prefect_client: object) -> None:
+def _new_test_limit(prefect_client: object) -> str:
+    """A fresh global limit shaped like emag-api-<account> (limit 1, decay 3/s); the caller deletes it."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     name = f"emag-api-test-{uuid.uuid4().hex[:8]}"
     prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
         GlobalConcurrencyLimitCreate(name=name, limit=shared_limit.GCL_LIMIT, slot_decay_per_second=3.0)
     )
+    return name
+
+
+def _grants(limiters: list[PrefectRateLimiter], seconds: float) -> list[float]:
+    """One thread per limiter acquiring for ``seconds``: the sorted times at which requests were granted."""
+    granted: list[float] = []
+    lock = threading.Lock()
+    until = time.monotonic() + seconds
+
+    def call(limiter: PrefectRateLimiter) -> None:
+        while time.monotonic() < until:
+            limiter.acquire()
+            with lock:
+                granted.append(time.monotonic())
+
+    threads = [threading.Thread(target=call, args=(limiter,)) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return sorted(granted)
+
+
+def test_two_callers_of_one_account_share_three_requests_per_second(prefect_client: object) -> None:
+    name = _new_test_limit(prefect_client)
     # Two limiters with their own in-process windows stand for two processes: each window alone would
     # allow 3/s, so together they would reach 6/s if the global limit did nothing.
     callers = [
         PrefectRateLimiter(name, local=SlidingWindowLimiter(3.0, 180), slot_decay_per_second=3.0)
         for _ in range(2)
     ]
-    granted: list[float] = []
-    lock = threading.Lock()
-
-    def call(limiter: PrefectRateLimiter, until: float) -> None:
-        while time.monotonic() < until:
-            limiter.acquire()
-            with lock:
-                granted.append(time.monotonic())
-
-    until = time.monotonic() + 3.0
-    threads = [threading.Thread(target=call, args=(limiter, until)) for limiter in callers]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        granted = _grants(callers, 3.0)
     finally:
         _delete_limits(prefect_client, [name])
-    granted.sort()
     # The server spaces grants >= 1/3 s apart, so 4 grants span >= 1 s on its clock. We observe them after
     # an HTTP round trip whose duration varies by tens of ms, so the window we count in is 0.9 s: 100 ms of
     # tolerance for that jitter, far less than the 1/3 s a fourth request per second would need.
@@ -207,32 +218,12 @@ def test_one_caller_alone_keeps_90_percent_of_the_rate_through_the_global_limit(
     prefect_client: object,
 ) -> None:
     """Issue 2's >= 90% of 3/s must hold with the GCL too: overlapping requests, as the client's look-ahead."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    name = f"emag-api-test-{uuid.uuid4().hex[:8]}"
-    prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
-        GlobalConcurrencyLimitCreate(name=name, limit=shared_limit.GCL_LIMIT, slot_decay_per_second=3.0)
-    )
+    name = _new_test_limit(prefect_client)
     limiter = PrefectRateLimiter(name, local=SlidingWindowLimiter(3.0, 180), slot_decay_per_second=3.0)
-    granted: list[float] = []
-    lock = threading.Lock()
-
-    def call(until: float) -> None:
-        while time.monotonic() < until:
-            limiter.acquire()
-            with lock:
-                granted.append(time.monotonic())
-
-    until = time.monotonic() + 4.0
-    threads = [threading.Thread(target=call, args=(until,)) for _ in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        granted = _grants([limiter] * 4, 4.0)
     finally:
         _delete_limits(prefect_client, [name])
-    granted.sort()
     offsets = [round(t - granted[0], 2) for t in granted]
     # The sustained rate, from the median gap between grants, so one scheduling hiccup of a loaded CI
     # machine does not decide the test. Burst-then-refused pacing reached ~2.2/s here (random Retry-After
