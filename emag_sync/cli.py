@@ -36,6 +36,9 @@ def sync(
     resume: bool = typer.Option(False, "--resume", help="continue the account's last unfinished run"),
     pages_per_batch: int = typer.Option(5, min=1, help="pages loaded per database transaction"),
     items_per_page: int = typer.Option(100, min=1, max=100, help="records per page (eMAG allows 100)"),
+    wait_for_lock: bool = typer.Option(
+        False, "--wait-for-lock", help="wait for another sync of the account to finish instead of failing"
+    ),
 ) -> None:
     """Run the emag-product-sync flow; exit 0 only on success."""
     from emag_sync.errors import EmagSyncError
@@ -45,7 +48,7 @@ def sync(
     try:
         outcome = run_sync(
             get_settings(), account, resume=resume, pages_per_batch=pages_per_batch,
-            items_per_page=items_per_page,
+            items_per_page=items_per_page, wait_for_lock=wait_for_lock,
         )  # fmt: skip
     except (EmagSyncError, ValueError) as exc:
         _fail(str(exc))

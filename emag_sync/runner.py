@@ -63,6 +63,7 @@ def run_sync(
     resume: bool = False,
     pages_per_batch: int = 5,
     items_per_page: int = 100,
+    wait_for_lock: bool = False,
 ) -> SyncOutcome:
     """Run ``emag-product-sync`` in-process with a progress bar, then print the runs it made."""
     engine = preflight(settings, accounts)
@@ -80,6 +81,7 @@ def run_sync(
                     pages_per_batch=pages_per_batch,
                     items_per_page=items_per_page,
                     resume=resume,
+                    wait_for_lock=wait_for_lock,
                 )
             except Exception as exc:
                 error = str(exc) or type(exc).__name__

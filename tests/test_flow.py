@@ -208,3 +208,42 @@ def test_incident_offers_silently_dropped_fails_the_flow_with_counts(
         )
     assert dq == {"main": "passed", "fbe": "failed"} and fbe_products == fbe_count
     engine.dispose()
+
+
+def test_cli_sync_fails_at_once_on_a_locked_account_or_waits_when_asked(
+    flow_env, sandbox_state, database_url
+) -> None:
+    """Another sync of FBE holds the account lock: `sync` fails at once, `sync --wait-for-lock` waits."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    from emag_sync.cli import app
+    from tasks.runs import account_lock
+
+    engine = create_engine(database_url)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_sync() -> None:
+        with account_lock(engine, FBE):
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=other_sync)
+    holder.start()
+    holding.wait(10)
+    runner = CliRunner()
+    try:
+        refused = runner.invoke(app, ["sync", "--account", "fbe"])
+        assert refused.exit_code == 1
+        assert "fbe: another sync of this account is running" in refused.output
+        with engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(sync_runs)) == 0  # nothing written
+        threading.Timer(1.0, release.set).start()
+        waited = runner.invoke(app, ["sync", "--account", "fbe", "--wait-for-lock"])
+    finally:
+        release.set()
+        holder.join()
+    assert waited.exit_code == 0, waited.output
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+    engine.dispose()
