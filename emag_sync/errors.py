@@ -75,6 +75,10 @@ class EmagPagingError(EmagApiError):
     """A read did not end where ``count`` said (full pages past its pages plus one): nothing is lost, rerun."""
 
 
+class IncompleteReadError(EmagSyncError):
+    """A read ended with fewer records than eMAG counted: nothing is deactivated, a new run reads again."""
+
+
 class SyncLockedError(EmagSyncError):
     """Another sync of the same account holds the lock."""
 

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -405,7 +405,7 @@ class EmagClient:
         items_per_page: int = MAX_ITEMS_PER_PAGE,
         start_page: int = 1,
         count: CatalogueCount | None = None,
-    ) -> Iterator[Page]:
+    ) -> Generator[Page, None, None]:
         """Pages of ``product_offer/read`` in order, from ``start_page`` until a short or empty page.
 
         Calls ``count`` first (unless the caller just did and passes it, saving a request of the
@@ -421,7 +421,7 @@ class EmagClient:
 
     def _pages(
         self, filters: dict[str, Any], items_per_page: int, start_page: int, count: CatalogueCount | None
-    ) -> Iterator[Page]:
+    ) -> Generator[Page, None, None]:
         total = count if count is not None else self.count(filters)
         plan = PagePlan(items_per_page=items_per_page, start_page=start_page, expected_items=total.items)
         logger.debug("%s: %d offers announced, reading from page %d", self.account, total.items, start_page)

@@ -278,6 +278,20 @@ def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: i
     return len(ids)
 
 
+def abandon_run(engine: Engine, run_id: int, error: str) -> None:
+    """Close a run that must not be resumed (its read was incomplete): the next sync starts a full read."""
+    c = sync_runs.c
+    with engine.begin() as conn:
+        conn.execute(
+            update(sync_runs)
+            .where(c.id == run_id)
+            .values(
+                status=ABANDONED, finished_at=func.coalesce(c.finished_at, func.now()), error=error[:4000]
+            )
+        )
+        conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
+
+
 def recent_runs(engine: Engine, limit: int = 20, account: AccountType | None = None) -> list[RunRow]:
     """The latest runs, newest first (for ``emag-sync runs``)."""
     query = select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)

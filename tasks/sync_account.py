@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -14,17 +15,20 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine, select
 
 from emag_sync.db import database_url, make_engine
+from emag_sync.errors import IncompleteReadError
 from emag_sync.schema import sync_runs
 from emag_sync.settings import AccountType, get_settings
 from tasks.client import EmagClient, Page, StatsSnapshot
 from tasks.load import deactivate_missing, load_batch
 from tasks.progress import ProgressReporter
 from tasks.runs import (
+    abandon_run,
     abandon_unfinished,
     account_lock,
     fail_run,
     find_resumable_run,
     finish_run,
+    get_run,
     resume_run,
     start_run,
 )
@@ -192,7 +196,7 @@ def _read_and_load(
     client: EmagClient,
     account: AccountType,
     run_id: int,
-    pages: Iterator[Page],
+    pages: Generator[Page, None, None],
     options: SyncOptions,
     expected_pages: int,
     progress: ProgressReporter,
@@ -201,29 +205,31 @@ def _read_and_load(
     started = time.monotonic()
     pages_done, records_done = 0, 0
     try:
-        for batch in batched(pages, options.pages_per_batch):
-            records = [record for page in batch for record in page.records]
-            page_numbers = [page.number for page in batch for _ in page.records]
-            frames = transform_batch(records, account, pages=page_numbers, synced_at=datetime.now(UTC))
-            now = client.stats.snapshot()
-            result = load_batch(
-                engine,
-                run_id,
-                account,
-                frames,
-                last_page=batch[-1].number,
-                api_requests=now.requests - seen.requests,
-                rate_limited=now.rate_limited - seen.rate_limited,
-                retries=now.retries - seen.retries,
-            )
-            seen = now
-            pages_done, records_done = batch[-1].number, records_done + len(records)
-            _logger().info(
-                "%s: pages %s-%s committed: %s inserted, %s updated, %s unchanged, %s rejected",
-                account.label, batch[0].number, batch[-1].number,
-                result.inserted, result.updated, result.unchanged, result.rejected,
-            )  # fmt: skip
-            progress.report(pages_done, expected_pages, records_done)
+        with closing(pages):  # on a failure, stop the look-ahead reads at once
+            for batch in batched(pages, options.pages_per_batch):
+                records = [record for page in batch for record in page.records]
+                page_numbers = [page.number for page in batch for _ in page.records]
+                frames = transform_batch(records, account, pages=page_numbers, synced_at=datetime.now(UTC))
+                now = client.stats.snapshot()
+                result = load_batch(
+                    engine,
+                    run_id,
+                    account,
+                    frames,
+                    last_page=batch[-1].number,
+                    api_requests=now.requests - seen.requests,
+                    rate_limited=now.rate_limited - seen.rate_limited,
+                    retries=now.retries - seen.retries,
+                )
+                seen = now
+                pages_done, records_done = batch[-1].number, records_done + len(records)
+                _logger().info(
+                    "%s: pages %s-%s committed: %s inserted, %s updated, %s unchanged, %s rejected",
+                    account.label, batch[0].number, batch[-1].number,
+                    result.inserted, result.updated, result.unchanged, result.rejected,
+                )  # fmt: skip
+                progress.report(pages_done, expected_pages, records_done)
+        _check_complete(engine, account, run_id)
         deactivated = deactivate_missing(engine, run_id, account)
         now = client.stats.snapshot()
         finish_run(
@@ -236,10 +242,38 @@ def _read_and_load(
             elapsed_seconds=time.monotonic() - started,
         )
     except BaseException as exc:
-        fail_run(engine, run_id, f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        now = client.stats.snapshot()
+        fail_run(
+            engine,
+            run_id,
+            error,
+            elapsed_seconds=time.monotonic() - started,
+            api_requests=now.requests - seen.requests,
+            rate_limited=now.rate_limited - seen.rate_limited,
+            retries=now.retries - seen.retries,
+        )
+        if isinstance(exc, IncompleteReadError):
+            abandon_run(engine, run_id, error)  # resuming after the last page would find the same gap
         raise
     progress.report(max(pages_done, expected_pages), expected_pages, records_done)
     return _summary_from_row(engine, run_id)
+
+
+def _check_complete(engine: Engine, account: AccountType, run_id: int) -> None:
+    """Deactivation trusts the read only when it returned every record eMAG counted at the start.
+
+    A page that came back short or empty too early, or records that moved between pages while the read
+    went on (offset paging has no snapshot), would otherwise mark live offers inactive.
+    """
+    run = get_run(engine, run_id)
+    returned = run.records_loaded + run.rows_rejected
+    if run.expected_items is not None and returned < run.expected_items:
+        raise IncompleteReadError(
+            f"{account.value}: the read returned {returned} of the {run.expected_items} records eMAG counted "
+            "at the start (a page ended early, or records moved between pages during the read); nothing "
+            "was deactivated and the run will not be resumed: start a new sync"
+        )
 
 
 @task(name="sync-account", cache_policy=NO_CACHE, retries=0)

@@ -119,7 +119,9 @@ def parse_money(
         raise RecordRejected(f"{field} is not a number: {_show(value)}") from None
     if not amount.is_finite():
         raise RecordRejected(f"{field} is not a finite number: {_show(value)}")
-    amount = amount.quantize(PRICE_PLACES, rounding=ROUND_HALF_UP)
+    # Quantizing a huge value (1e30) raises InvalidOperation instead of a reject: range-check it first.
+    if abs(amount) < MAX_PRICE:
+        amount = amount.quantize(PRICE_PLACES, rounding=ROUND_HALF_UP)
     if amount < 0 or amount >= MAX_PRICE or (positive and amount == 0):
         low = "above 0" if positive else "at least 0"
         raise RecordRejected(f"{field} out of range ({low} and below {MAX_PRICE}): {_show(value)}")

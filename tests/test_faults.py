@@ -28,7 +28,7 @@ import tasks.sync_account as sync_module
 from emag_sandbox.server import RunningSandbox, serve
 from emag_sandbox.state import Faults, SandboxState
 from emag_sync.cli import app
-from emag_sync.errors import EmagUnavailableError, SyncLockedError
+from emag_sync.errors import EmagUnavailableError, IncompleteReadError, SyncLockedError
 from emag_sync.schema import offers, products, sync_rejects, sync_runs
 from emag_sync.settings import AccountConfig, AccountType
 from tasks.client import EmagClient
@@ -656,3 +656,28 @@ def test_no_credential_in_logs_artifacts_errors_or_data_docs(
     assert prefect_db in stored
     for path in stored:
         assert_no_secret("Prefect's database", path.read_bytes().decode("latin-1"), secrets)
+
+
+def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_everything(
+    engine, sandbox_server, sandbox_state
+):
+    """Fault: eMAG answers page 3 with an empty list (no isError) while it counted 250 records.
+
+    Deactivation must not trust such a read: every live offer stays active, the run is closed as
+    abandoned (a resume would only find the same gap), and the next sync reads and keeps everything.
+    """
+    run_sync(engine, sandbox_server)
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+    def empty_page(records: list) -> None:
+        records.clear()
+
+    with pytest.raises(IncompleteReadError, match=r"fbe: the read returned 50 of the 250 records"):
+        run_sync(engine, sandbox_server, transport=RewritingProxy({3: empty_page}))
+
+    assert_matches_catalogue(engine, sandbox_state, FBE)  # nothing deactivated
+    last = runs(engine)[-1]
+    assert last["status"] == "abandoned" and "nothing was deactivated" in last["error"]
+    summary = run_sync(engine, sandbox_server, resume=True)  # nothing to resume: a full read
+    assert not summary.resumed and summary.deactivated == 0
+    assert_matches_catalogue(engine, sandbox_state, FBE)

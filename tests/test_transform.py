@@ -205,3 +205,13 @@ def test_integers_sent_as_text_or_numbers(sent, stored) -> None:
     record = payload("record_fbe_emg469.json") | {"vat_id": sent}
     frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
     assert frames.offers["vat_id"][0] == stored
+
+
+@pytest.mark.parametrize("value", ["1e30", 1e25, "9999999999.99999", "-1e40"])
+def test_prices_too_large_for_the_money_column_are_rejects_not_crashes(value: object) -> None:
+    """Quantizing 1e30 raises InvalidOperation; it must become a named reject, and the batch must load."""
+    from tasks.transform import RecordRejected, parse_money
+
+    with pytest.raises(RecordRejected, match="sale_price out of range"):
+        parse_money(value, "sale_price", required=True, positive=True)
+    assert parse_money("9999999999.99994", "sale_price") == Decimal("9999999999.9999")
