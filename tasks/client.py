@@ -543,6 +543,18 @@ class EmagClient:
             if verdict.envelope is not None:
                 return verdict.envelope
             assert verdict.error is not None
+            if (
+                write
+                and isinstance(verdict.error, EmagResponseFormatError)
+                and verdict.status_code in range(200, 300)
+            ):
+                # eMAG (or a proxy) said 2xx but the body is unreadable: the save may well have been applied.
+                raise site.error(
+                    EmagUncertainWriteError,
+                    f"the write was answered HTTP {verdict.status_code} but the answer cannot be read "
+                    f"({verdict.reason}); it may have been applied: re-read these offers before trying again",
+                    status_code=verdict.status_code,
+                ) from verdict.error
             if not verdict.retriable:
                 raise verdict.error
             if write and not verdict.not_processed:

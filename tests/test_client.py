@@ -326,6 +326,32 @@ def test_save_offers_in_chunks_of_fifty(client: EmagClient, state: SandboxState)
     assert MAX_ENTITIES_PER_SAVE == 50
 
 
+class _GarbledSaveAnswers(httpx.BaseTransport):
+    """The real sandbox behind a proxy that garbles the 200 answer of every save (after eMAG applied it)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.url.path.endswith("/offer/save"):
+            response.read()
+            return httpx.Response(200, content=b"<html>Saved</html>")
+        return response
+
+
+def test_a_save_answered_2xx_with_an_unreadable_body_is_uncertain(state, transport) -> None:
+    """The save arrived and was applied; the answer cannot be read: re-read, never 'not sent'."""
+    record = state.catalogue_records(FBE)[0]
+    with EmagClient(
+        _config(state), transport=_GarbledSaveAnswers(transport), limiter=_fast_limiter()
+    ) as client:
+        with pytest.raises(EmagUncertainWriteError, match="HTTP 200 but the answer cannot be read"):
+            client.save_offers([_repriced(record, "77.5000")])
+        assert client.read_offer(record["id"])["sale_price"] == "77.5000"
+    assert len([r for r in state.request_log if r.action == "save"]) == 1  # not resent
+
+
 def test_refused_chunk_names_its_ids_and_what_was_saved_before(client, state) -> None:
     records = state.catalogue_records(FBE)[:120]
     entities = [_repriced(r, "50.0000") for r in records]
