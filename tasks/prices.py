@@ -6,6 +6,7 @@ import csv
 import getpass
 import io
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from rich.table import Table
 from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from emag_sync.errors import (
     EmagApiError,
@@ -24,6 +26,8 @@ from emag_sync.errors import (
 )
 from emag_sync.schema import offers, price_updates
 from emag_sync.settings import AccountType, Settings
+
+log = logging.getLogger(__name__)
 
 MAX_OFFERS_PER_SAVE = 50  # eMAG: bulk saves take at most 50 entities per request
 PRICE_DECIMALS = 4  # eMAG: prices are ex-VAT "with up to four decimals"
@@ -473,11 +477,31 @@ def apply_updates(
             results += [_result(p, "not-sent", f"not sent: {exc}") for p in chunk]
         else:
             response = {"isError": False, "results": answer}
-            with engine.begin() as conn:
-                for plan in chunk:
-                    _write_offer(conn, plan.offer.row_id, plan.new_values)
-                    audit_id = audit.write(conn, plan, "applied", response)
-                    results.append(_result(plan, "applied", "applied on eMAG and in the database", audit_id))
+            try:
+                applied = []
+                with engine.begin() as conn:
+                    for plan in chunk:
+                        _write_offer(conn, plan.offer.row_id, plan.new_values)
+                        audit_id = audit.write(conn, plan, "applied", response)
+                        applied.append(
+                            _result(plan, "applied", "applied on eMAG and in the database", audit_id)
+                        )
+                results += applied
+            except SQLAlchemyError as exc:
+                # eMAG holds the new prices; the database could not take them. Say so per row (the operator
+                # must not retry blindly) and send nothing more that could not be recorded either.
+                reason = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc).splitlines()[0]
+                stop = f"the database failed after eMAG applied an earlier chunk ({reason})"
+                log.error("price updates applied on eMAG but not recorded in the database: %s", reason)
+                results += [
+                    _result(
+                        plan,
+                        "uncertain",
+                        f"applied on eMAG, but the database and audit could not be written ({reason}); "
+                        f"a sync of {plan.request.account.value} will record eMAG's price",
+                    )
+                    for plan in chunk
+                ]
     return results
 
 

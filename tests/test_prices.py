@@ -263,6 +263,26 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     assert len(saves_sent(state)) == 1
 
 
+def test_database_failure_after_emag_applied_says_so_and_leaves_the_row_alone(sandbox, engine):
+    """eMAG accepted the save, then the database refused the write: the operator is told it is live on
+    eMAG but not recorded (no blind retry), nothing half-written stays, and the error names the cause."""
+    from sqlalchemy import text
+
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    before = offer_row(engine, "EMG469")
+    with engine.begin() as conn:  # the audit table gone: the chunk's transaction cannot commit
+        conn.execute(text("ALTER TABLE app.emag_price_updates RENAME TO emag_price_updates_gone"))
+
+    result = run_one(engine, prices.make_request("EMG469", "fbe", "100.50"))
+
+    assert result.status == "uncertain"
+    assert "applied on eMAG, but the database and audit could not be written" in result.message
+    assert "emag_price_updates" in result.message and "a sync of fbe will record" in result.message
+    assert state.record_by_sku(FBE, "EMG469")["sale_price"] == "100.5000"
+    assert offer_row(engine, "EMG469") == before  # rolled back whole: no half-written row
+
+
 def sync_account_once(engine, state: SandboxState, account: AccountType):
     """What a sync's load does with the account's current catalogue: one run, one batch."""
     from emag_sync.schema import sync_runs
