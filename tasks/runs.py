@@ -286,7 +286,9 @@ def abandon_run(engine: Engine, run_id: int, error: str) -> None:
             update(sync_runs)
             .where(c.id == run_id)
             .values(
-                status=ABANDONED, finished_at=func.coalesce(c.finished_at, func.now()), error=error[:4000]
+                status=ABANDONED,
+                finished_at=func.coalesce(c.finished_at, func.now()),
+                error=error[:MAX_ERROR_LENGTH],
             )
         )
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))

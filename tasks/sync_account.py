@@ -94,26 +94,25 @@ def batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
 
 
 def _summary_from_row(engine: Engine, run_id: int) -> AccountSummary:
-    with engine.connect() as conn:
-        row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings().one()
+    run = get_run(engine, run_id)
     return AccountSummary(
-        account=row["account_type"],
+        account=run.account_type,
         run_id=run_id,
-        status=row["status"],
-        resumed=row["resumed_count"] > 0,
-        expected_items=row["expected_items"] or 0,
-        pages=row["last_committed_page"],
-        records=row["records_read"],
-        inserted=row["rows_inserted"],
-        updated=row["rows_updated"],
-        unchanged=row["rows_unchanged"],
-        rejected=row["rows_rejected"],
-        deactivated=row["rows_deactivated"],
-        api_requests=row["api_requests"],
-        rate_limited=row["rate_limited"],
-        retries=row["retries"],
-        duration_seconds=float(row["duration_seconds"] or 0),
-        error=row["error"],
+        status=run.status,
+        resumed=run.resumed_count > 0,
+        expected_items=run.expected_items or 0,
+        pages=run.last_committed_page,
+        records=run.records_read,
+        inserted=run.rows_inserted,
+        updated=run.rows_updated,
+        unchanged=run.rows_unchanged,
+        rejected=run.rows_rejected,
+        deactivated=run.rows_deactivated,
+        api_requests=run.api_requests,
+        rate_limited=run.rate_limited,
+        retries=run.retries,
+        duration_seconds=float(run.duration_seconds or 0),
+        error=run.error,
     )
 
 
