@@ -11,6 +11,7 @@ test:
 
 lint:
 	$(PY) dev.py lint
+	$(PY) dev.py format-check
 	$(PY) dev.py typecheck
 
 bench:

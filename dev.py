@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": [str(BIN / "emag-sync"), "demo"],
     "test": [str(BIN / "python"), "-m", "pytest"],
     "lint": [str(BIN / "ruff"), "check", "."],
+    "format-check": [str(BIN / "ruff"), "format", "--check", "."],
     "typecheck": [str(BIN / "mypy")],
     "bench": [str(BIN / "python"), "-m", "benchmarks.bench"],
 }

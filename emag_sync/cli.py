@@ -159,8 +159,12 @@ def update_price(
 
 @app.command("setup-prefect")
 def setup_prefect(
-    work_pool: str = typer.Option("emag-sync-pool", "--work-pool", help="process work pool to create if missing"),
-    secrets: bool = typer.Option(True, "--secrets/--no-secrets", help="create Secret blocks from the environment"),
+    work_pool: str = typer.Option(
+        "emag-sync-pool", "--work-pool", help="process work pool to create if missing"
+    ),
+    secrets: bool = typer.Option(
+        True, "--secrets/--no-secrets", help="create Secret blocks from the environment"
+    ),
 ) -> None:
     """Create or update, on the server at PREFECT_API_URL: the credentials' Secret blocks (from the
     environment), the per-account rate limits emag-api-main/emag-api-fbe and the work pool. Idempotent."""
