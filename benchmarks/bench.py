@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import os
 import platform
@@ -193,7 +194,7 @@ def build_frames(records: int, *, changed_share: float = 0.0, seed: int = 7) -> 
     ``changed_share`` of the records (chosen deterministically) get a new sale_price before the transform.
     """
     from emag_sandbox.catalogue import Catalogue
-    from emag_sync.settings import AccountType
+    from emag_sync.accounts import AccountType
     from tasks.transform import transform_batch
 
     catalogue = Catalogue(AccountType.FBE, records, seed)
@@ -221,9 +222,9 @@ def _repriced(record: dict[str, Any]) -> str:
 
 def _timed_load(engine: Any, frames: Frames) -> dict[str, Any]:
     """One pass through load_batch in a run of its own; only the load_batch calls are timed."""
-    from emag_sync.settings import AccountType
+    from emag_sync.accounts import AccountType
+    from emag_sync.runs import finish_run, start_run
     from tasks.load import load_batch
-    from tasks.runs import finish_run, start_run
 
     records = sum(len(b.products) for b in frames.batches)
     run_id = start_run(
@@ -303,8 +304,7 @@ def timed_copy_floor(engine: Any, frames: Frames) -> dict[str, Any]:
     from psycopg import sql
     from sqlalchemy import text
 
-    from emag_sync.schema import offers, products
-    from tasks.transform import OFFER_COLUMNS, PRODUCT_COLUMNS
+    from emag_sync.schema import OFFER_COLUMNS, PRODUCT_COLUMNS, offers, products
 
     dumper = _jsonb_text_dumper()
     targets = [
@@ -364,7 +364,7 @@ def _old_way_classes() -> tuple[type, type]:
 
 def _old_way_rows(frames: Frames, records: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(product fields, offer fields) per record; JSON columns as Python values, as an ORM would hold them."""
-    from tasks.transform import OFFER_COLUMNS, PRODUCT_COLUMNS
+    from emag_sync.schema import OFFER_COLUMNS, PRODUCT_COLUMNS
 
     json_columns = {"raw_emag_data", "images"}
     rows = []
@@ -498,20 +498,31 @@ class BodyClock:
         return total
 
 
+def _run_figures(run: Any) -> dict[str, Any]:
+    """A run-history row as plain JSON figures (for results.json)."""
+    return {
+        key: float(value) if isinstance(value, Decimal) else value
+        for key, value in dataclasses.asdict(run).items()
+        if isinstance(value, int | float | str | Decimal | None) and key != "dq_results"
+    }
+
+
 def _run_plain(records: int) -> dict[str, Any]:
     """Both accounts through sync_account in two threads, then run_checkpoint for each: no Prefect run."""
+    from emag_sync.accounts import AccountType
+    from emag_sync.api import open_client
     from emag_sync.db import database_url, make_engine
-    from emag_sync.settings import AccountType, get_settings
+    from emag_sync.options import SyncOptions
+    from emag_sync.settings import get_settings
     from expectations.checkpoint import run_checkpoint
-    from tasks.client import EmagClient
-    from tasks.sync_account import SyncOptions, sync_account
+    from tasks.sync_account import sync_account
 
     settings = get_settings()
     url = database_url(settings)
     engine = make_engine(url)
 
     def one(account: AccountType) -> Any:
-        with EmagClient(settings.account_config(account)) as client:
+        with open_client(settings, account) as client:
             return sync_account(engine, client, account, SyncOptions())
 
     try:
@@ -523,10 +534,8 @@ def _run_plain(records: int) -> dict[str, Any]:
         loaded_epoch = time.time()
         dq_status = {}
         for summary in summaries:
-            quality = run_checkpoint(
-                url, AccountType(summary.account), run_id=summary.run_id, home=settings.home
-            )
-            dq_status[summary.account] = quality.status
+            quality = run_checkpoint(url, summary.account, run_id=summary.id, home=settings.home)
+            dq_status[summary.account_type] = quality.status
         wall = time.perf_counter() - began
     finally:
         engine.dispose()
@@ -537,16 +546,15 @@ def _run_plain(records: int) -> dict[str, Any]:
         "started_epoch": started_epoch,
         "loaded_epoch": loaded_epoch,
         "dq_status": dq_status,
-        "summaries": [s.as_dict() for s in summaries],
+        "summaries": [_run_figures(s) for s in summaries],
     }
 
 
 # (module, function, label): the plain functions the flow's tasks call; time outside them is Prefect's.
 WORK_BODIES = (
     ("tasks.sync_account", "sync_account", "sync"),
-    ("expectations.checkpoint", "run_checkpoint", "checkpoint"),
-    ("tasks.database", "engine_from_settings", "schema"),
-    ("flows.sync", "engine_from_settings", "schema"),
+    ("tasks.data_quality", "run_checkpoint", "checkpoint"),
+    ("tasks.preflight", "preflight", "preflight"),
 )
 
 
@@ -578,14 +586,14 @@ def _run_flow(records: int) -> dict[str, Any]:
         "bodies_by_kind_seconds": {k: round(v, 3) for k, v in by_label.items()},
         "outside_bodies_seconds": round(wall - covered, 3),
         "orchestration_share": round((wall - covered) / wall, 4),
-        "summaries": [s.as_dict() for s in summaries],
+        "summaries": [_run_figures(s) for s in summaries],
     }
 
 
 def e2e_child(records: int, mode: str) -> dict[str, Any]:
     """One size in this (fresh) process; the environment points at the sandbox and a fresh database."""
     result = _run_flow(records) if mode == "flow" else _run_plain(records)
-    loaded = sum(s["records"] for s in result["summaries"])
+    loaded = sum(s["records_read"] for s in result["summaries"])
     result.update(
         mode=mode,
         records_per_account=records,
@@ -749,8 +757,9 @@ def bench_limit(workspace: Workspace, status: Callable[[str], None]) -> dict[str
 
 def dq_child() -> dict[str, Any]:
     """In a fresh process: import GX (timed), then the checkpoint of both accounts (timed)."""
+    from emag_sync.accounts import AccountType
     from emag_sync.db import database_url
-    from emag_sync.settings import AccountType, get_settings
+    from emag_sync.settings import get_settings
     from expectations.checkpoint import _import_gx, run_checkpoint
 
     settings = get_settings()

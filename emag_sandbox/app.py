@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from emag_sandbox.state import RATE_LIMIT_MESSAGE, Faults, Gate, RequestRefused, SandboxState
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
 
 API_PREFIX = "/api-3"
 CONTROL_PREFIX = "/_sandbox"

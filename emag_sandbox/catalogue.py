@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
+from emag_sync.limits import PRICE_DECIMALS
 
 # Prices are kept as integers of 1/10,000 of a currency unit: eMAG allows up to four decimals.
-PRICE_SCALE = 10_000
-PRICE_DECIMALS = 4
+PRICE_SCALE = 10**PRICE_DECIMALS
 DEFAULT_PRODUCTS = 2550
 # MAIN is "somewhat smaller" than FBE by default.
 MAIN_SHARE = 0.85

@@ -18,7 +18,7 @@ import uvicorn
 
 from emag_sandbox.app import API_PREFIX, create_app
 from emag_sandbox.state import SandboxState
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 SHUTDOWN_TIMEOUT_SECONDS = 10.0

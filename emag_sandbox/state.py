@@ -21,15 +21,19 @@ from emag_sandbox.catalogue import (
     catalogues,
     format_price,
 )
-from emag_sync.settings import EMAG_REQUESTS_PER_MINUTE, EMAG_REQUESTS_PER_SECOND, AccountType
+from emag_sync.accounts import AccountType
+from emag_sync.limits import (
+    MAX_ENTITIES_PER_SAVE,
+    MAX_HANDLING_DAYS,
+    MAX_ITEMS_PER_PAGE,
+    MAX_OFFER_ID,
+    MAX_STOCK,
+    PRICE_DECIMALS,
+    REQUESTS_PER_MINUTE,
+    REQUESTS_PER_SECOND,
+)
 
-MAX_ITEMS_PER_PAGE = 100  # eMAG refuses more per read page
-DEFAULT_ITEMS_PER_PAGE = 100
-MAX_ENTITIES_PER_SAVE = 50  # eMAG section 1.5: bulk saves take at most 50 entities
-MAX_PRICE_DECIMALS = 4
-MAX_ID = 4_294_967_295
-MAX_STOCK = 65_535
-MAX_HANDLING_DAYS = 255
+DEFAULT_ITEMS_PER_PAGE = MAX_ITEMS_PER_PAGE
 OFFER_STATUSES = (0, 1, 2)
 RATE_LIMIT_MESSAGE = "API rate limit exceeded"
 RATE_WINDOW_SECONDS = 1.0
@@ -233,8 +237,8 @@ class SandboxState:
         main_products: int | None = None,
         seed: int = 7,
         rate_limit: bool = True,
-        requests_per_second: float = EMAG_REQUESTS_PER_SECOND,
-        per_minute: int = EMAG_REQUESTS_PER_MINUTE,
+        requests_per_second: float = REQUESTS_PER_SECOND,
+        per_minute: int = REQUESTS_PER_MINUTE,
         platform: str = "ro",
     ) -> None:
         if requests_per_second <= 0 or per_minute <= 0:
@@ -571,9 +575,9 @@ class SandboxState:
             raise RequestRefused([f"Entity {position}: must be an object, got {type(entity).__name__}"])
         raw_id = entity.get("id")
         emag_id = _as_int(raw_id)
-        if emag_id is None or not 1 <= emag_id <= MAX_ID:
+        if emag_id is None or not 1 <= emag_id <= MAX_OFFER_ID:
             raise RequestRefused(
-                [f"Entity {position}: id must be an integer between 1 and {MAX_ID}, got {raw_id!r}"]
+                [f"Entity {position}: id must be an integer between 1 and {MAX_OFFER_ID}, got {raw_id!r}"]
             )
         name = f"Offer id {emag_id}"
         index = self._live_index_of_id(state, emag_id)
@@ -697,8 +701,8 @@ def _price(value: object, *, allow_null: bool = False) -> int | None:
     if not amount.is_finite() or amount <= 0:
         raise ValueError(f"must be greater than 0, got {value!r}")
     exponent = amount.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMALS:
-        raise ValueError(f"has more than {MAX_PRICE_DECIMALS} decimals: {value!r}")
+    if isinstance(exponent, int) and exponent < -PRICE_DECIMALS:
+        raise ValueError(f"has more than {PRICE_DECIMALS} decimals: {value!r}")
     return int(amount * PRICE_SCALE)
 
 

@@ -1,12 +1,26 @@
-"""The project's exceptions: each names what failed, for which account/page/record, and what to do."""
+"""The project's exceptions: each carries its account as a field and says what failed and what to do."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from emag_sync.accounts import AccountType
+
 
 class EmagSyncError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose; the CLI shows these as one line.
+
+    ``account`` is a field, formatted once as the message's prefix (``fbe: ...``), so nobody has to parse
+    a message to learn which account failed.
+    """
+
+    def __init__(self, message: str, *, account: AccountType | None = None) -> None:
+        super().__init__(message)
+        self.detail = message
+        self.account = account
+
+    def __str__(self) -> str:
+        return f"{self.account.value}: {self.detail}" if self.account is not None else self.detail
 
 
 class ConfigError(EmagSyncError):
@@ -28,23 +42,19 @@ class EmagApiError(EmagSyncError):
         self,
         message: str,
         *,
-        account: str,
+        account: AccountType,
         resource: str,
         page: int | None = None,
         status_code: int | None = None,
         messages: Sequence[object] = (),
     ) -> None:
-        self.account = account
         self.resource = resource
         self.page = page
         self.status_code = status_code
         self.messages = list(messages)
-        # Writes only: ids in chunks eMAG accepted before this failure, and the ids of the failing chunk.
-        self.saved_ids: list[int] = []
-        self.chunk_ids: list[int] = []
-        where = f"{account}: {resource}" + (f" page {page}" if page is not None else "")
+        where = resource + (f" page {page}" if page is not None else "")
         detail = f" (eMAG says: {'; '.join(str(m) for m in self.messages)})" if self.messages else ""
-        super().__init__(f"{where}: {message}{detail}")
+        super().__init__(f"{where}: {message}{detail}", account=account)
 
 
 class EmagAuthError(EmagApiError):

@@ -1,6 +1,8 @@
-"""Every table, key and column type, declared once; load, checks and price updates import from here."""
+"""Every table, key, column type and column list, declared once; transform, load, checks and prices import them."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -22,10 +24,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from emag_sync.accounts import AccountType
+from emag_sync.limits import PRICE_DECIMALS
+
 SCHEMA = "app"
 # eMAG prices are ex-VAT with up to 4 decimals; 14 digits cover HUF catalogues too.
-Money = Numeric(14, 4)
-ACCOUNT_TYPES = ("main", "fbe")
+MONEY_DIGITS = 14
+Money = Numeric(MONEY_DIGITS, PRICE_DECIMALS)
+# The first amount a money column cannot hold.
+MAX_MONEY = Decimal(10) ** (MONEY_DIGITS - PRICE_DECIMALS)
+ACCOUNT_TYPES = tuple(account.value for account in AccountType)
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -214,3 +222,16 @@ price_updates = Table(
     _account_check("emag_price_updates"),
     Index("emag_price_updates_sku", "account_type", "sku"),
 )
+
+
+# --- column lists: what the transform produces and the load stages ---------------------------------
+
+# The source page of each record travels with the products frame (for rejects found at load time).
+PAGE = sync_rejects.c.page.name
+# Columns the database fills itself.
+_SERVER_SIDE = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
+PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _SERVER_SIDE]
+OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _SERVER_SIDE]
+REJECT_COLUMNS = [c.name for c in sync_rejects.columns if c.name not in {"id", "run_id", "created_at"}]
+# The offer fields a price update writes (price mirrors sale_price).
+PRICE_FIELDS = ("sale_price", "min_sale_price", "max_sale_price")

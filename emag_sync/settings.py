@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emag_sync.accounts import AccountType
 from emag_sync.errors import MissingCredentialsError
-
-DEFAULT_API_URL = "https://marketplace-api.emag.ro/api-3"
-# eMAG section 1.5: everything but orders is limited to 3 requests/s and 180/min per account, cumulative.
-EMAG_REQUESTS_PER_SECOND = 3.0
-EMAG_REQUESTS_PER_MINUTE = 180
-
-
-class AccountType(StrEnum):
-    """A seller's two eMAG accounts, each with its own credentials and catalogue."""
-
-    MAIN = "main"
-    FBE = "fbe"
-
-    @property
-    def label(self) -> str:
-        return self.value.upper()
-
-
-def parse_accounts(value: str) -> list[AccountType]:
-    """``main``, ``fbe`` or ``both`` (also ``main,fbe``) to a list of accounts, MAIN first."""
-    wanted = {part.strip().lower() for part in value.split(",") if part.strip()}
-    if wanted == {"both"}:
-        return [AccountType.MAIN, AccountType.FBE]
-    unknown = wanted - {a.value for a in AccountType}
-    if unknown or not wanted:
-        raise ValueError(f"account must be main, fbe or both, got {value!r}")
-    return [a for a in AccountType if a.value in wanted]
+from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND
 
 
 class AccountConfig(BaseModel):
@@ -47,12 +21,17 @@ class AccountConfig(BaseModel):
     username: str
     password: SecretStr
     api_url: str
-    requests_per_second: float = EMAG_REQUESTS_PER_SECOND
-    requests_per_minute: int = EMAG_REQUESTS_PER_MINUTE
+    requests_per_second: float = REQUESTS_PER_SECOND
+    requests_per_minute: int = REQUESTS_PER_MINUTE
     max_attempts: int = 6
     timeout_seconds: float = 60.0
     backoff_seconds: float = 0.5
     max_backoff_seconds: float = 30.0
+
+
+def credential_variable(account: AccountType, field: str) -> str:
+    """``EMAG_FBE_PASSWORD``: the environment variable holding one credential of an account."""
+    return f"EMAG_{account.label}_{field.upper()}"
 
 
 class Settings(BaseSettings):
@@ -67,8 +46,8 @@ class Settings(BaseSettings):
     emag_api_url: str = DEFAULT_API_URL
     emag_main_api_url: str | None = None
     emag_fbe_api_url: str | None = None
-    emag_requests_per_second: float = Field(default=EMAG_REQUESTS_PER_SECOND, gt=0)
-    emag_requests_per_minute: int = Field(default=EMAG_REQUESTS_PER_MINUTE, gt=0)
+    emag_requests_per_second: float = Field(default=REQUESTS_PER_SECOND, gt=0)
+    emag_requests_per_minute: int = Field(default=REQUESTS_PER_MINUTE, gt=0)
     emag_max_attempts: int = Field(default=6, ge=1)
     emag_timeout_seconds: float = Field(default=60.0, gt=0)
     emag_sync_home: Path = Path(".emag-sync")
@@ -89,17 +68,21 @@ class Settings(BaseSettings):
         return self.emag_sync_home.expanduser().resolve()
 
     def api_url_for(self, account: AccountType) -> str:
-        override = self.emag_main_api_url if account is AccountType.MAIN else self.emag_fbe_api_url
-        return (override or self.emag_api_url).rstrip("/")
+        return (self.api_url_override(account) or self.emag_api_url).rstrip("/")
 
-    def missing_credentials(self, account: AccountType) -> list[str]:
-        """Names of the environment variables this account still needs (empty when complete)."""
-        prefix = f"EMAG_{account.label}_"
-        values = {
-            f"{prefix}USERNAME": getattr(self, f"emag_{account.value}_username"),
-            f"{prefix}PASSWORD": getattr(self, f"emag_{account.value}_password"),
-        }
-        return [name for name, value in values.items() if value is None]
+    def api_url_override(self, account: AccountType) -> str | None:
+        """EMAG_MAIN_API_URL / EMAG_FBE_API_URL when set."""
+        value: str | None = getattr(self, f"emag_{account.value}_api_url")
+        return value
+
+    def api_url_setting(self, account: AccountType) -> str:
+        """The variable that decides the account's API URL, for error messages."""
+        return f"EMAG_{account.label}_API_URL" if self.api_url_override(account) else "EMAG_API_URL"
+
+    def credential(self, account: AccountType, field: str) -> str | SecretStr | None:
+        """The username or password of an account as the environment has it (None when unset)."""
+        value: str | SecretStr | None = getattr(self, f"emag_{account.value}_{field}")
+        return value
 
     def account_config(
         self, account: AccountType, password: SecretStr | None = None, username: str | None = None
@@ -109,14 +92,20 @@ class Settings(BaseSettings):
         ``password`` and ``username`` let a caller supply them from Prefect Secret blocks instead of the
         environment.
         """
-        username = username or getattr(self, f"emag_{account.value}_username")
-        password = password or getattr(self, f"emag_{account.value}_password")
-        supplied = {"USERNAME": username, "PASSWORD": password}
-        missing = [name for name in self.missing_credentials(account) if not supplied[name.rsplit("_", 1)[1]]]
-        if missing or username is None or password is None:
+        env_username = self.credential(account, "username")
+        username = username or (env_username if isinstance(env_username, str) else None)
+        env_password = self.credential(account, "password")
+        password = password or (env_password if isinstance(env_password, SecretStr) else None)
+        missing = [
+            credential_variable(account, field)
+            for field, value in (("username", username), ("password", password))
+            if value is None
+        ]
+        if username is None or password is None:
             raise MissingCredentialsError(
-                f"{account.label} account: credentials missing, set {' and '.join(missing)} "
-                "(environment, .env, or a Prefect Secret block; see README 'Configuration')"
+                f"credentials missing, set {' and '.join(missing)} "
+                "(environment, .env, or a Prefect Secret block; see README 'Configuration')",
+                account=account,
             )
         return AccountConfig(
             account=account,

@@ -9,16 +9,15 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL
 
-from emag_sync.db import database_url, make_engine, normalise_url
+from emag_sync.accounts import AccountType
+from emag_sync.db import make_engine, normalise_url
+from emag_sync.runs import DqStatus, RunStatus, record_dq
 from emag_sync.schema import products, sync_runs
-from emag_sync.settings import AccountType, get_settings
 from expectations.suites import (
     ACTIVE_PRODUCT_COUNT,
     DEFAULT_REJECT_THRESHOLD,
@@ -29,9 +28,6 @@ from expectations.suites import (
     asset_query,
     checks_for,
 )
-from tasks.runs import record_dq
-
-Status = Literal["passed", "warning", "failed"]
 
 GX_DIR = "gx"
 DATASOURCE = "emag"
@@ -62,7 +58,7 @@ class DQResult:
     """One account's checkpoint: every expectation's outcome, the overall status and the Data Docs page."""
 
     account: AccountType
-    status: Status
+    status: DqStatus
     rows: list[DQRow]
     data_docs_index: Path
     run_id: int | None = None
@@ -120,7 +116,7 @@ def run_checkpoint(
 
     ``run_id`` is the sync run to check completeness for; None uses the account's latest succeeded run
     (or reports that check as not applicable). With a ``run_id`` the outcome is stored on its row
-    (``tasks.runs.record_dq``); a standalone check leaves the run history alone.
+    (``emag_sync.runs.record_dq``); a standalone check leaves the run history alone.
     """
     url = normalise_url(database_url) if isinstance(database_url, str) else database_url
     account = AccountType(account)
@@ -145,24 +141,6 @@ def run_checkpoint(
         engine.dispose()
 
 
-@task(name="check-account-quality", cache_policy=NO_CACHE)
-def check_account_quality(
-    account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
-) -> DQResult:
-    """Prefect task: the account's checkpoint against the configured database, published as artifacts.
-
-    Settings (database, home) are read inside the task so no connection string becomes a task input.
-    """
-    from expectations.report import publish_dq_artifacts
-
-    settings = get_settings()
-    result = run_checkpoint(
-        database_url(settings), account, run_id=run_id, home=settings.home, reject_threshold=reject_threshold
-    )
-    publish_dq_artifacts(result)
-    return result
-
-
 def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Facts:
     with engine.connect() as conn:
         active_products = conn.scalar(
@@ -170,7 +148,11 @@ def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Fa
         )
         wanted = select(sync_runs).where(sync_runs.c.account_type == account.value)
         if run_id is None:
-            wanted = wanted.where(sync_runs.c.status == "succeeded").order_by(sync_runs.c.id.desc()).limit(1)
+            wanted = (
+                wanted.where(sync_runs.c.status == RunStatus.SUCCEEDED)
+                .order_by(sync_runs.c.id.desc())
+                .limit(1)
+            )
         else:
             wanted = wanted.where(sync_runs.c.id == run_id)
         run = conn.execute(wanted).mappings().first()
@@ -412,10 +394,10 @@ def _observed(check: Check, values: Mapping[str, Any]) -> str:
     return f"{values['unexpected']} offending rows"
 
 
-def _status(rows: Iterable[DQRow]) -> Status:
+def _status(rows: Iterable[DQRow]) -> DqStatus:
     rows = list(rows)
     if any(r.passed is False and r.severity == "critical" for r in rows):
-        return "failed"
+        return DqStatus.FAILED
     if any(r.passed is False for r in rows):
-        return "warning"
-    return "passed"
+        return DqStatus.WARNING
+    return DqStatus.PASSED

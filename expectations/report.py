@@ -1,12 +1,10 @@
-"""Data-quality results for people: a markdown table, Prefect artifacts, and a rich table for the CLI."""
+"""Data-quality results as markdown for people (the Prefect artifacts); the terminal's table is the CLI's."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from expectations.checkpoint import DQResult
 
 ARTIFACT_KEY_PREFIX = "emag-dq-"
@@ -38,39 +36,3 @@ def dq_markdown(result: DQResult) -> str:
     ]
     lines += ["", f"Data Docs: `{result.data_docs_index}`"]
     return "\n".join(lines)
-
-
-def publish_dq_artifacts(result: DQResult) -> None:
-    """Inside a Prefect flow or task run: a markdown artifact per account and a link to the Data Docs."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    if FlowRunContext.get() is None and TaskRunContext.get() is None:
-        return  # a plain call (CLI, tests): nothing to attach the artifacts to
-    account = result.account.value
-    create_markdown_artifact(
-        markdown=dq_markdown(result),
-        key=artifact_key(account),
-        description=f"Data-quality checkpoint of {account}: {result.status}",
-    )
-    create_link_artifact(
-        link=result.data_docs_index.as_uri(),
-        link_text=f"Great Expectations Data Docs ({account})",
-        key=f"{artifact_key(account)}-docs",
-        description=f"Data Docs of the {account} checkpoint (a file on the machine that ran it)",
-    )
-
-
-def dq_table(result: DQResult) -> Table:
-    """The rows as a rich table for the terminal."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    styles = {"pass": "green", "FAIL": "red", "n/a": "dim"}
-    table = Table(title=f"Data quality {result.account.value}: {result.status}", title_justify="left")
-    for column in ("expectation", "severity", "result", "observed value"):
-        table.add_column(column)
-    for row in result.rows:
-        style = styles[row.outcome] if row.severity == "critical" or row.passed is not False else "yellow"
-        table.add_row(row.name, row.severity, f"[{style}]{row.outcome}[/]", escape(row.observed))
-    return table

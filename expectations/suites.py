@@ -6,15 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from emag_sync.accounts import AccountType
+from emag_sync.limits import MAX_STOCK, PLATFORM_CURRENCIES
 from emag_sync.schema import SCHEMA, offers, products, sync_runs
-from emag_sync.settings import AccountType
 
 Severity = Literal["critical", "warning"]
 
-# eMAG stores stock as an unsigned 16-bit value per warehouse (API section 2.8).
-MAX_STOCK = 65535
-# Currencies of the eMAG platforms (RO, BG, HU) plus EUR, which eMAG accepts on every platform.
-PLATFORM_CURRENCIES = ("RON", "BGN", "HUF", "EUR")
 DEFAULT_REJECT_THRESHOLD = 0.01
 # How many offending SKUs a failure message names; Data Docs keep up to GX's own limit (200).
 MAX_LISTED_SKUS = 20

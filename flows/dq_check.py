@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from typing import Any
 
-from emag_sync.errors import DataQualityError
-from emag_sync.settings import parse_accounts
-from expectations.checkpoint import check_account_quality
+from prefect import State, flow, get_run_logger
+from prefect.states import Failed
+
+from emag_sync.accounts import parse_accounts
+from emag_sync.options import Accounts
+from expectations.checkpoint import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
-from tasks.database import prepare_database
+from tasks.data_quality import check_account_quality_task
+from tasks.prepare_database import prepare_database_task
 
 
 @flow(name="emag-dq-check", log_prints=False)
 def emag_dq_check(
-    accounts: str = "both", reject_threshold: float = DEFAULT_REJECT_THRESHOLD
-) -> dict[str, str]:
+    accounts: Accounts = "both", reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+) -> dict[str, str] | State[Any]:
     """Check MAIN, FBE or both as loaded now; ends Failed when a critical expectation fails."""
     logger = get_run_logger()
-    prepare_database()
-    results = [
-        check_account_quality(account, None, reject_threshold=reject_threshold)
-        for account in parse_accounts(accounts)
-    ]
+    prepared = prepare_database_task(return_state=True)
+    if prepared.is_failed():
+        return Failed(message=prepared.message)
+    results: list[DQResult] = []
+    for account in parse_accounts(accounts):
+        state = check_account_quality_task(
+            account, None, reject_threshold=reject_threshold, return_state=True
+        )
+        if state.is_failed():
+            return Failed(message=state.message)
+        results.append(state.result())
     for result in results:
         logger.info("%s (Data Docs: %s)", result.message, result.data_docs_index)
     failures = [result.message for result in results if result.critical_failures]
     if failures:
-        raise DataQualityError("; ".join(failures))
+        return Failed(message="; ".join(failures))
     return {result.account.value: result.status for result in results}

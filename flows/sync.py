@@ -1,82 +1,73 @@
-"""The ``emag-product-sync`` flow: per account extract → transform → load, then the data-quality check."""
+"""The ``emag-product-sync`` flow: preflight, then per account extract → transform → load, then check."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, runtime
-from prefect.futures import PrefectFuture
+from typing import Any
 
-from emag_sync.errors import EmagSyncError
-from emag_sync.settings import AccountType, get_settings, parse_accounts
-from expectations.checkpoint import check_account_quality
-from tasks.database import prepare_database
-from tasks.reporting import publish_summary, summary_markdown
-from tasks.secrets import resolve_account_config
-from tasks.sync_account import AccountSummary, SyncOptions, sync_account_task
+from prefect import State, flow, get_run_logger, runtime
+from prefect.states import Failed
 
-
-class SyncFailedError(EmagSyncError):
-    """At least one account failed to sync or failed a critical data-quality expectation."""
+from emag_sync.accounts import AccountType, parse_accounts
+from emag_sync.options import Accounts, SyncOptions
+from emag_sync.runs import RunRow
+from expectations.checkpoint import DQResult
+from tasks.artifacts import publish_summary_task, summary_markdown
+from tasks.data_quality import check_account_quality_task
+from tasks.preflight import Preflight, preflight_task
+from tasks.sync_account import sync_account_task
 
 
 @flow(name="emag-product-sync", log_prints=False)
 def emag_product_sync(
-    accounts: str = "both",
-    pages_per_batch: int = 5,
-    items_per_page: int = 100,
-    resume: bool = False,
-    wait_for_lock: bool = False,
-) -> list[AccountSummary]:
+    accounts: Accounts = "both", options: SyncOptions = SyncOptions()
+) -> list[RunRow] | State[Any]:
     """Sync the eMAG catalogue of MAIN, FBE or both into PostgreSQL and check what was loaded.
 
-    A rerun (the UI's Retry, or ``resume=True``) continues after the last committed batch. Another sync
-    of the same account running makes this one fail at once, or wait for it with ``wait_for_lock``.
+    A rerun (the UI's Retry, or ``options.resume``) continues after the last committed batch. Another sync
+    of the same account running makes this one fail at once, or wait for it with ``options.wait_for_lock``.
     """
     logger = get_run_logger()
     targets = parse_accounts(accounts)
-    settings = get_settings()
-    for account in targets:  # missing credentials are reported by name before any request
-        resolve_account_config(settings, account)
-    prepare_database()
+    checked = preflight_task(targets, options.wait_for_lock, return_state=True)
+    if checked.is_failed():
+        return Failed(message=checked.message)
+    preflight: Preflight = checked.result()
 
-    options = SyncOptions(
-        pages_per_batch=pages_per_batch,
-        items_per_page=items_per_page,
-        resume=resume,
-        wait_for_lock=wait_for_lock,
-    )
-    futures: dict[AccountType, PrefectFuture[AccountSummary]] = {
-        account: sync_account_task.submit(account, options, runtime.flow_run.id) for account in targets
+    futures = {
+        account: sync_account_task.submit(
+            account, options, runtime.flow_run.id, preflight.counts.get(account)
+        )
+        for account in targets
     }
-    summaries, dq_status, failures = [], {}, {}
-    for account, future in futures.items():
-        try:
-            summaries.append(future.result())
-        except Exception as exc:  # the other account's committed work stays; report both
-            failures[account.value] = _naming(account, exc)
+    runs: list[RunRow] = []
+    failures: dict[AccountType, str] = {}
+    for account, future in futures.items():  # the other account's committed work stays; report both
+        future.wait()
+        if future.state.is_failed():
+            failures[account] = future.state.message or f"{account.value}: failed"
+        else:
+            runs.append(future.result())
+
     # Checked once every read is over: the check's CPU work would otherwise delay the other account's
     # requests and bunch them up against eMAG's rate limit.
-    for summary in summaries:
-        account = AccountType(summary.account)
-        quality = check_account_quality(account, summary.run_id)
-        dq_status[account.value] = quality.status
-        if quality.critical_failures:
-            failures[account.value] = quality.message
+    dq_status: dict[str, str] = {}
+    for run in runs:
+        quality = check_account_quality_task(run.account, run.id, return_state=True)
+        if quality.is_failed():
+            failures[run.account] = quality.message or f"{run.account_type}: data quality could not run"
+            continue
+        result: DQResult = quality.result()
+        dq_status[run.account_type] = result.status
+        if result.critical_failures:
+            failures[run.account] = result.message
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",
-            account.label, summary.inserted, summary.updated, summary.unchanged,
-            summary.rejected, summary.deactivated, quality.status,
+            run.account_type, run.rows_inserted, run.rows_updated, run.rows_unchanged,
+            run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
-        logger.info("%s: data-quality report (Data Docs): %s", account.label, quality.data_docs_index)
+        logger.info("%s: data-quality report (Data Docs): %s", run.account_type, result.data_docs_index)
 
-    publish_summary(summary_markdown(summaries, dq_status, failures))
+    publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
     if failures:
-        raise SyncFailedError("; ".join(failures.values()))
-    return summaries
-
-
-def _naming(account: AccountType, exc: Exception) -> str:
-    """The error as it is when it already starts with the account (the project's errors do), else prefixed."""
-    message = str(exc)
-    if message.lower().startswith(account.value):
-        return message
-    return f"{account.value}: {type(exc).__name__}: {message}"
+        return Failed(message="; ".join(failures.values()))
+    return runs

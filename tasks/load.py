@@ -1,10 +1,13 @@
-"""Load one batch in ONE transaction: COPY to staging, then set-based upserts, rejects and run progress."""
+"""Load one batch in ONE transaction: COPY to staging, then set-based upserts, rejects and run progress.
+
+A sub-step of ``tasks.sync_account``, called per batch inside its loop: a Prefect task per batch would cost
+API calls and a task run in the UI for every few hundred records, so it stays a plain function.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,41 +24,34 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     Text,
-    select,
     text,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from emag_sync.errors import RunStateError
-from emag_sync.schema import SCHEMA, offers, products, sync_rejects, sync_runs, sync_seen
-from emag_sync.settings import AccountType
-from tasks.transform import OFFER_COLUMNS, PAGE, PRODUCT_COLUMNS, REJECT_COLUMNS, BatchFrames
+from emag_sync.accounts import AccountType
+from emag_sync.api import RequestCounters
+from emag_sync.runs import BatchCounts, lock_running_run, record_batch
+from emag_sync.schema import (
+    OFFER_COLUMNS,
+    PAGE,
+    PRODUCT_COLUMNS,
+    REJECT_COLUMNS,
+    SCHEMA,
+    offers,
+    products,
+    sync_rejects,
+    sync_seen,
+)
+from tasks.transform import BatchFrames
 
 log = logging.getLogger(__name__)
 
-RUNNING = "running"
 # Session-lived staging tables emptied at every commit (ON COMMIT DELETE ROWS), so a batch never sees
 # another's rows and a rolled-back batch leaves nothing behind. Created once per connection, not in every
 # batch: creating and dropping them wrote the catalogue twice per batch (~5% of a first load's time).
 STAGE_PRODUCTS = "emag_stage_products"
 STAGE_OFFERS = "emag_stage_offers"
 _KEY = ("sku", "account_type")
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What one batch did, counted per record (a product and its offer are one record).
-
-    ``updated`` is a record whose product or offer changed; ``duplicates`` are records already loaded
-    earlier in this run or repeated inside the batch; ``rejected`` includes the transform's rejects.
-    """
-
-    inserted: int
-    updated: int
-    unchanged: int
-    rejected: int
-    duplicates: int
 
 
 def _qualified(name: str) -> str:
@@ -222,20 +218,6 @@ JOIN {_qualified(products.name)} p ON p.sku = s.sku AND p.account_type = s.accou
 )
 
 
-def _lock_running_run(conn: Connection, run_id: int, account: AccountType) -> None:
-    """The run must exist, be this account's and be running; its row stays locked to the commit."""
-    row = conn.execute(
-        select(sync_runs.c.account_type, sync_runs.c.status).where(sync_runs.c.id == run_id).with_for_update()
-    ).one_or_none()
-    if row is None:
-        raise RunStateError(f"{account.label}: sync run {run_id} does not exist")
-    if row.account_type != account.value or row.status != RUNNING:
-        raise RunStateError(
-            f"{account.label}: sync run {run_id} is a {row.account_type.upper()} run with status "
-            f"{row.status!r}; only a running run of this account can take batches"
-        )
-
-
 def load_batch(
     engine: Engine,
     run_id: int,
@@ -243,58 +225,36 @@ def load_batch(
     frames: BatchFrames,
     *,
     last_page: int,
-    api_requests: int = 0,
-    rate_limited: int = 0,
-    retries: int = 0,
-    _between: Callable[[Connection], None] | None = None,
-) -> BatchResult:
+    counters: RequestCounters = RequestCounters(),
+) -> BatchCounts:
     """Upsert a batch's products and offers, its rejects and the run's progress in ONE transaction.
 
-    ``api_requests``, ``rate_limited`` and ``retries`` are this batch's increments (they are added to the
-    run's totals, so a resumed run keeps counting). ``_between`` is a TEST-ONLY hook called between the
-    products and offers statements, to prove that a failure there leaves the whole batch absent.
+    ``counters`` are the requests this batch cost (added to the run's totals, so a resumed run keeps
+    counting).
     """
     with engine.begin() as conn:
-        _lock_running_run(conn, run_id, account)
+        lock_running_run(conn, run_id, account)
         _stage(conn, frames)
         seen = conn.execute(text(_SEEN_SQL), {"run_id": run_id, "account": account.value}).one()
         written = conn.execute(text(_PRODUCTS_SQL)).all()
-        if _between is not None:
-            _between(conn)
         offers_written = {row.sku for row in conn.execute(text(_OFFERS_SQL))}
         if len(frames.rejects):
             _copy_rejects(conn, run_id, frames.rejects)
 
         inserted = {row.sku for row in written if row.inserted}
         updated = ({row.sku for row in written} | offers_written) - inserted
-        result = BatchResult(
+        counts = BatchCounts(
+            read=frames.records,
+            loaded=seen.fresh,
             inserted=len(inserted),
             updated=len(updated),
             unchanged=seen.fresh - len(inserted) - len(updated),
             rejected=len(frames.rejects) + seen.rejected,
             duplicates=frames.duplicates + seen.duplicates,
         )
-        c = sync_runs.c
-        conn.execute(
-            update(sync_runs)
-            .where(c.id == run_id)
-            .values(
-                last_committed_page=last_page,
-                batches_committed=c.batches_committed + 1,
-                records_read=c.records_read + frames.records,
-                records_loaded=c.records_loaded + seen.fresh,
-                duplicates_skipped=c.duplicates_skipped + result.duplicates,
-                rows_inserted=c.rows_inserted + result.inserted,
-                rows_updated=c.rows_updated + result.updated,
-                rows_unchanged=c.rows_unchanged + result.unchanged,
-                rows_rejected=c.rows_rejected + result.rejected,
-                api_requests=c.api_requests + api_requests,
-                rate_limited=c.rate_limited + rate_limited,
-                retries=c.retries + retries,
-            )
-        )
-    log.debug("%s: run %s batch to page %s committed: %s", account.label, run_id, last_page, result)
-    return result
+        record_batch(conn, run_id, counts, counters, last_page=last_page)
+    log.debug("%s: run %s batch to page %s committed: %s", account.value, run_id, last_page, counts)
+    return counts
 
 
 # Rows the run neither loaded nor rejected (a reject with a SKU is still a record eMAG returned).
@@ -315,10 +275,10 @@ def deactivate_missing(engine: Engine, run_id: int, account: AccountType) -> int
     names = {"seen": _qualified(sync_seen.name), "rejects": _qualified(sync_rejects.name)}
     params = {"run_id": run_id, "account": account.value}
     with engine.begin() as conn:
-        _lock_running_run(conn, run_id, account)
+        lock_running_run(conn, run_id, account)
         gone = conn.execute(text(_DEACTIVATE_SQL.format(table=_qualified(products.name), **names)), params)
         conn.execute(text(_DEACTIVATE_SQL.format(table=_qualified(offers.name), **names)), params)
     log.info(
-        "%s: run %s deactivated %s products eMAG no longer returns", account.label, run_id, gone.rowcount
+        "%s: run %s deactivated %s products eMAG no longer returns", account.value, run_id, gone.rowcount
     )
     return gone.rowcount

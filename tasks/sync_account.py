@@ -1,4 +1,4 @@
-"""One account's sync: count, then pages → transform → load, one transaction per batch, resumable."""
+"""Extract one account: count, then pages → transform → load, one transaction per batch, resumable."""
 
 from __future__ import annotations
 
@@ -6,34 +6,35 @@ import logging
 import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from itertools import islice
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
+from emag_sync.accounts import AccountType
+from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.db import database_url, make_engine
 from emag_sync.errors import IncompleteReadError
-from emag_sync.schema import sync_runs
-from emag_sync.settings import AccountType, get_settings
-from tasks.client import EmagClient, Page, StatsSnapshot
-from tasks.load import deactivate_missing, load_batch
-from tasks.progress import ProgressReporter
-from tasks.runs import (
+from emag_sync.locks import account_lock
+from emag_sync.options import SyncOptions
+from emag_sync.runs import (
+    RunRow,
     abandon_run,
     abandon_unfinished,
-    account_lock,
     fail_run,
     find_resumable_run,
     finish_run,
     get_run,
     resume_run,
     start_run,
+    succeeded_in_flow_run,
 )
-from tasks.secrets import resolve_account_config
-from tasks.shared_limit import shared_limiter_for
+from emag_sync.settings import get_settings
+from tasks.artifacts import ProgressReporter
+from tasks.load import deactivate_missing, load_batch
+from tasks.outcomes import run_step
 from tasks.transform import transform_batch
 
 log = logging.getLogger(__name__)
@@ -50,40 +51,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return log
 
 
-@dataclass(frozen=True)
-class SyncOptions:
-    """The flow's run-time knobs for one account."""
+class _Meter:
+    """The client's request counters since the last reading: each batch records its own requests."""
 
-    pages_per_batch: int = 5
-    items_per_page: int = 100
-    resume: bool = False
-    wait_for_lock: bool = False
+    def __init__(self, client: EmagClient) -> None:
+        self._client = client
+        self._last = client.stats.counters()
 
-
-@dataclass
-class AccountSummary:
-    """What one account's sync did; also the shape of the run summary artifact's rows."""
-
-    account: str
-    run_id: int
-    status: str
-    resumed: bool
-    expected_items: int
-    pages: int
-    records: int
-    inserted: int
-    updated: int
-    unchanged: int
-    rejected: int
-    deactivated: int
-    api_requests: int
-    rate_limited: int
-    retries: int
-    duration_seconds: float
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def take(self) -> RequestCounters:
+        now = self._client.stats.counters()
+        taken, self._last = now - self._last, now
+        return taken
 
 
 def batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
@@ -93,45 +71,6 @@ def batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
         yield batch
 
 
-def _summary_from_row(engine: Engine, run_id: int) -> AccountSummary:
-    run = get_run(engine, run_id)
-    return AccountSummary(
-        account=run.account_type,
-        run_id=run_id,
-        status=run.status,
-        resumed=run.resumed_count > 0,
-        expected_items=run.expected_items or 0,
-        pages=run.last_committed_page,
-        records=run.records_read,
-        inserted=run.rows_inserted,
-        updated=run.rows_updated,
-        unchanged=run.rows_unchanged,
-        rejected=run.rows_rejected,
-        deactivated=run.rows_deactivated,
-        api_requests=run.api_requests,
-        rate_limited=run.rate_limited,
-        retries=run.retries,
-        duration_seconds=float(run.duration_seconds or 0),
-        error=run.error,
-    )
-
-
-def _succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str | None) -> int | None:
-    """A retried Prefect flow run skips an account it already synced completely."""
-    if flow_run_id is None:
-        return None
-    query = (
-        select(sync_runs.c.id)
-        .where(sync_runs.c.account_type == account.value)
-        .where(sync_runs.c.flow_run_id == flow_run_id)
-        .where(sync_runs.c.status == "succeeded")
-        .order_by(sync_runs.c.id.desc())
-        .limit(1)
-    )
-    with engine.connect() as conn:
-        return conn.scalar(query)
-
-
 def sync_account(
     engine: Engine,
     client: EmagClient,
@@ -139,20 +78,22 @@ def sync_account(
     options: SyncOptions,
     *,
     flow_run_id: str | None = None,
+    count: CatalogueCount | None = None,
     progress: ProgressReporter | None = None,
-) -> AccountSummary:
+) -> RunRow:
     """Read the whole catalogue of ``account`` and load it batch by batch; resumes an unfinished run.
 
     Resumes when ``options.resume`` (the latest unfinished run of the account) or when this Prefect
     flow run already started one (the UI's Retry): pages up to the last committed one are not read again.
+    ``count`` is the preflight's ``product_offer/count``, used when no other sync ran since.
     """
     progress = progress or ProgressReporter(account)
-    baseline = client.stats.snapshot()  # the count request belongs to the run too
-    with account_lock(engine, account, wait=options.wait_for_lock):
-        done = _succeeded_in_flow_run(engine, account, flow_run_id)
+    meter = _Meter(client)  # the count request belongs to the run too
+    with account_lock(engine, account, wait=options.wait_for_lock) as waited:
+        done = succeeded_in_flow_run(engine, account, flow_run_id)
         if done is not None:
-            _logger().info("%s: already synced by this flow run (run %s), skipping", account.label, done)
-            return _summary_from_row(engine, done)
+            _logger().info("%s: already synced by this flow run (run %s), skipping", account.value, done)
+            return get_run(engine, done)
 
         resumable = (
             find_resumable_run(engine, account, flow_run_id=None if options.resume else flow_run_id)
@@ -165,12 +106,13 @@ def sync_account(
             run_id, items_per_page = run.id, run.items_per_page
             start_page, expected_pages = run.last_committed_page + 1, run.expected_pages or 0
             _logger().info(
-                "%s: resuming run %s after page %s", account.label, run_id, run.last_committed_page
+                "%s: resuming run %s after page %s", account.value, run_id, run.last_committed_page
             )
         else:
             if options.resume:
-                _logger().info("%s: nothing to resume, starting a full read", account.label)
-            count = client.count()
+                _logger().info("%s: nothing to resume, starting a full read", account.value)
+            if count is None or waited:
+                count = client.count()
             items_per_page, start_page, expected_pages = options.items_per_page, 1, count.pages
             if count.items_per_page != items_per_page:
                 expected_pages = -(-count.items // items_per_page)
@@ -185,22 +127,19 @@ def sync_account(
             )
             abandon_unfinished(engine, account, except_run_id=run_id)
         pages = client.iter_pages(items_per_page=items_per_page, start_page=start_page, count=count)
-        return _read_and_load(
-            engine, client, account, run_id, pages, options, expected_pages, progress, baseline
-        )
+        return _read_and_load(engine, account, run_id, pages, options, expected_pages, progress, meter)
 
 
 def _read_and_load(
     engine: Engine,
-    client: EmagClient,
     account: AccountType,
     run_id: int,
     pages: Generator[Page, None, None],
     options: SyncOptions,
     expected_pages: int,
     progress: ProgressReporter,
-    seen: StatsSnapshot,
-) -> AccountSummary:
+    meter: _Meter,
+) -> RunRow:
     started = time.monotonic()
     pages_done, records_done = 0, 0
     try:
@@ -209,54 +148,33 @@ def _read_and_load(
                 records = [record for page in batch for record in page.records]
                 page_numbers = [page.number for page in batch for _ in page.records]
                 frames = transform_batch(records, account, pages=page_numbers, synced_at=datetime.now(UTC))
-                now = client.stats.snapshot()
-                result = load_batch(
-                    engine,
-                    run_id,
-                    account,
-                    frames,
-                    last_page=batch[-1].number,
-                    api_requests=now.requests - seen.requests,
-                    rate_limited=now.rate_limited - seen.rate_limited,
-                    retries=now.retries - seen.retries,
+                counts = load_batch(
+                    engine, run_id, account, frames, last_page=batch[-1].number, counters=meter.take()
                 )
-                seen = now
                 pages_done, records_done = batch[-1].number, records_done + len(records)
                 _logger().info(
                     "%s: pages %s-%s committed: %s inserted, %s updated, %s unchanged, %s rejected",
-                    account.label, batch[0].number, batch[-1].number,
-                    result.inserted, result.updated, result.unchanged, result.rejected,
+                    account.value, batch[0].number, batch[-1].number,
+                    counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
         _check_complete(engine, account, run_id)
         deactivated = deactivate_missing(engine, run_id, account)
-        now = client.stats.snapshot()
         finish_run(
             engine,
             run_id,
             deactivated=deactivated,
-            api_requests=now.requests - seen.requests,
-            rate_limited=now.rate_limited - seen.rate_limited,
-            retries=now.retries - seen.retries,
+            counters=meter.take(),
             elapsed_seconds=time.monotonic() - started,
         )
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
-        now = client.stats.snapshot()
-        fail_run(
-            engine,
-            run_id,
-            error,
-            elapsed_seconds=time.monotonic() - started,
-            api_requests=now.requests - seen.requests,
-            rate_limited=now.rate_limited - seen.rate_limited,
-            retries=now.retries - seen.retries,
-        )
+        fail_run(engine, run_id, error, elapsed_seconds=time.monotonic() - started, counters=meter.take())
         if isinstance(exc, IncompleteReadError):
             abandon_run(engine, run_id, error)  # resuming after the last page would find the same gap
         raise
     progress.report(max(pages_done, expected_pages), expected_pages, records_done)
-    return _summary_from_row(engine, run_id)
+    return get_run(engine, run_id)
 
 
 def _check_complete(engine: Engine, account: AccountType, run_id: int) -> None:
@@ -269,27 +187,36 @@ def _check_complete(engine: Engine, account: AccountType, run_id: int) -> None:
     returned = run.records_loaded + run.rows_rejected
     if run.expected_items is not None and returned < run.expected_items:
         raise IncompleteReadError(
-            f"{account.value}: the read returned {returned} of the {run.expected_items} records eMAG counted "
-            "at the start (a page ended early, or records moved between pages during the read); nothing "
-            "was deactivated and the run will not be resumed: start a new sync"
+            f"the read returned {returned} of the {run.expected_items} records eMAG counted at the start "
+            "(a page ended early, or records moved between pages during the read); nothing was deactivated "
+            "and the run will not be resumed: start a new sync",
+            account=account,
         )
 
 
-@task(name="sync-account", cache_policy=NO_CACHE, retries=0)
+def sync_account_with_settings(
+    account: AccountType, options: SyncOptions, flow_run_id: str | None, count: CatalogueCount | None
+) -> RunRow:
+    """``sync_account`` against the configured database and eMAG (engine and client opened here)."""
+    settings = get_settings()
+    engine = make_engine(database_url(settings))
+    try:
+        with open_client(settings, account) as client:
+            return sync_account(engine, client, account, options, flow_run_id=flow_run_id, count=count)
+    finally:
+        engine.dispose()
+
+
+@task(name="sync-account", task_run_name="sync-{account}", cache_policy=NO_CACHE, retries=0)
 def sync_account_task(
     account: AccountType,
     options: SyncOptions,
     flow_run_id: str | None = None,
-) -> AccountSummary:
-    """Prefect task: builds the engine and client inside (they cannot be task inputs), then syncs.
+    count: CatalogueCount | None = None,
+) -> RunRow:
+    """Prefect task: one account's sync; Failed in one line on an expected failure.
 
     No task retries: transient API failures are retried by the client, and a rerun resumes instead.
+    The engine and client are opened inside: they cannot be task inputs.
     """
-    settings = get_settings()
-    config = resolve_account_config(settings, account)
-    engine = make_engine(database_url(settings))
-    try:
-        with EmagClient(config, limiter=shared_limiter_for(config)) as client:
-            return sync_account(engine, client, account, options, flow_run_id=flow_run_id)
-    finally:
-        engine.dispose()
+    return run_step(sync_account_with_settings, account, options, flow_run_id, count, account=account)

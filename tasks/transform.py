@@ -1,4 +1,7 @@
-"""Raw product_offer/read records → products, offers and rejects frames (pure pandas, no database)."""
+"""Raw product_offer/read records → products, offers and rejects frames (pure pandas, no database).
+
+A sub-step of ``tasks.sync_account``, called per batch (see ``tasks.load`` for why it has no task).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,30 @@ import gc
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Table
 
-from emag_sync.schema import offers, products, sync_rejects
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
+from emag_sync.limits import (
+    MAX_OFFER_ID,
+    MIN_OFFER_ID,
+    OFFER_STATUS_ACTIVE,
+    OFFER_VALIDATION_SALEABLE,
+    OWNERSHIP_ELIGIBLE,
+    OWNERSHIP_NOT_ELIGIBLE,
+    PRICE_QUANTUM,
+    SELLABLE_VALIDATION_STATUSES,
+)
+from emag_sync.schema import MAX_MONEY, OFFER_COLUMNS, PAGE, PRODUCT_COLUMNS, REJECT_COLUMNS, offers, products
 
 try:  # orjson (installed with Prefect) encodes the raw records ~8x faster: JSON is most of the transform
     import orjson
@@ -33,50 +46,21 @@ except ImportError:  # pragma: no cover - same JSON, only slower
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-# eMAG's record id is an unsigned 32-bit integer (API notes: 1..4294967295).
-MIN_EMAG_ID = 1
-MAX_EMAG_ID = 4_294_967_295
-# Money is NUMERIC(14, 4): four decimals, below 10**10.
-PRICE_PLACES = Decimal("0.0001")
-MAX_PRICE = Decimal(10) ** 10
 # EAN-8 .. GTIN-14, with UPC-E (6 digits) at the short end.
 EAN_PATTERN = re.compile(r"\d{6,14}", re.ASCII)
 # Integers also arrive as digit strings (count's "noOfItems": "1274"); nothing fancier is accepted.
 INT_PATTERN = re.compile(r"\s*-?\d+\s*", re.ASCII)
-# eMAG's sellable rule: stock > 0, status 1, offer_validation_status 1, validation_status in this set.
-SELLABLE_VALIDATION_STATUSES = frozenset({3, 9, 11, 12})
-ACTIVE_STATUS = 1
-VALID_OFFER = 1
 VISIBLE, HIDDEN = "visible", "hidden"
-# ownership arrives as 1/2 or as a boolean: true means eligible for content updates (1).
-OWNERSHIP_ELIGIBLE, OWNERSHIP_NOT_ELIGIBLE = 1, 2
 SMALLINT_MAX = 32_767
 INT_MAX = 2_147_483_647
 BIGINT_MAX = 9_223_372_036_854_775_807
 
-# The source page of each record travels with the products frame (for rejects found at load time).
-PAGE = sync_rejects.c.page.name
-# Columns the database fills itself.
-_SERVER_SIDE = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
-PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _SERVER_SIDE]
-OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _SERVER_SIDE]
-REJECT_COLUMNS = [c.name for c in sync_rejects.columns if c.name not in {"id", "run_id", "created_at"}]
 # Part of every content hash: bump it when the mapping below changes, so every row is rewritten once.
 TRANSFORM_VERSION = 1
 
 
 class RecordRejected(ValueError):
     """A record that cannot be loaded; the message names the field and the value."""
-
-
-class PageLike(Protocol):
-    """What ``transform_pages`` needs from a page (tasks.paging.Page fits)."""
-
-    @property
-    def number(self) -> int: ...
-
-    @property
-    def records(self) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -120,11 +104,11 @@ def parse_money(
     if not amount.is_finite():
         raise RecordRejected(f"{field} is not a finite number: {_show(value)}")
     # Quantizing a huge value (1e30) raises InvalidOperation instead of a reject: range-check it first.
-    if abs(amount) < MAX_PRICE:
-        amount = amount.quantize(PRICE_PLACES, rounding=ROUND_HALF_UP)
-    if amount < 0 or amount >= MAX_PRICE or (positive and amount == 0):
+    if abs(amount) < MAX_MONEY:
+        amount = amount.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_UP)
+    if amount < 0 or amount >= MAX_MONEY or (positive and amount == 0):
         low = "above 0" if positive else "at least 0"
-        raise RecordRejected(f"{field} out of range ({low} and below {MAX_PRICE}): {_show(value)}")
+        raise RecordRejected(f"{field} out of range ({low} and below {MAX_MONEY}): {_show(value)}")
     return amount
 
 
@@ -158,8 +142,8 @@ def parse_emag_id(value: object) -> int:
     number = None if isinstance(value, bool | float) else _int_or_none(value, BIGINT_MAX)
     if number is None:
         raise RecordRejected(f"id is not an integer: {_show(value)}")
-    if not MIN_EMAG_ID <= number <= MAX_EMAG_ID:
-        raise RecordRejected(f"id out of range ({MIN_EMAG_ID}..{MAX_EMAG_ID}): {_show(value)}")
+    if not MIN_OFFER_ID <= number <= MAX_OFFER_ID:
+        raise RecordRejected(f"id out of range ({MIN_OFFER_ID}..{MAX_OFFER_ID}): {_show(value)}")
     return number
 
 
@@ -319,7 +303,7 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
 @cache
 def _normalised_names() -> list[str]:
     """The keys ``_normalise`` produces, in order (from a minimal valid record)."""
-    return list(_normalise({"id": MIN_EMAG_ID, "part_number": "x", "sale_price": "1"}))
+    return list(_normalise({"id": MIN_OFFER_ID, "part_number": "x", "sale_price": "1"}))
 
 
 _unknown = set(_normalised_names()) - set(products.c.keys()) - set(offers.c.keys())
@@ -360,8 +344,8 @@ def _derive(columns: dict[str, list[Any]]) -> None:
     columns["reserved_stock"] = reserved.astype(object).where(reserved.notna(), None).tolist()
     sellable = (
         (general > 0)
-        & (ints("status") == ACTIVE_STATUS)
-        & (ints("offer_validation_status") == VALID_OFFER)
+        & (ints("status") == OFFER_STATUS_ACTIVE)
+        & (ints("offer_validation_status") == OFFER_VALIDATION_SALEABLE)
         & ints("validation_status").isin(SELLABLE_VALIDATION_STATUSES)
     ).fillna(False)
     columns["visibility"] = sellable.map({True: VISIBLE, False: HIDDEN}).tolist()
@@ -480,13 +464,3 @@ def _frames(
     offer_frame = _object_frame({**columns, "content_hash": columns["offer_hash"]}, OFFER_COLUMNS)
     reject_frame = _object_frame({c: [r[c] for r in rejects] for c in REJECT_COLUMNS}, REJECT_COLUMNS)
     return BatchFrames(product_frame, offer_frame, reject_frame, records=records, duplicates=duplicates)
-
-
-def transform_pages(pages: Iterable[PageLike], account: AccountType, *, synced_at: datetime) -> BatchFrames:
-    """``transform_batch`` over whole pages, each record tagged with its page number."""
-    records: list[object] = []
-    numbers: list[int] = []
-    for page in pages:
-        records.extend(page.records)
-        numbers.extend([page.number] * len(page.records))
-    return transform_batch(records, account, pages=numbers, synced_at=synced_at)

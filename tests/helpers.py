@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, event, func, select
 
 from emag_sandbox.state import SandboxState
+from emag_sync.accounts import AccountType
 from emag_sync.schema import offers, products
-from emag_sync.settings import AccountType
 
 
 def _active(engine: Engine, table, account: AccountType) -> dict[str, int]:
@@ -47,3 +48,25 @@ def assert_offers_point_at_their_products(engine: Engine) -> None:
             conn.scalar(select(func.count()).select_from(offers)),
         )
     assert orphans == 0 and counts[0] == counts[1], f"products/offers {counts}, {orphans} without a pair"
+
+
+# The offers upsert of a batch, which runs after its products upsert in the same transaction.
+OFFERS_UPSERT = "INSERT INTO app.emag_product_offers_v2 AS t"
+
+
+@contextmanager
+def before_statement(
+    engine: Engine, starts_with: str, action: Callable[[Connection], None]
+) -> Iterator[None]:
+    """Call ``action(connection)`` just before each statement of ``engine`` that starts with ``starts_with``
+    (an SQLAlchemy engine event): a fault placed between two statements of one transaction."""
+
+    def listener(conn: Connection, cursor, statement: str, parameters, context, executemany) -> None:
+        if statement.lstrip().startswith(starts_with):
+            action(conn)
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)

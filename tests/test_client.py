@@ -17,6 +17,10 @@ from starlette.testclient import TestClient
 from emag_sandbox.app import create_app
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
+from emag_sync.accounts import AccountType
+from emag_sync.api.client import EmagClient, RequestCounters
+from emag_sync.api.ratelimit import SlidingWindowLimiter
+from emag_sync.api.responses import CallSite, classify, parse_count, parse_retry_after, redact_headers
 from emag_sync.errors import (
     EmagAuthError,
     EmagBusinessError,
@@ -25,21 +29,12 @@ from emag_sync.errors import (
     EmagUnavailableError,
     EmagUncertainWriteError,
 )
-from emag_sync.settings import AccountConfig, AccountType
-from tasks.client import (
-    MAX_ENTITIES_PER_SAVE,
-    CallSite,
-    EmagClient,
-    classify,
-    parse_count,
-    parse_retry_after,
-    redact_headers,
-)
-from tasks.ratelimit import SlidingWindowLimiter
+from emag_sync.limits import MAX_ENTITIES_PER_SAVE
+from emag_sync.settings import AccountConfig
 
 FBE = AccountType.FBE
 IN_PROCESS_URL = "http://sandbox.test/api-3"
-SITE = CallSite("FBE", "product_offer/read", 3)
+SITE = CallSite(FBE, "product_offer/read", 3)
 
 
 # --- classification, by hand ---------------------------------------------------------------------------
@@ -61,7 +56,7 @@ def test_is_error_is_fatal_with_emag_messages_account_resource_and_page() -> Non
     verdict = classify(_response(200, body), SITE)
     assert isinstance(verdict.error, EmagBusinessError) and not verdict.retriable
     assert str(verdict.error) == (
-        "FBE: product_offer/read page 3: eMAG answered isError: true (eMAG says: Could not read page 3)"
+        "fbe: product_offer/read page 3: eMAG answered isError: true (eMAG says: Could not read page 3)"
     )
 
 
@@ -154,7 +149,7 @@ def test_retry_after_is_honoured() -> None:
     with EmagClient(config, transport=transport, limiter=_fast_limiter(), sleep=sleeps.append) as client:
         assert client.count().items == 3
     assert sleeps == [7.0]
-    assert (client.stats.requests, client.stats.retries, client.stats.rate_limited) == (2, 1, 1)
+    assert client.stats.counters() == RequestCounters(api_requests=2, rate_limited=1, retries=1)
 
 
 # --- the sandbox, in-process ---------------------------------------------------------------------------
@@ -245,11 +240,9 @@ def test_business_error_on_a_page_is_fatal_after_the_pages_before_it(client, sta
         for page in client.iter_pages(items_per_page=50):
             seen.append(page.number)
     assert seen == [1]
-    assert (
-        info.value.page == 2 and info.value.account == "FBE" and info.value.resource == "product_offer/read"
-    )
+    assert info.value.page == 2 and info.value.account is FBE and info.value.resource == "product_offer/read"
     assert "Could not read page 2" in str(info.value)
-    assert client.stats.retries == 0 and _reads(state).count(2) == 1
+    assert client.stats.counters().retries == 0 and _reads(state).count(2) == 1
 
 
 def test_server_errors_are_retried_with_exponential_backoff(state, transport, sleeps) -> None:
@@ -261,9 +254,9 @@ def test_server_errors_are_retried_with_exponential_backoff(state, transport, sl
     with client:
         pages = list(client.iter_pages(items_per_page=25))
     assert sum(len(p.records) for p in pages) == 250
-    stats = client.stats.snapshot()
-    assert stats.retries > 0 and stats.retries == stats.requests - 12  # count + 11 reads succeeded
-    assert any(status in stats.by_status for status in ("500", "502", "504"))
+    stats = client.stats.counters()
+    assert stats.retries > 0 and stats.retries == stats.api_requests - 12  # count + 11 reads succeeded
+    assert any(status in client.stats.by_status for status in ("500", "502", "504"))
     assert set(sleeps) <= {0.01, 0.02, 0.04, 0.05}  # 0.01 doubling, capped at max_backoff_seconds
 
 
@@ -271,7 +264,7 @@ def test_forced_429s_back_off_and_are_counted(client, state, sleeps) -> None:
     state.set_faults(FBE, force_429=3)
     assert client.count().items == 250
     assert sleeps == [0.01, 0.02, 0.04]
-    assert (client.stats.rate_limited, client.stats.retries, client.stats.requests) == (3, 3, 4)
+    assert client.stats.counters() == RequestCounters(api_requests=4, rate_limited=3, retries=3)
 
 
 def test_exhausted_retries_raise_unavailable_with_the_last_cause(client, state) -> None:
@@ -287,15 +280,31 @@ def test_wrong_password_is_fatal_at_once(state, transport) -> None:
     config = _config(state, password="not-the-password")
     with (
         EmagClient(config, transport=transport, limiter=_fast_limiter()) as client,
-        pytest.raises(EmagAuthError, match=r"FBE: product_offer/count: .*HTTP 401.*Invalid username"),
+        pytest.raises(EmagAuthError, match=r"fbe: product_offer/count: .*HTTP 401.*Invalid username"),
     ):
         client.count()
     assert len(state.request_log) == 1
 
 
-def test_unknown_resource_is_a_fatal_request_error(client, state) -> None:
-    with pytest.raises(EmagRequestError, match="HTTP 404"):
-        client.call("no_such_resource", "read", {})
+class _WrongResource(httpx.BaseTransport):
+    """Sends every request to a resource eMAG does not have (as a wrong API path would)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(
+            path=request.url.path.replace("product_offer/count", "no_such/read")
+        )
+        return self._inner.handle_request(request)
+
+
+def test_unknown_resource_is_a_fatal_request_error(state, transport) -> None:
+    with (
+        EmagClient(_config(state), transport=_WrongResource(transport), limiter=_fast_limiter()) as client,
+        pytest.raises(EmagRequestError, match="HTTP 404"),
+    ):
+        client.count()
     assert len(state.request_log) == 1
 
 
@@ -316,14 +325,17 @@ def _repriced(record: dict, price: str) -> dict:
     }
 
 
-def test_save_offers_in_chunks_of_fifty(client: EmagClient, state: SandboxState) -> None:
-    records = state.catalogue_records(FBE)[:120]
-    answers = client.save_offers([_repriced(r, "77.5000") for r in records])
-    saves = [r for r in state.request_log if (r.resource, r.action) == ("offer", "save")]
-    assert len(saves) == 3 and [len(a["ids"]) for a in answers] == [50, 50, 20]
-    assert answers[2]["ids"] == [r["id"] for r in records[100:]]
-    assert client.read_offer(records[119]["id"])["sale_price"] == "77.5000"
+def test_a_save_is_one_request_of_at_most_fifty(client: EmagClient, state: SandboxState) -> None:
+    records = state.catalogue_records(FBE)[:51]
     assert MAX_ENTITIES_PER_SAVE == 50
+    for too_many in ([], [_repriced(r, "77.5000") for r in records]):
+        with pytest.raises(ValueError, match="offer/save takes 1 to 50 entities"):
+            client.save_offers(too_many)
+    assert state.request_log == []  # refused before anything was sent
+    envelope = client.save_offers([_repriced(r, "77.5000") for r in records[:50]])
+    saves = [r for r in state.request_log if (r.resource, r.action) == ("offer", "save")]
+    assert len(saves) == 1 and envelope.messages == []
+    assert client.read_offer(records[49]["id"])["sale_price"] == "77.5000"
 
 
 class _GarbledSaveAnswers(httpx.BaseTransport):
@@ -352,18 +364,18 @@ def test_a_save_answered_2xx_with_an_unreadable_body_is_uncertain(state, transpo
     assert len([r for r in state.request_log if r.action == "save"]) == 1  # not resent
 
 
-def test_refused_chunk_names_its_ids_and_what_was_saved_before(client, state) -> None:
-    records = state.catalogue_records(FBE)[:120]
+def test_a_refused_save_names_its_subject_and_emags_reason(client, state) -> None:
+    records = state.catalogue_records(FBE)[:50]
     entities = [_repriced(r, "50.0000") for r in records]
-    entities[60]["sale_price"] = "20000.0000"  # above max_sale_price: eMAG refuses the whole chunk
+    entities[10]["sale_price"] = "20000.0000"  # above max_sale_price: eMAG refuses the whole request
     with pytest.raises(EmagBusinessError) as info:
-        client.save_offers(entities)
-    error = info.value
-    assert error.saved_ids == [r["id"] for r in records[:50]]
-    assert error.chunk_ids == [r["id"] for r in records[50:100]]
-    assert f"chunk 2/3 (offer ids {records[50]['id']}, " in str(error)
-    assert "after chunks 1-1 were saved" in str(error) and "is outside" in str(error)
-    assert [r.action for r in state.request_log] == ["save", "save"]  # chunk 3 never sent
+        client.save_offers(entities, subject="chunk 2/3")
+    assert str(info.value).startswith("fbe: offer/save: chunk 2/3: eMAG answered isError: true")
+    assert f"Offer id {records[10]['id']}: sale_price 20000.0000 is outside" in str(info.value)
+    assert [r.action for r in state.request_log] == ["save"]
+    without_subject = [_repriced(records[0], "20000.0000")]
+    with pytest.raises(EmagBusinessError, match=f"offer/save: offer ids {records[0]['id']}: "):
+        client.save_offers(without_subject)
 
 
 def test_entities_without_a_valid_id_are_refused_before_sending(client, state) -> None:
@@ -448,7 +460,7 @@ def test_timeouts_retry_reads_but_never_resend_a_write(sleeps) -> None:
         time.sleep(0.7)  # let the sandbox finish answering before counting what it received
         log = list(state.request_log)
     assert [r.action for r in log] == ["count", "count", "save"]  # the write was sent exactly once
-    assert info.value.chunk_ids == [record["id"]] and info.value.saved_ids == []
+    assert f"offer ids {record['id']}" in str(info.value)
 
 
 def test_unreachable_host_is_retried_even_for_writes_then_unavailable(sleeps) -> None:
@@ -478,4 +490,4 @@ def test_overlapping_requests_sustain_the_rate_limit_without_a_429() -> None:
     reads = sorted(r.at for r in log if r.action == "read")
     rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
     assert rate >= 0.9 * 3
-    assert client.stats.rate_limited == 0
+    assert client.stats.counters().rate_limited == 0

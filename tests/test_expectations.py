@@ -13,12 +13,13 @@ from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
+from emag_sync.accounts import AccountType
 from emag_sync.cli import app
 from emag_sync.db import make_engine
 from emag_sync.schema import offers, products, sync_runs
-from emag_sync.settings import AccountType
 from expectations.checkpoint import run_checkpoint
-from expectations.report import dq_markdown, publish_dq_artifacts
+from expectations.report import dq_markdown
+from tasks.data_quality import publish_dq_artifacts
 
 N = 40
 MAIN, FBE = AccountType.MAIN, AccountType.FBE

@@ -24,19 +24,26 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, func, select, text
 from typer.testing import CliRunner
 
-import tasks.sync_account as sync_module
 from emag_sandbox.server import RunningSandbox, serve
 from emag_sandbox.state import Faults, SandboxState
+from emag_sync.accounts import AccountType
+from emag_sync.api.client import EmagClient
+from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.cli import app
 from emag_sync.errors import EmagUnavailableError, IncompleteReadError, SyncLockedError
+from emag_sync.locks import LOCK_NAMESPACE
+from emag_sync.options import SyncOptions
+from emag_sync.runs import RunRow
 from emag_sync.schema import offers, products, sync_rejects, sync_runs
-from emag_sync.settings import AccountConfig, AccountType
-from tasks.client import EmagClient
-from tasks.progress import ProgressReporter
-from tasks.ratelimit import SlidingWindowLimiter
-from tasks.runs import LOCK_NAMESPACE
-from tasks.sync_account import AccountSummary, SyncOptions, sync_account
-from tests.helpers import assert_matches_catalogue, assert_offers_point_at_their_products
+from emag_sync.settings import AccountConfig
+from tasks.artifacts import ProgressReporter
+from tasks.sync_account import sync_account
+from tests.helpers import (
+    OFFERS_UPSERT,
+    assert_matches_catalogue,
+    assert_offers_point_at_their_products,
+    before_statement,
+)
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
 PAGE = 25  # records per page: FBE's 250 sandbox records are 10 full pages and an empty 11th
@@ -73,7 +80,7 @@ def run_sync(
     wait_for_lock: bool = False,
     progress: ProgressReporter | None = None,
     **client_options: object,
-) -> AccountSummary:
+) -> RunRow:
     """One account's sync through the plain function (no Prefect): the flow adds nothing to these faults."""
     options = SyncOptions(
         pages_per_batch=pages_per_batch, items_per_page=PAGE, resume=resume, wait_for_lock=wait_for_lock
@@ -135,7 +142,7 @@ def assert_failed_cleanly(engine: Engine, pages_per_batch: int) -> dict:
     """The run failed naming the account and page; only whole batches before that page are in the database."""
     [run] = runs(engine)
     assert run["status"] == "failed" and run["error"].startswith(
-        "EmagUnavailableError: FBE: product_offer/read"
+        "EmagUnavailableError: fbe: product_offer/read"
     )
     page = failed_page(run["error"])
     committed = run["last_committed_page"]
@@ -151,7 +158,7 @@ def resume_and_check(engine: Engine, running: RunningSandbox, failed: dict, page
     state = running.state
     state.request_log.clear()
     summary = run_sync(engine, running, pages_per_batch=pages_per_batch, resume=True)
-    assert summary.resumed and summary.run_id == failed["id"] and summary.status == "succeeded"
+    assert summary.resumed_count and summary.id == failed["id"] and summary.status == "succeeded"
     assert min(pages_read(state)) == failed["last_committed_page"] + 1  # committed pages not fetched again
     assert_matches_catalogue(engine, state, FBE)
     assert_offers_point_at_their_products(engine)
@@ -200,7 +207,7 @@ def test_emag_answering_only_errors_mid_run_fails_naming_the_page_then_resume_co
     The run fails naming FBE and the page, keeps its committed batches and no half batch; the rerun resumes.
     """
     sandbox_state.set_faults(FBE, Faults(fail_from_request=7))  # count + pages 1-6
-    with pytest.raises(EmagUnavailableError, match=r"FBE: product_offer/read page \d+: gave up after 3"):
+    with pytest.raises(EmagUnavailableError, match=r"fbe: product_offer/read page \d+: gave up after 3"):
         run_sync(engine, sandbox_server, pages_per_batch=2, look_ahead=1, max_attempts=3)
     failed = assert_failed_cleanly(engine, pages_per_batch=2)
     assert failed["last_committed_page"] == 6 and failed_page(failed["error"]) == 7
@@ -218,7 +225,7 @@ def test_sandbox_stopped_mid_run_fails_naming_the_page_then_resume_completes(eng
             if pages_done == 4:
                 server.close()
 
-        with pytest.raises(EmagUnavailableError, match=r"FBE: product_offer/read page \d+: gave up after"):
+        with pytest.raises(EmagUnavailableError, match=r"fbe: product_offer/read page \d+: gave up after"):
             run_sync(
                 engine, running, pages_per_batch=2, look_ahead=2, max_attempts=3,
                 progress=AfterBatch(FBE, stop_after_two_batches),
@@ -249,19 +256,18 @@ def test_database_connection_killed_inside_a_batch_rolls_it_back_and_resume_comp
         with admin.connect() as other:
             assert other.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
-    real_load_batch = sync_module.load_batch
     batches: list[int] = []
 
-    def load_batch_killed_at_the_third(*args, **kwargs):
-        batches.append(kwargs["last_page"])
+    def kill_at_the_third_batch(conn) -> None:
+        batches.append(len(batches) + 1)
         if len(batches) == 3:
-            kwargs["_between"] = kill_own_connection
-        return real_load_batch(*args, **kwargs)
+            kill_own_connection(conn)
 
-    monkeypatch.setattr(sync_module, "load_batch", load_batch_killed_at_the_third)
-    with pytest.raises(Exception, match="terminat|server closed the connection"):
+    with (
+        before_statement(engine, OFFERS_UPSERT, kill_at_the_third_batch),
+        pytest.raises(Exception, match="terminat|server closed the connection"),
+    ):
         run_sync(engine, sandbox_server, pages_per_batch=2)
-    monkeypatch.undo()
     admin.dispose()
 
     assert in_transaction == [6 * PAGE]  # the third batch's products were written, then rolled back
@@ -358,7 +364,7 @@ def test_malformed_records_of_every_kind_are_rejected_by_name_and_the_rest_loade
     assert_matches_catalogue(engine, sandbox_state, FBE, expected=loaded)
     assert_offers_point_at_their_products(engine)
     [run] = runs(engine)
-    assert summary.rejected == run["rows_rejected"] == len(expected_reasons)
+    assert summary.rows_rejected == run["rows_rejected"] == len(expected_reasons)
     # the data-quality completeness check's figures: loaded + rejected = eMAG's count
     assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == len(served)
 
@@ -379,7 +385,7 @@ def test_two_syncs_of_one_account_are_serialised_without_duplicates(engine, sand
             first_batch_done.set()
             assert release.wait(30)
 
-    results: dict[str, AccountSummary | BaseException] = {}
+    results: dict[str, RunRow | BaseException] = {}
 
     def in_thread(name: str, **options: object) -> threading.Thread:
         def target() -> None:
@@ -406,9 +412,9 @@ def test_two_syncs_of_one_account_are_serialised_without_duplicates(engine, sand
     release.set()
     first.join(30)
     waiting.join(30)
-    assert isinstance(results["first"], AccountSummary), results["first"]
-    assert isinstance(results["waiting"], AccountSummary), results["waiting"]
-    assert results["first"].inserted == 250 and results["waiting"].inserted == 0
+    assert isinstance(results["first"], RunRow), results["first"]
+    assert isinstance(results["waiting"], RunRow), results["waiting"]
+    assert results["first"].rows_inserted == 250 and results["waiting"].rows_inserted == 0
     assert [r["status"] for r in runs(engine)] == ["succeeded", "succeeded"]
     assert_matches_catalogue(engine, sandbox_state, FBE)
     assert_offers_point_at_their_products(engine)
@@ -593,10 +599,12 @@ def assert_no_secret(where: str, content: str, secrets: list[str]) -> None:
 def test_no_credential_in_logs_artifacts_errors_or_data_docs(
     prefect_harness, engine, db_env, tmp_path, monkeypatch, caplog
 ):
-    """Fault: MAIN's password is refused by eMAG (HTTP 401), FBE syncs with its own distinctive password.
+    """Fault: MAIN's password is refused by eMAG (HTTP 401) while FBE syncs with its own distinctive password.
 
-    Neither password nor its Basic token appears in any log line (Python's and Prefect's, at DEBUG), artifact,
-    the failed run's exception, the run history, Data Docs or Prefect's own database.
+    A full sync of both accounts with the right passwords, then one with MAIN's wrong password (refused by
+    the preflight, nothing written). Neither password nor its Basic token appears in any log line (Python's
+    and Prefect's, at DEBUG), artifact, the failed run's message, the run history, Data Docs or Prefect's
+    own database.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -616,36 +624,36 @@ def test_no_credential_in_logs_artifacts_errors_or_data_docs(
     home = tmp_path / "home"
     with serve(state) as running:
         secrets = secrets_of(running)
-        for name, value in {**running.env, "EMAG_MAIN_PASSWORD": MAIN_WRONG_PASSWORD}.items():
+        for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("EMAG_SYNC_HOME", str(home))
         caplog.set_level(logging.DEBUG)
         with temporary_settings(updates={"logging.to_api.enabled": True, "logging.level": "DEBUG"}):
-            final = emag_product_sync(accounts="both", return_state=True)
+            clean = emag_product_sync(accounts="both", return_state=True)
+            monkeypatch.setenv("EMAG_MAIN_PASSWORD", MAIN_WRONG_PASSWORD)
+            final = emag_product_sync(accounts="main", return_state=True)
             APILogWorker.drain_all(timeout=10)  # every log line is on the server before reading
-    assert final.is_failed()
-    error = final.result(raise_on_failure=False)
-    assert isinstance(error, Exception) and "MAIN" in str(error) and "401" in str(error)
+    assert clean.is_completed() and final.is_failed()
+    assert final.message.startswith("main: product_offer/count: eMAG refused the credentials (HTTP 401)")
     assert [r.status_code for r in state.request_log if r.account is None] == [401]  # refused, not retried
     assert_matches_catalogue(engine, state, FBE)
 
-    flow_run_id = final.state_details.flow_run_id
+    flow_runs = [clean.state_details.flow_run_id, final.state_details.flow_run_id]
     with get_client(sync_client=True) as client:
-        only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        these_runs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_runs))
         logs: list = []
-        while page := client.read_logs(log_filter=only_this_run, offset=len(logs)):
+        while page := client.read_logs(log_filter=these_runs, offset=len(logs)):
             logs.extend(page)
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=flow_runs))
         )
-    assert any("FBE: pages" in log.message for log in logs) and any("401" in log.message for log in logs)
+    assert any("fbe: pages" in log.message for log in logs) and any("401" in log.message for log in logs)
     assert {a.key for a in artifacts} >= {"emag-sync-summary", "emag-dq-fbe"}
 
     assert_no_secret("the Python log", "\n".join(caplog.messages) + caplog.text, secrets)
     assert_no_secret("the Prefect log", "\n".join(log.message for log in logs), secrets)
     assert_no_secret("the artifacts", "\n".join(f"{a.data} {a.description}" for a in artifacts), secrets)
-    exception = "".join(traceback.format_exception(error)) + repr(error) + str(final.message)
-    assert_no_secret("the exception", exception, secrets)
+    assert_no_secret("the failed run's message", str(final.message), secrets)
     assert_no_secret("the run history", json.dumps(runs(engine), default=str), secrets)
     docs = [path for path in home.rglob("*") if path.is_file()]
     assert any(path.suffix == ".html" for path in docs)  # Data Docs were written
@@ -679,5 +687,5 @@ def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_every
     last = runs(engine)[-1]
     assert last["status"] == "abandoned" and "nothing was deactivated" in last["error"]
     summary = run_sync(engine, sandbox_server, resume=True)  # nothing to resume: a full read
-    assert not summary.resumed and summary.deactivated == 0
+    assert not summary.resumed_count and summary.rows_deactivated == 0
     assert_matches_catalogue(engine, sandbox_state, FBE)

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from emag_sandbox.state import Faults, SandboxState
+from emag_sync.accounts import AccountType
+from emag_sync.options import SyncOptions
 from emag_sync.schema import offers, products, sync_runs
-from emag_sync.settings import AccountType
 from tests.helpers import assert_matches_catalogue
 
 pytestmark = pytest.mark.flow
@@ -40,9 +41,9 @@ def _pages_read(state: SandboxState, account: AccountType) -> list[int]:
 def test_both_accounts_end_to_end(flow_env, sandbox_state, database_url) -> None:
     from flows.sync import emag_product_sync
 
-    summaries = emag_product_sync(accounts="both", pages_per_batch=2)
+    summaries = emag_product_sync(accounts="both", options=SyncOptions(pages_per_batch=2))
 
-    assert {s.account: s.status for s in summaries} == {"main": "succeeded", "fbe": "succeeded"}
+    assert {s.account_type: s.status for s in summaries} == {"main": "succeeded", "fbe": "succeeded"}
     engine = create_engine(database_url)
     for account in (MAIN, FBE):
         assert_matches_catalogue(engine, sandbox_state, account)
@@ -105,7 +106,7 @@ def test_second_run_changes_nothing_then_follows_removals_and_reprices(
 
     [summary] = emag_product_sync(accounts="fbe")
 
-    assert (summary.inserted, summary.updated, summary.deactivated) == (0, 4, 3)
+    assert (summary.rows_inserted, summary.rows_updated, summary.rows_deactivated) == (0, 4, 3)
     with engine.connect() as conn:
         after = dict(conn.execute(select(offers.c.sku, offers.c.updated_at)).all())
         inactive = set(conn.scalars(select(offers.c.emag_offer_id).where(~offers.c.is_active)))
@@ -123,7 +124,7 @@ def test_outage_mid_run_fails_keeps_batches_and_resume_reads_only_the_rest(
 
     sandbox_state.set_faults(FBE, Faults(error_pages={2}))  # 480 FBE records: pages 1..5 of 100
     with pytest.raises(Exception, match="(?i)fbe: product_offer/read page 2"):
-        emag_product_sync(accounts="both", pages_per_batch=1)
+        emag_product_sync(accounts="both", options=SyncOptions(pages_per_batch=1))
 
     engine = create_engine(database_url)
     with engine.connect() as conn:
@@ -136,9 +137,9 @@ def test_outage_mid_run_fails_keeps_batches_and_resume_reads_only_the_rest(
 
     sandbox_state.set_faults(FBE, Faults())
     sandbox_state.request_log.clear()
-    [summary] = emag_product_sync(accounts="fbe", pages_per_batch=1, resume=True)
+    [summary] = emag_product_sync(accounts="fbe", options=SyncOptions(pages_per_batch=1, resume=True))
 
-    assert summary.resumed and summary.run_id == runs["fbe"]["id"]
+    assert summary.resumed_count and summary.id == runs["fbe"]["id"]
     assert min(_pages_read(sandbox_state, FBE)) == 2  # page 1 was not fetched again
     assert_matches_catalogue(engine, sandbox_state, FBE)
     engine.dispose()
@@ -153,7 +154,7 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
     from flows.sync import emag_product_sync
 
     sandbox_state.set_faults(FBE, Faults(error_pages={3}))
-    state = emag_product_sync(accounts="both", pages_per_batch=1, return_state=True)
+    state = emag_product_sync(accounts="both", options=SyncOptions(pages_per_batch=1), return_state=True)
     assert state.is_failed()
     flow_run_id = state.state_details.flow_run_id
 
@@ -219,7 +220,7 @@ def test_cli_sync_fails_at_once_on_a_locked_account_or_waits_when_asked(
     from typer.testing import CliRunner
 
     from emag_sync.cli import app
-    from tasks.runs import account_lock
+    from emag_sync.locks import account_lock
 
     engine = create_engine(database_url)
     holding, release = threading.Event(), threading.Event()

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
+from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.db import make_engine, normalise_url
-from emag_sync.errors import DatabaseUnavailableError, MissingCredentialsError
+from emag_sync.errors import ConfigError, DatabaseUnavailableError, MissingCredentialsError
 from emag_sync.schema import SCHEMA
-from emag_sync.settings import AccountType, Settings, parse_accounts
+from emag_sync.settings import Settings
 
 
 def test_missing_credentials_named_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMAG_MAIN_USERNAME", "seller")
     settings = Settings(_env_file=None)
-    with pytest.raises(MissingCredentialsError, match="MAIN account.*EMAG_MAIN_PASSWORD"):
+    with pytest.raises(MissingCredentialsError, match="main: credentials missing.*EMAG_MAIN_PASSWORD"):
         settings.account_config(AccountType.MAIN)
     with pytest.raises(MissingCredentialsError, match="EMAG_FBE_USERNAME and EMAG_FBE_PASSWORD"):
         settings.account_config(AccountType.FBE)
@@ -35,7 +36,7 @@ def test_password_is_secret_and_urls_resolve(monkeypatch: pytest.MonkeyPatch) ->
 def test_parse_accounts() -> None:
     assert parse_accounts("both") == [AccountType.MAIN, AccountType.FBE]
     assert parse_accounts("FBE") == [AccountType.FBE]
-    with pytest.raises(ValueError, match="main, fbe or both"):
+    with pytest.raises(ConfigError, match="main, fbe or both"):
         parse_accounts("shop")
 
 

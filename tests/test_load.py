@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from emag_sync.accounts import AccountType
+from emag_sync.api import RequestCounters
 from emag_sync.errors import RunStateError
+from emag_sync.runs import finish_run, get_run, start_run
 from emag_sync.schema import offers, products, sync_rejects, sync_runs, sync_seen
-from emag_sync.settings import AccountType
 from tasks.load import deactivate_missing, load_batch
-from tasks.runs import finish_run, get_run, start_run
 from tasks.transform import transform_batch
+from tests.helpers import OFFERS_UPSERT, before_statement
 
 PAYLOADS = Path(__file__).parent / "payloads"
 FBE = AccountType.FBE
@@ -76,7 +78,9 @@ def table_state(engine, table):
 
 def test_first_load_answers_the_incident_queries(engine) -> None:
     run_id = new_run(engine)
-    result = load(engine, run_id, catalogue(5), api_requests=3, rate_limited=1, retries=2)
+    result = load(
+        engine, run_id, catalogue(5), counters=RequestCounters(api_requests=3, rate_limited=1, retries=2)
+    )
     assert (result.inserted, result.updated, result.unchanged, result.rejected, result.duplicates) == (
         5,
         0,
@@ -122,8 +126,8 @@ def test_failure_between_products_and_offers_leaves_the_batch_absent(engine) -> 
         assert conn.scalar(select(func.count()).select_from(products)) == 3  # products were written...
         raise RuntimeError("injected between products and offers")
 
-    with pytest.raises(RuntimeError, match="injected"):
-        load(engine, run_id, [*catalogue(3), "junk"], page=4, _between=explode)
+    with before_statement(engine, OFFERS_UPSERT, explode), pytest.raises(RuntimeError, match="injected"):
+        load(engine, run_id, [*catalogue(3), "junk"], page=4)
     with engine.connect() as conn:
         for table in (products, offers, sync_seen, sync_rejects):
             assert conn.scalar(select(func.count()).select_from(table)) == 0, table.name  # ...and rolled back
@@ -228,7 +232,7 @@ def test_deactivation_is_per_account(engine) -> None:
 
 def test_finished_or_foreign_runs_take_no_batches(engine) -> None:
     run_id = new_run(engine)
-    with pytest.raises(RunStateError, match="MAIN: sync run .* FBE run"):
+    with pytest.raises(RunStateError, match="main: sync run .* FBE run"):
         load(engine, run_id, [emg469()], account=AccountType.MAIN)
     finish_run(engine, run_id, deactivated=0)
     with pytest.raises(RunStateError, match="status 'succeeded'"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.paging import MAX_ITEMS_PER_PAGE, PagePlan, PagingOverrun, check_items_per_page
+from emag_sync.api.paging import PagePlan, PagingOverrun, check_items_per_page
+from emag_sync.limits import MAX_ITEMS_PER_PAGE
 
 
 def _walk(plan: PagePlan, sizes: dict[int, int]) -> list[int]:

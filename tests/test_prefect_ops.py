@@ -16,12 +16,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from emag_sync.accounts import AccountType
+from emag_sync.api import global_limit as shared_limit
+from emag_sync.api.credentials import SECRET_BLOCK_NAMES, resolve_account_config
+from emag_sync.api.global_limit import PrefectRateLimiter, gcl_name, shared_limiter_for
+from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
 from emag_sync.errors import MissingCredentialsError
-from emag_sync.settings import AccountType, Settings
-from tasks import shared_limit
-from tasks.ratelimit import SlidingWindowLimiter, limiter_for
-from tasks.secrets import SECRET_BLOCK_NAMES, resolve_account_config
-from tasks.shared_limit import PrefectRateLimiter, gcl_name, shared_limiter_for
+from emag_sync.settings import Settings
 
 ENV_CREDENTIALS = {
     "emag_main_username": "env-main-user",

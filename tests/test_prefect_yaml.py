@@ -10,7 +10,8 @@ import pytest
 import yaml
 from prefect import Flow
 
-from flows.serve import PREFECT_YAML, deployment_specs, load_entrypoint, runner_deployments
+from emag_sync.cli.serve import PREFECT_YAML, deployment_specs, load_entrypoint, runner_deployments
+from emag_sync.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = deployment_specs()
@@ -73,8 +74,8 @@ def test_schedules_are_bucharest_crons_off_round_minutes(spec: dict[str, Any]) -
 
 def test_schedules_and_parameters_per_deployment() -> None:
     # Scheduled syncs that meet each other on one account wait for the lock instead of failing.
-    assert BY_NAME["sync-both"]["parameters"] == {"accounts": "both", "wait_for_lock": True}
-    assert BY_NAME["sync-fbe"]["parameters"] == {"accounts": "fbe", "wait_for_lock": True}
+    assert BY_NAME["sync-both"]["parameters"] == {"accounts": "both", "options": {"wait_for_lock": True}}
+    assert BY_NAME["sync-fbe"]["parameters"] == {"accounts": "fbe", "options": {"wait_for_lock": True}}
     assert BY_NAME["dq-check"]["schedules"]
     assert not BY_NAME["update-price"].get("schedules")
     assert not BY_NAME["update-prices-bulk"].get("schedules")
@@ -96,5 +97,5 @@ def test_serve_builds_the_same_deployments_from_prefect_yaml() -> None:
         assert crons == [(s["cron"], s["timezone"]) for s in spec.get("schedules") or []]
         assert served[name].parameters == (spec.get("parameters") or {})
     assert served["sync-fbe"].concurrency_limit == 1
-    with pytest.raises(ValueError, match="no deployment named nope"):
+    with pytest.raises(ConfigError, match="no deployment named nope"):
         runner_deployments(["nope"])

@@ -12,14 +12,17 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from typer.testing import CliRunner
 
+import tasks.prices as tasks_prices
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
+from emag_sync.accounts import AccountType
+from emag_sync.api import open_client
+from emag_sync.api.client import EmagClient
 from emag_sync.cli import app
 from emag_sync.errors import OfferNotPublishedError, PriceUpdateError
+from emag_sync.prices import apply, csv_input, rules
 from emag_sync.schema import offers, price_updates, products
-from emag_sync.settings import AccountType, get_settings
-from tasks import prices
-from tasks.client import EmagClient
+from emag_sync.settings import get_settings
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
 PRODUCTS = 500  # FBE holds EMG469 (range 79.21..132.58, recommended 164.63) and EMG470 (139.66..411.16)
@@ -109,15 +112,15 @@ def saves_sent(state: SandboxState, account: AccountType | None = None) -> list:
     ]
 
 
-def run_one(engine, request: prices.PriceRequest, **kwargs) -> prices.PriceUpdateResult:
-    with prices.emag_writers(get_settings()) as writer_for:
-        result = prices.run_single(engine, request, writer_for, requested_by="tester", source="cli", **kwargs)
+def run_one(engine, request: rules.PriceRequest, **kwargs) -> apply.PriceUpdateResult:
+    with apply.emag_writers(get_settings()) as writer_for:
+        result = apply.run_single(engine, request, writer_for, requested_by="tester", source="cli", **kwargs)
     assert result is not None
     return result
 
 
 def client_for(account: AccountType, transport: httpx.BaseTransport | None = None) -> EmagClient:
-    return EmagClient(get_settings().account_config(account), transport=transport)
+    return open_client(get_settings(), account, transport=transport)
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -136,24 +139,24 @@ def client_for(account: AccountType, transport: httpx.BaseTransport | None = Non
 )
 def test_bad_prices_are_refused_naming_sku_account_and_field(value, expected):
     with pytest.raises(PriceUpdateError, match=expected) as caught:
-        prices.make_request("EMG469", "fbe", "35.00", max_price=value)
+        rules.make_request("EMG469", "fbe", "35.00", max_price=value)
     assert "EMG469 on eMAG FBE" in str(caught.value) and "max_price" in str(caught.value)
 
 
 def test_prices_stay_decimal_and_trailing_zeros_do_not_count_as_decimals():
-    request = prices.make_request(" EMG469 ", "FBE", "35.000000", min_price="", max_price=None)
-    assert request == prices.PriceRequest("EMG469", FBE, Decimal("35.000000"))
+    request = rules.make_request(" EMG469 ", "FBE", "35.000000", min_price="", max_price=None)
+    assert request == rules.PriceRequest("EMG469", FBE, Decimal("35.000000"))
     with pytest.raises(PriceUpdateError, match="account must be main or fbe"):
-        prices.make_request("EMG469", "marketplace", "35")
+        rules.make_request("EMG469", "marketplace", "35")
 
 
-def _stored(**changes) -> prices.StoredOffer:
+def _stored(**changes) -> rules.StoredOffer:
     values = dict(
         row_id=1, sku="EMG469", account=FBE, emag_offer_id=200001405, sale_price=Decimal("118.0257"),
         min_sale_price=Decimal("79.21"), max_sale_price=Decimal("132.58"), recommended_price=None,
         currency="RON", vat_id=1, status=1, is_active=True,
     )  # fmt: skip
-    return prices.StoredOffer(**(values | changes))
+    return rules.StoredOffer(**(values | changes))
 
 
 @pytest.mark.parametrize(
@@ -168,27 +171,27 @@ def _stored(**changes) -> prices.StoredOffer:
     ],
 )
 def test_validation_refuses_what_emag_would(request_args, offer_changes, expected):
-    request = prices.make_request("EMG469", "fbe", *request_args)
+    request = rules.make_request("EMG469", "fbe", *request_args)
     with pytest.raises(PriceUpdateError, match=expected) as caught:
-        prices.plan_update(request, _stored(**offer_changes))
+        rules.plan_update(request, _stored(**offer_changes))
     assert str(caught.value).startswith("EMG469 on eMAG FBE:")
 
 
 def test_new_min_max_widen_the_range_and_only_prices_are_sent():
-    plan = prices.plan_update(prices.make_request("EMG469", "fbe", "150", max_price="200"), _stored())
+    plan = rules.plan_update(rules.make_request("EMG469", "fbe", "150", max_price="200"), _stored())
     assert plan.entity() == {"id": 200001405, "sale_price": "150.0000", "max_sale_price": "200.0000"}
     assert "stock" not in plan.entity()
 
 
 def test_changes_show_vat_inclusive_price_for_display():
-    plan = prices.plan_update(prices.make_request("EMG469", "fbe", "35.00", min_price="30"), _stored())
-    rows = {name: (now, new) for name, now, new in prices.change_rows(plan)}
+    plan = rules.plan_update(rules.make_request("EMG469", "fbe", "35.00", min_price="30"), _stored())
+    rows = {name: (now, new) for name, now, new in rules.change_rows(plan)}
     assert rows["sale price (ex-VAT)"] == ("118.0257", "35.0000")
     assert rows["price incl. VAT 21%"] == ("142.81", "42.35")
     assert rows["min sale price"] == ("79.2100", "30.0000")
     assert rows["max sale price"] == ("132.5800", "132.5800")
-    unknown = prices.plan_update(prices.make_request("EMG469", "fbe", "100"), _stored(vat_id=9))
-    assert any("vat_id 9: rate unknown" in name for name, _, _ in prices.change_rows(unknown))
+    unknown = rules.plan_update(rules.make_request("EMG469", "fbe", "100"), _stored(vat_id=9))
+    assert any("vat_id 9: rate unknown" in name for name, _, _ in rules.change_rows(unknown))
 
 
 def test_csv_problems_are_reported_by_line_number():
@@ -204,7 +207,7 @@ def test_csv_problems_are_reported_by_line_number():
         "EMG5,main,12,,\n"  # 9: same SKU, other account: fine
         "EMG6,fbe,10.12345,,\n"  # 10: too many decimals
     )
-    parsed = prices.parse_price_csv(text)
+    parsed = csv_input.parse_price_csv(text)
     assert [(r.sku, r.account, r.line) for r in parsed.requests] == [("EMG1", FBE, 2), ("EMG5", MAIN, 9)]
     problems = {p.line: p.message for p in parsed.problems}
     assert sorted(problems) == [3, 4, 5, 6, 8, 10]
@@ -216,7 +219,7 @@ def test_csv_problems_are_reported_by_line_number():
 
 
 def test_csv_header_must_name_the_required_columns():
-    parsed = prices.parse_price_csv("sku,price,colour\nEMG1,10,red\n")
+    parsed = csv_input.parse_price_csv("sku,price,colour\nEMG1,10,red\n")
     assert not parsed.requests
     assert parsed.problems[0].line == 1
     assert "missing column(s) account" in parsed.problems[0].message
@@ -232,9 +235,7 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     before = offer_row(engine, "EMG469")
 
     shown = []
-    result = run_one(
-        engine, prices.make_request("EMG469", "fbe", "100.50", min_price="80"), show=shown.append
-    )
+    result = run_one(engine, rules.make_request("EMG469", "fbe", "100.50", min_price="80"), show=shown.append)
 
     assert result.status == "applied", result.message
     assert shown and shown[0].offer.sale_price == Decimal("118.0257")
@@ -274,7 +275,7 @@ def test_database_failure_after_emag_applied_says_so_and_leaves_the_row_alone(sa
     with engine.begin() as conn:  # the audit table gone: the chunk's transaction cannot commit
         conn.execute(text("ALTER TABLE app.emag_price_updates RENAME TO emag_price_updates_gone"))
 
-    result = run_one(engine, prices.make_request("EMG469", "fbe", "100.50"))
+    result = run_one(engine, rules.make_request("EMG469", "fbe", "100.50"))
 
     assert result.status == "uncertain"
     assert "applied on eMAG, but the database and audit could not be written" in result.message
@@ -302,7 +303,7 @@ def sync_account_once(engine, state: SandboxState, account: AccountType):
 def test_a_following_sync_keeps_the_new_price(sandbox, engine):
     state = sandbox.state
     assert sync_account_once(engine, state, FBE).inserted == PRODUCTS
-    assert run_one(engine, prices.make_request("EMG470", "fbe", "300", max_price="420")).ok
+    assert run_one(engine, rules.make_request("EMG470", "fbe", "300", max_price="420")).ok
     # The row's hash is cleared, so the next sync rewrites the row from eMAG instead of skipping it.
     assert offer_row(engine, "EMG470")["content_hash"] == ""
 
@@ -321,7 +322,7 @@ def test_a_following_sync_keeps_the_new_price(sandbox, engine):
 def test_out_of_range_price_is_refused_before_any_request(sandbox, engine):
     seed_offers(engine, sandbox.state, FBE)
     with pytest.raises(PriceUpdateError, match=r"EMG469 on eMAG FBE: price 35.00 is outside .*79.2100"):
-        run_one(engine, prices.make_request("EMG469", "fbe", "35.00"))
+        run_one(engine, rules.make_request("EMG469", "fbe", "35.00"))
     assert sandbox.state.request_log == []
     assert audit_rows(engine) == []
     assert offer_row(engine, "EMG469")["sale_price"] == Decimal("118.0257")
@@ -335,7 +336,7 @@ def test_emag_refusal_leaves_the_database_unchanged_and_is_audited(sandbox, engi
         conn.execute(update(offers).where(offers.c.sku == "EMG470").values(max_sale_price=Decimal("1000")))
     before = offer_row(engine, "EMG470")
 
-    result = run_one(engine, prices.make_request("EMG470", "fbe", "500"))
+    result = run_one(engine, rules.make_request("EMG470", "fbe", "500"))
 
     assert result.status == "refused"
     assert "sale_price 500.0000 is outside" in result.message and "max_sale_price 411.1600" in result.message
@@ -368,7 +369,7 @@ def test_unknown_or_unpublished_offer_is_refused_in_the_operators_terms(
         with engine.begin() as conn:
             conn.execute(update(offers).where(offers.c.sku == sku).values(**change))
     with pytest.raises(OfferNotPublishedError) as caught:
-        run_one(engine, prices.make_request(sku, "fbe", "100"))
+        run_one(engine, rules.make_request(sku, "fbe", "100"))
     assert str(caught.value).startswith(expected)
     assert sandbox.state.request_log == []
 
@@ -391,9 +392,9 @@ class LostAnswerTransport(httpx.BaseTransport):
 @pytest.mark.parametrize(("delivered", "emag_holds"), [(True, "300.0000"), (False, "223.1100")])
 def test_lost_answer_is_uncertain_and_records_what_emag_holds(sandbox, engine, delivered, emag_holds):
     seed_offers(engine, sandbox.state, FBE)
-    request = prices.make_request("EMG470", "fbe", "300")
+    request = rules.make_request("EMG470", "fbe", "300")
     with client_for(FBE, LostAnswerTransport(deliver=delivered)) as client:
-        result = prices.run_single(engine, request, lambda _: client, requested_by="tester", source="cli")
+        result = apply.run_single(engine, request, lambda _: client, requested_by="tester", source="cli")
 
     assert result is not None and result.status == "uncertain"
     assert f"eMAG now holds sale_price {emag_holds} RON" in result.message
@@ -430,12 +431,12 @@ def test_bulk_validates_every_line_and_sends_the_good_ones_in_chunks_of_50(sandb
     lines += [f"{sku},fbe,{price}" for sku, price in good_fbe]
     lines += [f"{sku},main,{price}" for sku, price in good_main]
     lines += ["EMG469,fbe,999", "EMG999,fbe,10", "EMG470,fbe,abc", "EMG470,fbe", f"{good_main[0][0]},main,5"]
-    parsed = prices.parse_price_csv("\n".join(lines) + "\n")
+    parsed = csv_input.parse_price_csv("\n".join(lines) + "\n")
 
-    results = prices.run_bulk(
+    results = apply.run_bulk(
         engine, parsed.requests, prices_writers(), requested_by="tester", source="cli-bulk"
     )
-    rows = prices.result_rows(results, parsed.problems)
+    rows = apply.result_rows(results, parsed.problems)
 
     by_line = {int(row["line"]): row for row in rows}
     assert len(rows) == 67
@@ -483,9 +484,9 @@ def test_is_error_on_a_chunk_re_reads_each_offer_and_keeps_what_was_saved(sandbo
     state = sandbox.state
     seed_offers(engine, state, FBE)
     rows = _valid_rows(state, FBE, 3)
-    requests = [prices.make_request(sku, "fbe", price) for sku, price in rows]
+    requests = [rules.make_request(sku, "fbe", price) for sku, price in rows]
     with client_for(FBE, PartialSaveTransport()) as client:
-        results = prices.run_bulk(engine, requests, lambda _: client, requested_by="t", source="cli-bulk")
+        results = apply.run_bulk(engine, requests, lambda _: client, requested_by="t", source="cli-bulk")
 
     assert [r.status for r in results] == ["refused", "applied", "applied"]
     assert "eMAG refused: Offer id" in results[0].message
@@ -503,12 +504,12 @@ def test_price_updates_and_a_concurrent_read_share_the_accounts_rate_limit(engin
         for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         seed_offers(engine, state, FBE)
-        requests = [prices.make_request(sku, "fbe", p) for sku, p in _valid_rows(state, FBE, 150)]
+        requests = [rules.make_request(sku, "fbe", p) for sku, p in _valid_rows(state, FBE, 150)]
         outcome: dict[str, object] = {}
 
         def update() -> None:
-            with prices.emag_writers(get_settings()) as writer_for:
-                outcome["results"] = prices.run_bulk(
+            with apply.emag_writers(get_settings()) as writer_for:
+                outcome["results"] = apply.run_bulk(
                     engine, requests, writer_for, requested_by="t", source="cli-bulk"
                 )
 
@@ -576,6 +577,7 @@ def test_cli_single_and_bulk(sandbox, engine, db_env, tmp_path):
 @pytest.mark.flow
 def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandbox, engine, db_env):
     from prefect.artifacts import Artifact
+    from prefect.exceptions import FailedRun
 
     from flows.update_price import emag_update_offer_price, emag_update_offer_prices_bulk
 
@@ -587,10 +589,10 @@ def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandb
     assert audit["source"] == "flow" and audit["requested_by"].startswith("prefect:") and audit["flow_run_id"]
     assert sandbox.state.record_by_sku(FBE, "EMG469")["sale_price"] == "99.9000"
 
-    with pytest.raises(PriceUpdateError, match="1 of 2 price update line"):
+    with pytest.raises(FailedRun, match="1 of 2 price update line"):
         emag_update_offer_prices_bulk(csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\n")
     assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "250.0000"
-    artifact = Artifact.get(prices.ARTIFACT_KEY)
+    artifact = Artifact.get(tasks_prices.ARTIFACT_KEY)
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert [(r["line"], r["sku"], r["status"]) for r in table] == [
         ("2", "EMG470", "applied"),

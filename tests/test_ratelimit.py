@@ -8,8 +8,9 @@ from collections import Counter
 import pytest
 from pydantic import SecretStr
 
-from emag_sync.settings import AccountConfig, AccountType
-from tasks.ratelimit import SlidingWindowLimiter, limiter_for
+from emag_sync.accounts import AccountType
+from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
+from emag_sync.settings import AccountConfig
 
 
 class FakeClock:

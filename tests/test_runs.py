@@ -11,14 +11,13 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from emag_sync.accounts import AccountType
+from emag_sync.api import RequestCounters
 from emag_sync.errors import ResumeError, RunStateError, SyncLockedError
-from emag_sync.schema import sync_seen
-from emag_sync.settings import AccountType
-from tasks.load import load_batch
-from tasks.runs import (
+from emag_sync.locks import account_lock
+from emag_sync.runs import (
     MAX_ERROR_LENGTH,
     abandon_unfinished,
-    account_lock,
     fail_run,
     find_resumable_run,
     finish_run,
@@ -28,6 +27,8 @@ from tasks.runs import (
     resume_run,
     start_run,
 )
+from emag_sync.schema import sync_seen
+from tasks.load import load_batch
 from tasks.transform import transform_batch
 
 MAIN, FBE = AccountType.MAIN, AccountType.FBE
@@ -85,7 +86,9 @@ def test_fail_resume_finish(engine) -> None:
     )
     assert resumed.last_committed_page == 1  # the rerun starts after page 1
     load_page(engine, run_id, 2, [2, 3])  # 2 was seen before the failure: a duplicate, not reloaded
-    done = finish_run(engine, run_id, deactivated=4, api_requests=5, elapsed_seconds=1.5)
+    done = finish_run(
+        engine, run_id, deactivated=4, counters=RequestCounters(api_requests=5), elapsed_seconds=1.5
+    )
     assert (done.status, done.rows_deactivated, done.records_loaded, done.duplicates_skipped) == (
         "succeeded",
         4,
@@ -95,7 +98,7 @@ def test_fail_resume_finish(engine) -> None:
     assert done.duration_seconds == Decimal("3.500") and done.api_requests == 5
     assert seen_count(engine, run_id) == 0  # cleaned, records_loaded kept
     assert find_resumable_run(engine, FBE, flow_run_id=None) is None  # succeeded: never resumed
-    with pytest.raises(ResumeError, match="FBE: sync run .* is succeeded"):
+    with pytest.raises(ResumeError, match="fbe: sync run .* is succeeded"):
         resume_run(engine, run_id)
     with pytest.raises(RunStateError, match="is succeeded, not running"):
         finish_run(engine, run_id, deactivated=0)
@@ -152,7 +155,7 @@ def test_recent_runs_and_dq(engine) -> None:
     record_dq(engine, ids[0], "warning", {"completeness": {"expected": 250, "loaded": 249}})
     run = get_run(engine, ids[0])
     assert run.dq_status == "warning" and run.dq_results["completeness"]["loaded"] == 249
-    with pytest.raises(ValueError, match="passed, warning, failed"):
+    with pytest.raises(ValueError, match="'ok' is not a valid DqStatus"):
         record_dq(engine, ids[0], "ok", {})
     with pytest.raises(RunStateError, match="999 does not exist"):
         record_dq(engine, 999, "passed", {})

@@ -20,7 +20,7 @@ from emag_sandbox.state import (
     Faults,
     SandboxState,
 )
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
 
 MAIN, FBE = AccountType.MAIN, AccountType.FBE
 PRICE = re.compile(r"^\d+\.\d{4}$")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from emag_sync.schema import offers, products, sync_rejects
-from emag_sync.settings import AccountType
-from tasks.transform import PAGE, transform_batch, transform_pages
+from emag_sync.accounts import AccountType
+from emag_sync.schema import PAGE, offers, products, sync_rejects
+from tasks.transform import transform_batch
 
 PAYLOADS = Path(__file__).parent / "payloads"
 SYNCED_AT = datetime(2025, 3, 1, 9, 4, 42, tzinfo=UTC)
@@ -181,12 +181,8 @@ def test_empty_batch_and_pages_helper() -> None:
     assert empty.products.empty and empty.offers.empty and empty.rejects.empty
     assert "sku" in empty.products.columns
 
-    class Page:
-        def __init__(self, number, records):
-            self.number, self.records = number, records
-
     record = payload("record_fbe_emg469.json")
-    frames = transform_pages([Page(5, [record]), Page(6, ["junk"])], AccountType.FBE, synced_at=SYNCED_AT)
+    frames = transform_batch([record, "junk"], AccountType.FBE, pages=[5, 6], synced_at=SYNCED_AT)
     assert by_sku(frames.products, "EMG469")[PAGE] == 5 and frames.rejects["page"].tolist() == [6]
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from emag_sync.settings import AccountConfig, AccountType
-from tasks.ratelimit import DEFAULT_MARGIN_SECONDS, SECOND_WINDOW, Limiter, limiter_for
+from emag_sync.accounts import AccountType
+from emag_sync.api.ratelimit import DEFAULT_MARGIN_SECONDS, SECOND_WINDOW, Limiter, limiter_for
+from emag_sync.settings import AccountConfig
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from emag_sync.settings import AccountConfig, AccountType, Settings
+from emag_sync.accounts import AccountType
+from emag_sync.settings import AccountConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def resolve_account_config(settings: Settings, account: AccountType) -> AccountC
         username = block_username.get_secret_value() if block_username else None
         password = reader.read(secret_block_name(account, "password"))
         log.debug(
-            "%s account: username from %s, password from %s",
-            account.label,
+            "%s: username from %s, password from %s",
+            account.value,
             "Secret block" if username else "environment",
             "Secret block" if password else "environment",
         )

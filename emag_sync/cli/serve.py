@@ -1,20 +1,20 @@
-"""Serve prefect.yaml's deployments from this process (`flow.serve`), for a user without a work pool.
+"""``emag-sync serve``: prefect.yaml's deployments served from this process (``flow.serve``), no work pool.
 
 Schedules, parameters and concurrency limits are read from prefect.yaml so they are declared once.
-Run `python -m flows.serve [deployment ...]` or `emag-sync serve [deployment ...]`.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
+from emag_sync.errors import ConfigError
+
+PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
 
 
 def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -39,7 +39,7 @@ def runner_deployments(names: Sequence[str] = (), path: Path = PREFECT_YAML) -> 
     specs = deployment_specs(path)
     unknown = set(names) - {spec["name"] for spec in specs}
     if unknown:
-        raise ValueError(f"no deployment named {', '.join(sorted(unknown))} in {path.name}")
+        raise ConfigError(f"no deployment named {', '.join(sorted(unknown))} in {path.name}")
     deployments = []
     for spec in specs:
         if names and spec["name"] not in names:
@@ -63,7 +63,3 @@ def serve(names: Sequence[str] = ()) -> None:
     from prefect import serve as prefect_serve
 
     prefect_serve(*runner_deployments(names))
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1:])

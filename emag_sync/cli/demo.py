@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from emag_sync.console import console, incident_queries_table
+from emag_sync.cli.console import console, incident_queries_table
+from emag_sync.cli.sync import SyncOutcome, run_sync
 from emag_sync.db import engine_from_settings
-from emag_sync.runner import SyncOutcome, run_sync
+from emag_sync.options import SyncOptions
 from emag_sync.settings import get_settings
 
 # The demo's sandbox data never mixes with a real sync's: its own embedded PostgreSQL and reports live in
@@ -28,7 +29,7 @@ def run_demo(*, products: int = 2550, seed: int = 7, rate_limit: bool = True) ->
         for name in ("EMAG_SYNC_DATABASE_URL", "EMAG_MAIN_API_URL", "EMAG_FBE_API_URL"):
             os.environ.pop(name, None)
         settings = get_settings()
-        outcome = run_sync(settings, "both")
+        outcome = run_sync(settings, "both", SyncOptions())
     engine = engine_from_settings(settings)
     try:
         console.print(incident_queries_table(engine))

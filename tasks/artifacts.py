@@ -1,15 +1,21 @@
-"""Progress of an account's sync: a Prefect progress artifact in the UI, and listeners (the CLI's bar)."""
+"""What a sync shows in the Prefect UI: a progress artifact per account (and local listeners, the CLI's
+progress bar), and the run summary artifact."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from emag_sync.settings import AccountType
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from emag_sync.accounts import AccountType
+from emag_sync.runs import COUNTER_LABELS, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -91,4 +97,52 @@ class ProgressReporter:
             else:
                 update_progress_artifact(self._artifact_id, progress=percent, description=description)
         except Exception as exc:  # progress display must never fail a sync
-            log.warning("%s: could not update the progress artifact: %s", self.account.label, exc)
+            log.warning("%s: could not update the progress artifact: %s", self.account.value, exc)
+
+
+# --- the run summary -------------------------------------------------------------------------------
+
+SUMMARY_ARTIFACT_KEY = "emag-sync-summary"
+# The run-history columns the summary shows, after account, status and data quality.
+_SUMMARY_COLUMNS = (
+    "expected_items",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_rejected",
+    "rows_deactivated",
+    "last_committed_page",
+    "api_requests",
+    "rate_limited",
+    "duration_seconds",
+)
+
+
+def _figure(run: RunRow, column: str) -> str:
+    value: Any = getattr(run, column)
+    if column == "duration_seconds":
+        return f"{float(value or 0):.1f}"
+    return str(value if value is not None else 0)
+
+
+def summary_markdown(
+    runs: Sequence[RunRow], dq_status: Mapping[str, str], failures: Mapping[str, str]
+) -> str:
+    """One row per account, then the failures with their causes."""
+    titles = ["account", "status", "data quality", *(COUNTER_LABELS[c] for c in _SUMMARY_COLUMNS)]
+    lines = ["# eMAG product sync", "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    for run in runs:
+        cells = [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
+        cells += [_figure(run, column) for column in _SUMMARY_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    for account, error in failures.items():
+        lines += ["", f"**{account}: failed** — {error}"]
+    return "\n".join(lines) + "\n"
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def publish_summary_task(markdown: str) -> None:
+    """Attach the run summary to the current flow run (its Artifacts tab)."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT_KEY, description="eMAG sync summary")

@@ -130,8 +130,8 @@ def limiter_for(config: AccountConfig) -> Limiter:
         ):
             if limiter is not None:
                 logger.warning(
-                    "%s account: rate limit changed to %s/s, %s/min; new clients use a new budget",
-                    config.account.label,
+                    "%s: rate limit changed to %s/s, %s/min; new clients use a new budget",
+                    config.account.value,
                     config.requests_per_second,
                     config.requests_per_minute,
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MAX_ITEMS_PER_PAGE = 100  # eMAG refuses more (section 1.3)
+from emag_sync.limits import MAX_ITEMS_PER_PAGE
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ from typing import NoReturn
 
 import typer
 
+from emag_sync.errors import EmagSyncError
+from emag_sync.limits import MAX_ITEMS_PER_PAGE
+from emag_sync.options import SyncOptions
+
 app = typer.Typer(
     name="emag-sync",
     help="eMAG Marketplace products and offers into PostgreSQL, orchestrated by Prefect.",
@@ -19,7 +23,7 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """emag-sync: sync eMAG MAIN and FBE catalogues into PostgreSQL and check what was loaded."""
-    from emag_sync.console import offline_prefect_defaults
+    from emag_sync.cli.console import offline_prefect_defaults
 
     offline_prefect_defaults()
 
@@ -33,24 +37,35 @@ def _fail(message: str) -> NoReturn:
 @app.command()
 def sync(
     account: str = typer.Option("both", "--account", "-a", help="main, fbe or both"),
-    resume: bool = typer.Option(False, "--resume", help="continue the account's last unfinished run"),
-    pages_per_batch: int = typer.Option(5, min=1, help="pages loaded per database transaction"),
-    items_per_page: int = typer.Option(100, min=1, max=100, help="records per page (eMAG allows 100)"),
+    resume: bool = typer.Option(False, "--resume", help=SyncOptions.model_fields["resume"].description),
+    pages_per_batch: int = typer.Option(
+        SyncOptions.model_fields["pages_per_batch"].default,
+        min=1,
+        help=SyncOptions.model_fields["pages_per_batch"].description,
+    ),
+    items_per_page: int = typer.Option(
+        SyncOptions.model_fields["items_per_page"].default,
+        min=1,
+        max=MAX_ITEMS_PER_PAGE,
+        help=SyncOptions.model_fields["items_per_page"].description,
+    ),
     wait_for_lock: bool = typer.Option(
-        False, "--wait-for-lock", help="wait for another sync of the account to finish instead of failing"
+        False, "--wait-for-lock", help=SyncOptions.model_fields["wait_for_lock"].description
     ),
 ) -> None:
     """Run the emag-product-sync flow; exit 0 only on success."""
-    from emag_sync.errors import EmagSyncError
-    from emag_sync.runner import run_sync
+    from emag_sync.cli.sync import run_sync
     from emag_sync.settings import get_settings
 
+    options = SyncOptions(
+        pages_per_batch=pages_per_batch,
+        items_per_page=items_per_page,
+        resume=resume,
+        wait_for_lock=wait_for_lock,
+    )
     try:
-        outcome = run_sync(
-            get_settings(), account, resume=resume, pages_per_batch=pages_per_batch,
-            items_per_page=items_per_page, wait_for_lock=wait_for_lock,
-        )  # fmt: skip
-    except (EmagSyncError, ValueError) as exc:
+        outcome = run_sync(get_settings(), account, options)
+    except EmagSyncError as exc:
         _fail(str(exc))
     if not outcome.ok:
         raise typer.Exit(1)
@@ -62,8 +77,7 @@ def demo(
     no_rate_limit: bool = typer.Option(False, "--no-rate-limit", help="turn off the sandbox's 3 req/s"),
 ) -> None:
     """Sandbox + embedded PostgreSQL + the sync flow + the data-quality report; stops what it started."""
-    from emag_sync.demo import run_demo
-    from emag_sync.errors import EmagSyncError
+    from emag_sync.cli.demo import run_demo
 
     try:
         outcome = run_demo(products=products, rate_limit=not no_rate_limit)
@@ -76,9 +90,8 @@ def demo(
 @app.command()
 def runs(limit: int = typer.Option(20, min=1, help="how many runs to show")) -> None:
     """Recent sync runs: status, counts, duration, 429s, data-quality outcome."""
-    from emag_sync.console import console, runs_table
+    from emag_sync.cli.console import console, runs_table
     from emag_sync.db import engine_from_settings
-    from emag_sync.errors import EmagSyncError
     from emag_sync.settings import get_settings
 
     try:
@@ -104,11 +117,13 @@ def update_price(
     dry_run: bool = typer.Option(False, "--dry-run", help="look up, show and validate; send nothing"),
 ) -> None:
     """Set offer prices on eMAG (offer/save) and in the database, audited: one offer, or a CSV of many."""
-    from emag_sync.console import console
+    from emag_sync.cli import console as screen
     from emag_sync.db import engine_from_settings
-    from emag_sync.errors import EmagSyncError
+    from emag_sync.prices import apply, rules
+    from emag_sync.prices.csv_input import parse_price_csv
     from emag_sync.settings import get_settings
-    from tasks import prices
+
+    console = screen.console
 
     single = [name for name, value in (("--sku", sku), ("--account", account), ("--price", price)) if value]
     if file is not None and (single or min_price or max_price):
@@ -119,7 +134,7 @@ def update_price(
         csv_text = file.read_text(encoding="utf-8") if file is not None else None
         request = None
         if file is None:
-            request = prices.make_request(sku or "", account or "", price, min_price, max_price)
+            request = rules.make_request(sku or "", account or "", price, min_price, max_price)
         settings = get_settings()
         engine = engine_from_settings(settings)
     except OSError as exc:
@@ -127,11 +142,11 @@ def update_price(
     except EmagSyncError as exc:
         _fail(str(exc))
     try:
-        with prices.emag_writers(settings) as writer_for:
+        with apply.emag_writers(settings) as writer_for:
             if request is not None:
-                result = prices.run_single(
-                    engine, request, writer_for, requested_by=prices.requested_by_os_user(), source="cli",
-                    show=lambda plan: console.print(prices.changes_table(plan)), dry_run=dry_run,
+                result = apply.run_single(
+                    engine, request, writer_for, requested_by=apply.requested_by_os_user(), source="cli",
+                    show=lambda plan: console.print(screen.changes_table(plan)), dry_run=dry_run,
                 )  # fmt: skip
                 if result is None:
                     console.print(f"{request.where}: valid; nothing sent (--dry-run)")
@@ -140,18 +155,18 @@ def update_price(
                 else:
                     console.print(f"{request.where}: {result.message}")
                 return
-            parsed = prices.parse_price_csv(csv_text or "")
-            results = prices.run_bulk(
-                engine, parsed.requests, writer_for, requested_by=prices.requested_by_os_user(),
+            parsed = parse_price_csv(csv_text or "")
+            results = apply.run_bulk(
+                engine, parsed.requests, writer_for, requested_by=apply.requested_by_os_user(),
                 source="cli-bulk", dry_run=dry_run,
             )  # fmt: skip
     except EmagSyncError as exc:
         _fail(str(exc))
     finally:
         engine.dispose()
-    rows = prices.result_rows(results, parsed.problems)
-    console.print(prices.results_table(rows))
-    console.print(f"price updates: {prices.summary(rows)}")
+    rows = apply.result_rows(results, parsed.problems)
+    console.print(screen.results_table(rows))
+    console.print(f"price updates: {apply.summary(rows)}")
     ok = {"applied", "not-sent"} if dry_run else {"applied"}
     if any(row["status"] not in ok for row in rows):
         raise typer.Exit(1)
@@ -168,8 +183,7 @@ def setup_prefect(
 ) -> None:
     """Create or update, on the server at PREFECT_API_URL: the credentials' Secret blocks (from the
     environment), the per-account rate limits emag-api-main/emag-api-fbe and the work pool. Idempotent."""
-    from emag_sync.errors import EmagSyncError
-    from emag_sync.prefect_setup import setup_prefect as run_setup
+    from emag_sync.cli.prefect_setup import setup_prefect as run_setup
     from emag_sync.settings import get_settings
 
     try:
@@ -185,11 +199,11 @@ def serve(
     deployments: list[str] = typer.Argument(None, help="deployment names from prefect.yaml (default: all)"),
 ) -> None:
     """Serve prefect.yaml's deployments from this process (flow.serve), with their schedules; no work pool."""
-    from flows.serve import serve as serve_deployments
+    from emag_sync.cli.serve import serve as serve_deployments
 
     try:
         serve_deployments(deployments or ())
-    except ValueError as exc:
+    except EmagSyncError as exc:
         _fail(str(exc))
 
 
@@ -216,7 +230,7 @@ def sandbox(
 
     from emag_sandbox.server import RunningSandbox, run_foreground
     from emag_sandbox.state import Faults, SandboxState
-    from emag_sync.settings import parse_accounts
+    from emag_sync.accounts import parse_accounts
 
     try:
         state = SandboxState(
@@ -231,7 +245,7 @@ def sandbox(
                     error_pages=set(error_page), force_429=force_429, fail_from_request=fail_from_request,
                 ),
             )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, EmagSyncError) as exc:
         _fail(str(exc))
 
     def announce(running: RunningSandbox) -> None:
@@ -259,16 +273,15 @@ def check(
     """Run the data-quality checkpoint against the database; exit 1 on a critical failure."""
     from rich.markup import escape
 
-    from emag_sync.console import console
+    from emag_sync.accounts import parse_accounts
+    from emag_sync.cli.console import console, dq_table
     from emag_sync.db import engine_from_settings
-    from emag_sync.errors import EmagSyncError
-    from emag_sync.settings import get_settings, parse_accounts
+    from emag_sync.settings import get_settings
     from expectations.checkpoint import run_checkpoint
-    from expectations.report import dq_table
 
     try:
         accounts = parse_accounts(account)
-    except ValueError as exc:
+    except EmagSyncError as exc:
         _fail(str(exc))
     settings = get_settings()
     try:

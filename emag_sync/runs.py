@@ -1,34 +1,87 @@
-"""Sync run lifecycle in app.emag_sync_runs (start, resume, finish, fail) and the per-account lock."""
+"""Run history in app.emag_sync_runs, its one owner: lifecycle, the batch's progress, counters, statuses."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from emag_sync.errors import ResumeError, RunStateError, SyncLockedError
+from emag_sync.accounts import AccountType
+from emag_sync.api.client import RequestCounters
+from emag_sync.errors import ResumeError, RunStateError
 from emag_sync.schema import sync_runs, sync_seen
-from emag_sync.settings import AccountType
 
 log = logging.getLogger(__name__)
 
-RUNNING, SUCCEEDED, FAILED, ABANDONED = "running", "succeeded", "failed", "abandoned"
-UNFINISHED = (RUNNING, FAILED)
-DQ_STATUSES = ("passed", "warning", "failed")
+
+class RunStatus(StrEnum):
+    """The status column of a sync run."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+class DqStatus(StrEnum):
+    """A run's data-quality outcome (null until checked)."""
+
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+
+
+UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED)
 # Long tracebacks stay in the logs; the run row keeps enough to tell what happened.
 MAX_ERROR_LENGTH = 4000
 # fail_run tries once more on a fresh connection when the pooled one died with the failure it records.
 FAIL_RUN_ATTEMPTS = 2
-# Advisory lock keys (two int4 form): a namespace for emag-sync, then one key per account.
-LOCK_NAMESPACE = 0x656D6173  # "emas"
-_LOCK_KEYS = {AccountType.MAIN: 1, AccountType.FBE: 2}
+
+# The run's figures as people read them, one label per column, shared by the terminal and the artifacts.
+COUNTER_LABELS: dict[str, str] = {
+    "expected_items": "eMAG count",
+    "last_committed_page": "pages",
+    "rows_inserted": "inserted",
+    "rows_updated": "updated",
+    "rows_unchanged": "unchanged",
+    "rows_rejected": "rejected",
+    "rows_deactivated": "deactivated",
+    "api_requests": "requests",
+    "rate_limited": "429s",
+    "retries": "retries",
+    "duration_seconds": "seconds",
+}
+
+
+def _increments(counters: RequestCounters) -> dict[str, Any]:
+    """Column updates adding a client's request counters to a run's totals (the names are the columns)."""
+    c = sync_runs.c
+    return {name: c[name] + getattr(counters, name) for name in ("api_requests", "rate_limited", "retries")}
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What one batch did, counted per record (a product and its offer are one record).
+
+    ``updated`` is a record whose product or offer changed; ``duplicates`` are records already loaded
+    earlier in this run or repeated inside the batch; ``rejected`` includes the transform's rejects;
+    ``loaded`` the distinct records new to the run's seen set; ``read`` every record received.
+    """
+
+    read: int
+    loaded: int
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+    duplicates: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +121,15 @@ class RunRow:
     def from_row(cls, row: Row[Any]) -> RunRow:
         return cls(**row._mapping)
 
+    @property
+    def account(self) -> AccountType:
+        return AccountType(self.account_type)
+
+    @property
+    def status_text(self) -> str:
+        """The status as shown to people: ``succeeded (resumed)`` for a run that needed a rerun."""
+        return self.status + (" (resumed)" if self.resumed_count else "")
+
 
 assert [f.name for f in fields(RunRow)] == [c.name for c in sync_runs.columns], "RunRow drifted from schema"
 
@@ -102,7 +164,7 @@ def start_run(
             .values(
                 account_type=account.value,
                 flow_run_id=flow_run_id,
-                status=RUNNING,
+                status=RunStatus.RUNNING,
                 items_per_page=items_per_page,
                 pages_per_batch=pages_per_batch,
                 expected_items=expected_items,
@@ -111,6 +173,22 @@ def start_run(
             .returning(sync_runs.c.id)
         ).scalar_one()
     return run_id
+
+
+def succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str | None) -> int | None:
+    """The run that already synced ``account`` completely in this Prefect flow run (a Retry skips it)."""
+    if flow_run_id is None:
+        return None
+    query = (
+        select(sync_runs.c.id)
+        .where(sync_runs.c.account_type == account.value)
+        .where(sync_runs.c.flow_run_id == flow_run_id)
+        .where(sync_runs.c.status == RunStatus.SUCCEEDED)
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.scalar(query)
 
 
 def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str | None) -> RunRow | None:
@@ -147,16 +225,58 @@ def resume_run(engine: Engine, run_id: int) -> RunRow:
         row = conn.execute(
             update(sync_runs)
             .where(c.id == run_id, c.status.in_(UNFINISHED))
-            .values(status=RUNNING, resumed_count=c.resumed_count + 1, error=None, finished_at=None)
+            .values(status=RunStatus.RUNNING, resumed_count=c.resumed_count + 1, error=None, finished_at=None)
             .returning(*sync_runs.columns)
         ).one_or_none()
         if row is None:
             current = _one_run(conn, run_id)
             raise ResumeError(
-                f"{current.account_type.upper()}: sync run {run_id} is {current.status}; only a running or "
-                "failed run can be resumed (start a new run instead)"
+                f"sync run {run_id} is {current.status}; only a running or failed run can be resumed "
+                "(start a new run instead)",
+                account=current.account,
             )
     return RunRow.from_row(row)
+
+
+def lock_running_run(conn: Connection, run_id: int, account: AccountType) -> None:
+    """Inside a batch's transaction: the run must exist, be this account's and be running.
+
+    Its row stays locked to the commit, so a batch never lands in a run that another process finished.
+    """
+    row = conn.execute(
+        select(sync_runs.c.account_type, sync_runs.c.status).where(sync_runs.c.id == run_id).with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise RunStateError(f"sync run {run_id} does not exist", account=account)
+    if row.account_type != account.value or row.status != RunStatus.RUNNING:
+        raise RunStateError(
+            f"sync run {run_id} is a {row.account_type.upper()} run with status {row.status!r}; "
+            "only a running run of this account can take batches",
+            account=account,
+        )
+
+
+def record_batch(
+    conn: Connection, run_id: int, counts: BatchCounts, counters: RequestCounters, *, last_page: int
+) -> None:
+    """Inside a batch's transaction: add the batch's counts and requests to the run's totals."""
+    c = sync_runs.c
+    conn.execute(
+        update(sync_runs)
+        .where(c.id == run_id)
+        .values(
+            last_committed_page=last_page,
+            batches_committed=c.batches_committed + 1,
+            records_read=c.records_read + counts.read,
+            records_loaded=c.records_loaded + counts.loaded,
+            duplicates_skipped=c.duplicates_skipped + counts.duplicates,
+            rows_inserted=c.rows_inserted + counts.inserted,
+            rows_updated=c.rows_updated + counts.updated,
+            rows_unchanged=c.rows_unchanged + counts.unchanged,
+            rows_rejected=c.rows_rejected + counts.rejected,
+            **_increments(counters),
+        )
+    )
 
 
 def _add_elapsed(elapsed_seconds: float | None) -> Any:
@@ -171,14 +291,12 @@ def finish_run(
     run_id: int,
     *,
     deactivated: int,
-    api_requests: int = 0,
-    rate_limited: int = 0,
-    retries: int = 0,
+    counters: RequestCounters = RequestCounters(),
     elapsed_seconds: float | None = None,
 ) -> RunRow:
     """Mark a running run succeeded and drop its seen set (records_loaded keeps its size).
 
-    Counters are increments since the last batch; ``elapsed_seconds`` is this attempt's working time,
+    ``counters`` are increments since the last batch; ``elapsed_seconds`` is this attempt's working time,
     added to earlier attempts'. Without it the duration is the wall time since the run started.
     """
     c = sync_runs.c
@@ -190,22 +308,20 @@ def finish_run(
     with engine.begin() as conn:
         row = conn.execute(
             update(sync_runs)
-            .where(c.id == run_id, c.status == RUNNING)
+            .where(c.id == run_id, c.status == RunStatus.RUNNING)
             .values(
-                status=SUCCEEDED,
+                status=RunStatus.SUCCEEDED,
                 finished_at=func.now(),
                 duration_seconds=duration,
                 rows_deactivated=deactivated,
-                api_requests=c.api_requests + api_requests,
-                rate_limited=c.rate_limited + rate_limited,
-                retries=c.retries + retries,
+                **_increments(counters),
             )
             .returning(*sync_runs.columns)
         ).one_or_none()
         if row is None:
             current = _one_run(conn, run_id)
             raise RunStateError(
-                f"{current.account_type.upper()}: sync run {run_id} is {current.status}, not running"
+                f"sync run {run_id} is {current.status}, not running", account=current.account
             )
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
     return RunRow.from_row(row)
@@ -217,9 +333,7 @@ def fail_run(
     error: str,
     *,
     elapsed_seconds: float | None = None,
-    api_requests: int = 0,
-    rate_limited: int = 0,
-    retries: int = 0,
+    counters: RequestCounters = RequestCounters(),
 ) -> bool:
     """Record a failure; keeps the seen set so a rerun can resume. Returns whether it was recorded.
 
@@ -229,15 +343,13 @@ def fail_run(
     c = sync_runs.c
     statement = (
         update(sync_runs)
-        .where(c.id == run_id, c.status == RUNNING)
+        .where(c.id == run_id, c.status == RunStatus.RUNNING)
         .values(
-            status=FAILED,
+            status=RunStatus.FAILED,
             finished_at=func.now(),
             error=error[:MAX_ERROR_LENGTH],
             duration_seconds=_add_elapsed(elapsed_seconds),
-            api_requests=c.api_requests + api_requests,
-            rate_limited=c.rate_limited + rate_limited,
-            retries=c.retries + retries,
+            **_increments(counters),
         )
     )
     for attempt in range(FAIL_RUN_ATTEMPTS):
@@ -264,7 +376,7 @@ def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: i
                 update(sync_runs)
                 .where(c.account_type == account.value, c.status.in_(UNFINISHED), c.id != except_run_id)
                 .values(
-                    status=ABANDONED,
+                    status=RunStatus.ABANDONED,
                     finished_at=func.coalesce(c.finished_at, func.now()),
                     error=func.coalesce(c.error + "; ", "") + f"superseded by run {except_run_id}",
                 )
@@ -286,7 +398,7 @@ def abandon_run(engine: Engine, run_id: int, error: str) -> None:
             update(sync_runs)
             .where(c.id == run_id)
             .values(
-                status=ABANDONED,
+                status=RunStatus.ABANDONED,
                 finished_at=func.coalesce(c.finished_at, func.now()),
                 error=error[:MAX_ERROR_LENGTH],
             )
@@ -303,75 +415,18 @@ def recent_runs(engine: Engine, limit: int = 20, account: AccountType | None = N
         return [RunRow.from_row(row) for row in conn.execute(query)]
 
 
-def record_dq(engine: Engine, run_id: int, status: str, results: dict[str, Any]) -> None:
+def latest_run_id(engine: Engine) -> int:
+    """The highest run id so far (0 on an empty history): what a caller's new runs come after."""
+    with engine.connect() as conn:
+        return conn.scalar(select(func.coalesce(func.max(sync_runs.c.id), 0))) or 0
+
+
+def record_dq(engine: Engine, run_id: int, status: DqStatus, results: dict[str, Any]) -> None:
     """Store the data-quality outcome (passed, warning, failed) and its details on the run."""
-    if status not in DQ_STATUSES:
-        raise ValueError(f"data-quality status must be one of {', '.join(DQ_STATUSES)}, got {status!r}")
+    status = DqStatus(status)
     with engine.begin() as conn:
         done = conn.execute(
             update(sync_runs).where(sync_runs.c.id == run_id).values(dq_status=status, dq_results=results)
         )
         if done.rowcount != 1:
             raise RunStateError(f"sync run {run_id} does not exist")
-
-
-# --- the per-account lock ---------------------------------------------------------------------------
-
-_HOLDER_SQL = text(
-    """
-SELECT a.pid, a.state_change, a.client_addr, a.application_name
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
-        SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid = :namespace AND l.objid = :key AND l.objsubid = 2
-"""
-)
-
-
-def _holder(conn: Connection, account: AccountType) -> str:
-    """Who holds the account's lock, for the error message (best effort)."""
-    try:
-        row = conn.execute(_HOLDER_SQL, {"namespace": LOCK_NAMESPACE, "key": _LOCK_KEYS[account]}).first()
-    except DBAPIError:
-        return ""
-    if row is None:
-        return ""
-    since = f" since {row.state_change:%Y-%m-%d %H:%M:%S %Z}" if row.state_change else ""
-    return f" (pid {row.pid}{since})"
-
-
-@contextmanager
-def account_lock(engine: Engine, account: AccountType, *, wait: bool = False) -> Iterator[None]:
-    """Hold the account's PostgreSQL advisory lock for the whole block, on a dedicated connection.
-
-    A second sync of the same account waits (``wait=True``) or fails at once with SyncLockedError.
-    The lock is session-level: released on exit, and by PostgreSQL when the process dies.
-    """
-    keys = {"namespace": LOCK_NAMESPACE, "key": _LOCK_KEYS[account]}
-    conn = engine.connect()
-    try:
-        if wait:
-            conn.execute(text("SELECT pg_advisory_lock(:namespace, :key)"), keys)
-        elif not conn.execute(text("SELECT pg_try_advisory_lock(:namespace, :key)"), keys).scalar_one():
-            holder = _holder(conn, account)
-            raise SyncLockedError(
-                f"{account.value}: another sync of this account is running{holder}; "
-                "try again when it has finished"
-            )
-        conn.commit()  # session-level lock outlives the transaction; the connection stays idle, not in txn
-    except BaseException:
-        conn.close()
-        raise
-    try:
-        yield
-    finally:
-        try:
-            conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), keys)
-            conn.commit()
-        except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning(
-                "%s: releasing the sync lock failed (%s); dropping its connection", account.label, exc
-            )
-            conn.invalidate()
-        finally:
-            conn.close()

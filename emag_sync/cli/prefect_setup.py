@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from emag_sync.accounts import AccountType
+from emag_sync.api.credentials import secret_block_name
+from emag_sync.api.global_limit import GCL_LIMIT, gcl_name
 from emag_sync.errors import ConfigError
-from emag_sync.settings import AccountType, Settings
-from tasks.secrets import secret_block_name
-from tasks.shared_limit import GCL_LIMIT, gcl_name
+from emag_sync.settings import Settings, credential_variable
 
 WORK_POOL_NAME = "emag-sync-pool"
 WORK_POOL_TYPE = "process"
@@ -21,9 +22,9 @@ def _env_credentials(settings: Settings) -> Iterator[tuple[str, str, str | None]
     """(block name, environment variable, value or None) for each of the four credentials."""
     for account in AccountType:
         for field in ("username", "password"):
-            value: str | SecretStr | None = getattr(settings, f"emag_{account.value}_{field}")
+            value = settings.credential(account, field)
             plain = value.get_secret_value() if isinstance(value, SecretStr) else value
-            yield secret_block_name(account, field), f"EMAG_{account.label}_{field.upper()}", plain
+            yield secret_block_name(account, field), credential_variable(account, field), plain
 
 
 def _secret_blocks(settings: Settings) -> list[str]:

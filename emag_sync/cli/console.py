@@ -1,4 +1,4 @@
-"""What the command line shows: progress bars, run-history tables, and the incident's two queries."""
+"""What the terminal shows: progress bars, run-history tables, price and data-quality tables, the incident's queries."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine, text
 
-from emag_sync.settings import AccountType
+from emag_sync.accounts import AccountType
+from emag_sync.prices.rules import PlannedUpdate, change_rows
+from emag_sync.runs import COUNTER_LABELS, RunRow, recent_runs
 
 if TYPE_CHECKING:
-    from tasks.runs import RunRow
+    from expectations.checkpoint import DQResult
 
 # Piped output (logs, CI) has no terminal width; rich would assume 80 columns and squash the tables.
 PIPED_WIDTH = 140
@@ -44,8 +47,14 @@ def offline_prefect_defaults() -> None:
 
 @contextmanager
 def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
-    """A rich progress bar per account, fed by the sync's progress events."""
-    from tasks.progress import ProgressEvent, add_listener
+    """A rich progress bar per account on a terminal, fed by the sync's progress events.
+
+    Piped output (logs, CI) gets none: a bar drawn once at the end says nothing the summary does not.
+    """
+    if not err_console.is_terminal:
+        yield
+        return
+    from tasks.artifacts import ProgressEvent, add_listener
 
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -75,25 +84,49 @@ def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
             remove()
 
 
-def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
-    """The run history (app.emag_sync_runs), newest first, narrow enough for an 80-column terminal."""
-    from tasks.runs import recent_runs
+# The run-history columns the tables show (labels from COUNTER_LABELS, shared with the artifacts).
+_TABLE_COLUMNS = (
+    "duration_seconds",
+    "expected_items",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_rejected",
+    "rows_deactivated",
+    "last_committed_page",
+    "api_requests",
+    "rate_limited",
+)
 
+
+def _figure(run: RunRow, column: str) -> str:
+    if column == "duration_seconds":
+        return f"{float(run.duration_seconds or 0):.1f}"
+    if column == "last_committed_page":
+        return f"{run.last_committed_page}/{run.expected_pages or 0}"
+    value = getattr(run, column)
+    return str(value if value is not None else 0)
+
+
+def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
+    """The run history (app.emag_sync_runs), newest first."""
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    columns = ("run", "account", "status", "started UTC", "s", "eMAG", "new", "changed", "same", "rejected",
-               "gone", "pages", "req", "429", "DQ")  # fmt: skip
-    for column in columns:
+    for column in (
+        "run",
+        "account",
+        "status",
+        "started UTC",
+        *(COUNTER_LABELS[c] for c in _TABLE_COLUMNS),
+        "DQ",
+    ):
         table.add_column(column, no_wrap=column in ("started UTC", "status"))
     errors: list[str] = []
     for run in recent_runs(engine, limit=limit):
         if run.id <= since_id:
             continue
         table.add_row(
-            str(run.id), run.account_type, run.status + (" (resumed)" if run.resumed_count else ""),
-            f"{run.started_at:%m-%d %H:%M}", f"{run.duration_seconds or 0:.0f}", str(run.expected_items or 0),
-            str(run.rows_inserted), str(run.rows_updated), str(run.rows_unchanged), str(run.rows_rejected),
-            str(run.rows_deactivated), f"{run.last_committed_page}/{run.expected_pages or 0}",
-            str(run.api_requests), str(run.rate_limited), run.dq_status or "-",
+            str(run.id), run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
+            *(_figure(run, c) for c in _TABLE_COLUMNS), run.dq_status or "-",
         )  # fmt: skip
         if run.error:
             errors.append(f"run {run.id} ({run.account_type}): {run.error}")
@@ -105,8 +138,6 @@ def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str
 
 def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
     """The runs a sync just made, one column per account (fits any terminal)."""
-    from tasks.runs import recent_runs
-
     runs = sorted(
         (r for r in recent_runs(engine, limit=10) if r.id > since_id), key=lambda r: r.account_type != "main"
     )
@@ -114,21 +145,10 @@ def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
     table.add_column("")
     for run in runs:
         table.add_column(f"{run.account_type.upper()} (run {run.id})", justify="right")
-    metrics: dict[str, Callable[[RunRow], object]] = {
-        "status": lambda r: r.status + (" (resumed)" if r.resumed_count else ""),
-        "eMAG count": lambda r: r.expected_items or 0,
-        "pages": lambda r: f"{r.last_committed_page}/{r.expected_pages or 0}",
-        "inserted": lambda r: r.rows_inserted,
-        "updated": lambda r: r.rows_updated,
-        "unchanged": lambda r: r.rows_unchanged,
-        "rejected": lambda r: r.rows_rejected,
-        "deactivated": lambda r: r.rows_deactivated,
-        "API requests": lambda r: r.api_requests,
-        "429 answers": lambda r: r.rate_limited,
-        "retries": lambda r: r.retries,
-        "seconds": lambda r: f"{r.duration_seconds or 0:.1f}",
-        "data quality": lambda r: r.dq_status or "-",
-    }
+    metrics: dict[str, Callable[[RunRow], object]] = {"status": lambda r: r.status_text}
+    for column in (*_TABLE_COLUMNS[1:], "retries", "duration_seconds"):
+        metrics[COUNTER_LABELS[column]] = lambda r, c=column: _figure(r, c)  # type: ignore[misc]
+    metrics["data quality"] = lambda r: r.dq_status or "-"
     for name, value in metrics.items():
         table.add_row(name, *(str(value(run)) for run in runs))
     errors = [f"{run.account_type}: {run.error}" for run in runs if run.error]
@@ -149,4 +169,44 @@ def incident_queries_table(engine: Engine) -> Table:
             rows = [dict(row._mapping) for row in result]
             answer = "\n".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in rows) or "(no rows)"
             table.add_row(sql, answer)
+    return table
+
+
+# --- price updates and data quality -------------------------------------------------------------------
+
+RESULT_COLUMNS = ("line", "sku", "account", "old price", "new price", "currency", "status", "message")
+
+
+def changes_table(plan: PlannedUpdate) -> Table:
+    """What a single update changes."""
+    offer = plan.offer
+    table = Table(title=f"{offer.sku} on eMAG {offer.account.label} (offer id {offer.emag_offer_id})")
+    table.add_column("")
+    table.add_column("now", justify="right")
+    table.add_column("new", justify="right")
+    for name, now, new in change_rows(plan):
+        table.add_row(name, now, new, style="bold" if now != new else None)
+    return table
+
+
+def results_table(rows: Sequence[dict[str, str]]) -> Table:
+    """Per-line verdicts of a price update."""
+    table = Table(title="Price updates")
+    for column in RESULT_COLUMNS:
+        table.add_column(column, justify="right" if "price" in column or column == "line" else "left")
+    colours = {"applied": "green", "invalid": "red", "refused": "red", "uncertain": "yellow"}
+    for row in rows:
+        table.add_row(*(row[c] for c in RESULT_COLUMNS), style=colours.get(row["status"]))
+    return table
+
+
+def dq_table(result: DQResult) -> Table:
+    """A checkpoint's rows."""
+    styles = {"pass": "green", "FAIL": "red", "n/a": "dim"}
+    table = Table(title=f"Data quality {result.account.value}: {result.status}", title_justify="left")
+    for column in ("expectation", "severity", "result", "observed value"):
+        table.add_column(column)
+    for row in result.rows:
+        style = styles[row.outcome] if row.severity == "critical" or row.passed is not False else "yellow"
+        table.add_row(row.name, row.severity, f"[{style}]{row.outcome}[/]", escape(row.observed))
     return table

@@ -1,0 +1,36 @@
+"""The knobs of one sync run, declared once: the flow takes them as a parameter and the CLI builds them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from emag_sync.limits import MAX_ITEMS_PER_PAGE
+
+# What the flow's ``accounts`` parameter takes; the Prefect UI shows it as a choice.
+Accounts = Literal["both", "main", "fbe"]
+
+
+class SyncOptions(BaseModel):
+    """How one sync reads and loads; the Prefect UI shows this model as a form with these descriptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pages_per_batch: int = Field(
+        default=5, ge=1, le=1000, description="pages of eMAG's catalogue loaded per database transaction"
+    )
+    items_per_page: int = Field(
+        default=MAX_ITEMS_PER_PAGE,
+        ge=1,
+        le=MAX_ITEMS_PER_PAGE,
+        description=f"records per page asked from eMAG (eMAG allows at most {MAX_ITEMS_PER_PAGE})",
+    )
+    resume: bool = Field(
+        default=False,
+        description="continue the account's latest unfinished run (a Retry in the Prefect UI resumes by itself)",
+    )
+    wait_for_lock: bool = Field(
+        default=False,
+        description="when another sync of the account is running, wait for it instead of failing at once",
+    )

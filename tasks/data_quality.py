@@ -1,0 +1,58 @@
+"""The data-quality step: one account's checkpoint against the database, its artifacts in the Prefect UI."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from emag_sync.accounts import AccountType
+from emag_sync.db import database_url
+from emag_sync.settings import get_settings
+from expectations.checkpoint import DQResult, run_checkpoint
+from expectations.report import artifact_key, dq_markdown
+from expectations.suites import DEFAULT_REJECT_THRESHOLD
+from tasks.outcomes import run_step
+
+
+def check_account_quality(
+    account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+) -> DQResult:
+    """The account's checkpoint against the configured database, published as artifacts when in a run.
+
+    Settings (database, home) are read here so no connection string becomes a task input.
+    """
+    settings = get_settings()
+    result = run_checkpoint(
+        database_url(settings), account, run_id=run_id, home=settings.home, reject_threshold=reject_threshold
+    )
+    publish_dq_artifacts(result)
+    return result
+
+
+def publish_dq_artifacts(result: DQResult) -> None:
+    """Inside a Prefect flow or task run: a markdown artifact per account and a link to the Data Docs."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return  # a plain call (CLI, tests): nothing to attach the artifacts to
+    account = result.account.value
+    create_markdown_artifact(
+        markdown=dq_markdown(result),
+        key=artifact_key(account),
+        description=f"Data-quality checkpoint of {account}: {result.status}",
+    )
+    create_link_artifact(
+        link=result.data_docs_index.as_uri(),
+        link_text=f"Great Expectations Data Docs ({account})",
+        key=f"{artifact_key(account)}-docs",
+        description=f"Data Docs of the {account} checkpoint (a file on the machine that ran it)",
+    )
+
+
+@task(name="data-quality", task_run_name="data-quality-{account}", cache_policy=NO_CACHE)
+def check_account_quality_task(
+    account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+) -> DQResult:
+    """Prefect task: the account's checkpoint; its outcome is the result (the flow decides what fails)."""
+    return run_step(check_account_quality, account, run_id, reject_threshold, account=account)

@@ -1,0 +1,48 @@
+"""How a step ends when it fails: a Failed state whose message is one readable line naming the account."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from prefect.states import Failed
+
+from emag_sync.accounts import AccountType
+from emag_sync.errors import EmagSyncError
+
+R = TypeVar("R")
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (an expected failure's whole story is its message)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def run_step(function: Callable[..., R], *args: Any, account: AccountType | None = None, **kwargs: Any) -> R:
+    """Call a step's plain function and turn a failure into a Failed state with one line.
+
+    An EmagSyncError is expected (a bad setting, eMAG's refusal, a held lock, a critical data-quality
+    failure): logged at ERROR as its message, no traceback. Anything else is a bug: its traceback is logged
+    and the state's message says so. ``account`` names the account when the error does not.
+
+    A task that returns a state ends in that state, so the Failed state stands in for the result (typed
+    as the result: callers look at the task run's state before they ask for its result).
+    """
+    from prefect.logging import get_run_logger
+
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = get_run_logger()
+    try:
+        return function(*args, **kwargs)
+    except EmagSyncError as exc:
+        if exc.account is None:
+            exc.account = account
+        message = one_line(exc)
+        logger.error(message)
+    except Exception as exc:
+        prefix = f"{account.value}: " if account is not None else ""
+        message = (
+            f"{prefix}unexpected {type(exc).__name__}: {one_line(exc)} (the traceback is in this run's logs)"
+        )
+        logger.exception(message)
+    return cast(R, Failed(message=message))

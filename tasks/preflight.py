@@ -1,0 +1,80 @@
+"""The flow's first step: the database reachable, each account free to sync and answering one count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from emag_sync.accounts import AccountType
+from emag_sync.api import CatalogueCount, open_client
+from emag_sync.api.credentials import resolve_account_config
+from emag_sync.db import engine_from_settings
+from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError, SyncLockedError
+from emag_sync.locks import check_unlocked
+from emag_sync.settings import AccountConfig, Settings, get_settings
+from tasks.outcomes import run_step
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What the checks found: each account's ``product_offer/count`` (the read starts from it).
+
+    An account whose lock was held by another sync that this one waits for has no count here: its
+    sync counts once it holds the lock.
+    """
+
+    counts: dict[AccountType, CatalogueCount]
+
+
+def preflight(
+    settings: Settings, accounts: Sequence[AccountType], *, wait_for_lock: bool = False
+) -> Preflight:
+    """Fail fast, in one line naming the setting, before anything is written.
+
+    Credentials first (named by variable), then the database (EMAG_SYNC_DATABASE_URL), then per account:
+    the sync lock (before any eMAG request, so a second sync never spends the first one's budget) and
+    one ``count`` (a wrong API URL, refused credentials or a non-whitelisted IP).
+    """
+    configs = {account: resolve_account_config(settings, account) for account in accounts}
+    engine = engine_from_settings(settings)
+    counts: dict[AccountType, CatalogueCount] = {}
+    try:
+        for account, config in configs.items():
+            try:
+                check_unlocked(engine, account)
+            except SyncLockedError:
+                if wait_for_lock:
+                    continue  # the sync waits for the lock, then counts
+                raise
+            counts[account] = check_api(settings, config)
+    finally:
+        engine.dispose()
+    return Preflight(counts)
+
+
+def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
+    """One ``count`` (paced like the sync's requests); a failure names the setting and the URL."""
+    account = config.account
+    try:
+        with open_client(config) as client:
+            return client.count()
+    except EmagAuthError as exc:
+        raise ConfigError(
+            f"{exc.detail}; check EMAG_{account.label}_USERNAME and EMAG_{account.label}_PASSWORD",
+            account=account,
+        ) from None
+    except EmagApiError as exc:
+        if isinstance(exc, EmagUnavailableError) and exc.status_code is not None:
+            raise  # eMAG answered 5xx/429 through every retry: an outage, not a setting to fix
+        raise ConfigError(
+            f"{exc.detail}; check {settings.api_url_setting(account)} ({config.api_url})", account=account
+        ) from None
+
+
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight_task(accounts: Sequence[AccountType], wait_for_lock: bool = False) -> Preflight:
+    """Prefect task: the checks against the configured database and eMAG; Failed in one line otherwise."""
+    return run_step(preflight, get_settings(), accounts, wait_for_lock=wait_for_lock)
