@@ -21,6 +21,7 @@ STAMP = VENV / ".emag-sync-installed"
 COMMANDS = {
     "demo": [str(BIN / "emag-sync"), "demo"],
     "test": [str(BIN / "python"), "-m", "pytest"],
+    "test-fast": [str(BIN / "python"), "-m", "pytest", "-m", "unit", "-q"],
     "lint": [str(BIN / "ruff"), "check", "."],
     "format-check": [str(BIN / "ruff"), "format", "--check", "."],
     "typecheck": [str(BIN / "mypy")],

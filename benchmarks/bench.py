@@ -41,14 +41,21 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+
+def _defaults() -> Any:
+    from emag_sync.options import SyncOptions  # light: pydantic only
+
+    return SyncOptions()
+
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 QUICK_RESULTS = Path(__file__).resolve().parent / "results-quick.json"
 PARTS = ("load", "e2e", "limit", "dq")
 
-# The flow's defaults: 100 records per page (eMAG's maximum), 5 pages per batch and transaction.
-ITEMS_PER_PAGE = 100
-PAGES_PER_BATCH = 5
+# The flow's defaults (records per page, pages per batch and transaction), from the one options model.
+ITEMS_PER_PAGE = _defaults().items_per_page
+PAGES_PER_BATCH = _defaults().pages_per_batch
 BATCH_RECORDS = ITEMS_PER_PAGE * PAGES_PER_BATCH
 
 LOAD_RECORDS = {"full": 100_000, "quick": 20_000}

@@ -1,1 +1,1 @@
-"""Prefect flows: orchestration only."""
+"""Prefect flows: orchestration only, each reading top to bottom (preflight, extract, load, check)."""

@@ -1,1 +1,2 @@
-"""Client, transform, load and run bookkeeping: plain functions with thin Prefect task wrappers."""
+"""The pipeline's steps: each module one step (preflight, sync an account, data quality, prices, artifacts), a plain
+function and its thin Prefect task. Every @task of the project is here."""

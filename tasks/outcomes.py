@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from prefect.exceptions import FailedRun
 from prefect.states import Failed
 
 from emag_sync.accounts import AccountType
@@ -46,3 +47,28 @@ def run_step(function: Callable[..., R], *args: Any, account: AccountType | None
         )
         logger.exception(message)
     return cast(R, Failed(message=message))
+
+
+class _PlannedFailureFilter(logging.Filter):
+    """Drops the traceback Prefect's engine logs when a deployed flow run ends in a Failed state it returned.
+
+    The engine entrypoint of a deployment asks the final state for its result, which raises FailedRun and
+    logs "Engine execution exited with unexpected exception" with a traceback of Prefect's internals, right
+    after "Finished in state Failed('<the one-line cause>')". For a planned failure that record says nothing
+    more; a flow that raised (a bug) carries its own exception, not FailedRun, and keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], FailedRun))
+
+
+def keep_planned_failures_to_one_line() -> None:
+    """Install the filter on Prefect's flow-run logger (idempotent)."""
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, _PlannedFailureFilter) for f in flow_runs.filters):
+        flow_runs.addFilter(_PlannedFailureFilter())
+
+
+# At import: a deployment's engine loads the flow's file by path (flows/__init__.py does not run), and every
+# flow imports the steps, which import this module.
+keep_planned_failures_to_one_line()

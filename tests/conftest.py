@@ -106,8 +106,39 @@ def sandbox_server(sandbox_state: SandboxState) -> Iterator[RunningSandbox]:
 
 
 @pytest.fixture
+def serve_sandbox():
+    """``serve(state)``: for a test that serves a sandbox world of its own on a loopback port."""
+    return serve
+
+
+@pytest.fixture
 def sandbox_env(monkeypatch: pytest.MonkeyPatch, sandbox_server: RunningSandbox) -> RunningSandbox:
     """Points the settings at ``sandbox_server`` (EMAG_API_URL and both accounts' credentials)."""
     for name, value in sandbox_server.env.items():
         monkeypatch.setenv(name, value)
     return sandbox_server
+
+
+# --- the fast lane ----------------------------------------------------------------------------------
+# Fixtures that bring up a real part (PostgreSQL, the sandbox on a port, a Prefect server). A test that
+# uses none of them is a unit test: `make test-fast` runs only those (pytest -m unit).
+REAL_PARTS = frozenset(
+    {
+        "pg_admin_url",
+        "database_url",
+        "engine",
+        "db_env",
+        "prefect_harness",
+        "sandbox_server",
+        "sandbox_env",
+        "serve_sandbox",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not REAL_PARTS.intersection(getattr(item, "fixturenames", ())) and not item.get_closest_marker(
+            "flow"
+        ):
+            item.add_marker(pytest.mark.unit)

@@ -15,7 +15,6 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from emag_sandbox.app import create_app
-from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient, RequestCounters
@@ -444,10 +443,10 @@ def test_secrets_never_reach_errors_reprs_or_logs(state, transport, caplog) -> N
 # --- the sandbox over a loopback port ------------------------------------------------------------------
 
 
-def test_timeouts_retry_reads_but_never_resend_a_write(sleeps) -> None:
+def test_timeouts_retry_reads_but_never_resend_a_write(sleeps, serve_sandbox) -> None:
     state = SandboxState(products=120, rate_limit=False)
     state.set_faults(FBE, latency_seconds=0.6)
-    with serve(state) as sandbox:
+    with serve_sandbox(state) as sandbox:
         config = _config(state, url=sandbox.url, timeout_seconds=0.2, max_attempts=2)
         with EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client:
             with pytest.raises(
@@ -463,9 +462,9 @@ def test_timeouts_retry_reads_but_never_resend_a_write(sleeps) -> None:
     assert f"offer ids {record['id']}" in str(info.value)
 
 
-def test_unreachable_host_is_retried_even_for_writes_then_unavailable(sleeps) -> None:
+def test_unreachable_host_is_retried_even_for_writes_then_unavailable(sleeps, serve_sandbox) -> None:
     state = SandboxState(products=10)
-    with serve(state) as sandbox:
+    with serve_sandbox(state) as sandbox:
         url = sandbox.url
     config = _config(state, url=url, max_attempts=3)  # the port is closed now: nothing listens
     with (
@@ -476,11 +475,11 @@ def test_unreachable_host_is_retried_even_for_writes_then_unavailable(sleeps) ->
     assert client.stats.by_status == {"ConnectError": 3} and len(sleeps) == 2
 
 
-def test_overlapping_requests_sustain_the_rate_limit_without_a_429() -> None:
+def test_overlapping_requests_sustain_the_rate_limit_without_a_429(serve_sandbox) -> None:
     """1 s responses at 3 requests/s: a sequential client would manage 1/s; overlap must reach >= 90%."""
     state = SandboxState(products=115, rate_limit=True, requests_per_second=3, per_minute=180)
     state.set_faults(FBE, latency_seconds=1.0)
-    with serve(state) as sandbox:
+    with serve_sandbox(state) as sandbox:
         config = _config(state, url=sandbox.url, requests_per_second=3, requests_per_minute=180)
         with EmagClient(config, limiter=SlidingWindowLimiter(3, 180)) as client:
             pages = list(client.iter_pages(items_per_page=10))

@@ -45,6 +45,16 @@ def offline_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def terminal_owns_console() -> None:
+    """Prefect's console lines off for a flow run in this process (before Prefect is imported).
+
+    The command shows its own progress, summary and one-line cause; Prefect's lines (its state changes
+    repeat that cause) still reach the Prefect UI. PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO brings
+    them back to the terminal.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+
+
 @contextmanager
 def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
     """A rich progress bar per account on a terminal, fed by the sync's progress events.

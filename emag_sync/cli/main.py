@@ -54,6 +54,9 @@ def sync(
     ),
 ) -> None:
     """Run the emag-product-sync flow; exit 0 only on success."""
+    from emag_sync.cli.console import terminal_owns_console
+
+    terminal_owns_console()
     from emag_sync.cli.sync import run_sync
     from emag_sync.settings import get_settings
 
@@ -77,6 +80,9 @@ def demo(
     no_rate_limit: bool = typer.Option(False, "--no-rate-limit", help="turn off the sandbox's 3 req/s"),
 ) -> None:
     """Sandbox + embedded PostgreSQL + the sync flow + the data-quality report; stops what it started."""
+    from emag_sync.cli.console import terminal_owns_console
+
+    terminal_owns_console()
     from emag_sync.cli.demo import run_demo
 
     try:

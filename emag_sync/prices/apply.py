@@ -62,7 +62,7 @@ class PriceUpdateResult:
         return self.status == "applied"
 
     def as_row(self) -> dict[str, str]:
-        """One row of the result table (strings, so it renders the same in rich and in Prefect)."""
+        """One row of the result table (strings, so it renders the same on the terminal and in Prefect)."""
         return {
             "line": "" if self.request.line is None else str(self.request.line),
             "sku": self.request.sku,

@@ -1,0 +1,125 @@
+"""Deployments run as an operator runs them: `emag-sync serve` against a real Prefect server, runs triggered
+through the API, their state and logs read back from the server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emag_sandbox.server import RunningSandbox
+from emag_sync.cli import app
+
+SERVE_STARTUP_SECONDS = 90
+RUN_TIMEOUT_SECONDS = 180
+
+
+def served_env(running: RunningSandbox, database_url, home: Path, **extra: str) -> dict[str, str]:
+    """A served process's environment: this session's Prefect server, database and sandbox; logs to the API."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        **running.env,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_LOGGING_TO_API_ENABLED": "true",  # the session turns it off; a served run must send its logs
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "EMAG_SYNC_DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "EMAG_SYNC_HOME": str(home),
+        **extra,
+    }
+
+
+@pytest.fixture
+def serve_deployments(prefect_harness) -> Iterator:
+    """``start(env, *names)``: `emag-sync serve NAMES` in a child process, stopped after the test."""
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(env: dict[str, str], *names: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-c", "from emag_sync.cli import app; app()", "serve", *names]
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        child.terminate()
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def wait_for_deployment(name: str, child: subprocess.Popen[bytes]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + SERVE_STARTUP_SECONDS
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert child.poll() is None, f"emag-sync serve exited with {child.returncode}"
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(0.5)
+    pytest.fail(f"deployment {name} was not registered within {SERVE_STARTUP_SECONDS} s")
+
+
+def run_logs(flow_run_id) -> list:
+    """Every log line of a flow run (its tasks' included), as the UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs: list = []
+    with get_client(sync_client=True) as client:
+        only = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        while page := client.read_logs(log_filter=only, offset=len(logs)):
+            logs.extend(page)
+    return logs
+
+
+@pytest.mark.flow
+def test_a_deployed_sync_with_a_wrong_api_url_fails_like_the_cli_in_one_line(
+    serve_deployments, sandbox_server, database_url, tmp_path, monkeypatch
+) -> None:
+    """Fault: EMAG_API_URL points at a closed port, for a served deployment and for the command line.
+
+    Both end with the same one-line cause naming EMAG_API_URL and the URL; the flow run's logs in the UI
+    hold that line and no traceback; nothing is written.
+    """
+    from prefect.deployments import run_deployment
+
+    wrong = "http://127.0.0.1:9/api-3"
+    env = served_env(
+        sandbox_server, database_url, tmp_path / "home", EMAG_API_URL=wrong, EMAG_MAX_ATTEMPTS="2"
+    )
+    child = serve_deployments(env, "sync-fbe")
+    wait_for_deployment("emag-product-sync/sync-fbe", child)
+
+    flow_run = run_deployment("emag-product-sync/sync-fbe", timeout=RUN_TIMEOUT_SECONDS)
+    assert flow_run.state is not None and flow_run.state.is_failed(), flow_run.state
+    message = flow_run.state.message or ""
+    assert "\n" not in message and "EMAG_API_URL" in message and wrong in message
+    assert message.startswith("fbe: product_offer/count: ")
+
+    for name in ("EMAG_API_URL", "EMAG_MAX_ATTEMPTS", "EMAG_SYNC_DATABASE_URL", "EMAG_SYNC_HOME"):
+        monkeypatch.setenv(name, env[name])
+    for name, value in sandbox_server.env.items():
+        if name != "EMAG_API_URL":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")  # what the command sets itself
+    cli = CliRunner().invoke(app, ["sync", "--account", "fbe"])
+    assert cli.exit_code == 1 and cli.stderr.strip() == f"sync failed: {message}"
+
+    logs = run_logs(flow_run.id)
+    assert any(message in log.message for log in logs), [log.message for log in logs]
+    assert not [log.message for log in logs if "Traceback" in log.message], "\n".join(
+        log.message[-900:] for log in logs if "Traceback" in log.message
+    )
