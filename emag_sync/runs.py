@@ -44,15 +44,16 @@ MAX_ERROR_LENGTH = 4000
 # fail_run tries once more on a fresh connection when the pooled one died with the failure it records.
 FAIL_RUN_ATTEMPTS = 2
 
-# The run's figures as people read them, one label per column, shared by the terminal and the artifacts.
+# The run's figures as people read them, in the order they are shown, one label per column: shared by
+# the terminal's tables and the run summary artifact.
 COUNTER_LABELS: dict[str, str] = {
     "expected_items": "eMAG count",
-    "last_committed_page": "pages",
     "rows_inserted": "inserted",
     "rows_updated": "updated",
     "rows_unchanged": "unchanged",
     "rows_rejected": "rejected",
     "rows_deactivated": "deactivated",
+    "last_committed_page": "pages",
     "api_requests": "requests",
     "rate_limited": "429s",
     "retries": "retries",
@@ -129,6 +130,15 @@ class RunRow:
     def status_text(self) -> str:
         """The status as shown to people: ``succeeded (resumed)`` for a run that needed a rerun."""
         return self.status + (" (resumed)" if self.resumed_count else "")
+
+    def figure(self, column: str) -> str:
+        """One of COUNTER_LABELS's figures as text: seconds with a decimal, pages as done/announced."""
+        if column == "duration_seconds":
+            return f"{float(self.duration_seconds or 0):.1f}"
+        if column == "last_committed_page":
+            return f"{self.last_committed_page}/{self.expected_pages or 0}"
+        value = getattr(self, column)
+        return str(value if value is not None else 0)
 
 
 assert [f.name for f in fields(RunRow)] == [c.name for c in sync_runs.columns], "RunRow drifted from schema"

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from prefect import task
@@ -103,37 +102,17 @@ class ProgressReporter:
 # --- the run summary -------------------------------------------------------------------------------
 
 SUMMARY_ARTIFACT_KEY = "emag-sync-summary"
-# The run-history columns the summary shows, after account, status and data quality.
-_SUMMARY_COLUMNS = (
-    "expected_items",
-    "rows_inserted",
-    "rows_updated",
-    "rows_unchanged",
-    "rows_rejected",
-    "rows_deactivated",
-    "last_committed_page",
-    "api_requests",
-    "rate_limited",
-    "duration_seconds",
-)
-
-
-def _figure(run: RunRow, column: str) -> str:
-    value: Any = getattr(run, column)
-    if column == "duration_seconds":
-        return f"{float(value or 0):.1f}"
-    return str(value if value is not None else 0)
 
 
 def summary_markdown(
     runs: Sequence[RunRow], dq_status: Mapping[str, str], failures: Mapping[str, str]
 ) -> str:
     """One row per account, then the failures with their causes."""
-    titles = ["account", "status", "data quality", *(COUNTER_LABELS[c] for c in _SUMMARY_COLUMNS)]
+    titles = ["account", "status", "data quality", *COUNTER_LABELS.values()]
     lines = ["# eMAG product sync", "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for run in runs:
         cells = [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
-        cells += [_figure(run, column) for column in _SUMMARY_COLUMNS]
+        cells += [run.figure(column) for column in COUNTER_LABELS]
         lines.append("| " + " | ".join(cells) + " |")
     for account, error in failures.items():
         lines += ["", f"**{account}: failed** — {error}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from emag_sync.accounts import AccountType
 from emag_sync.prices.rules import PlannedUpdate, change_rows
-from emag_sync.runs import COUNTER_LABELS, RunRow, recent_runs
+from emag_sync.runs import COUNTER_LABELS, recent_runs
 
 if TYPE_CHECKING:
     from expectations.checkpoint import DQResult
@@ -94,41 +94,10 @@ def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
             remove()
 
 
-# The run-history columns the tables show (labels from COUNTER_LABELS, shared with the artifacts).
-_TABLE_COLUMNS = (
-    "duration_seconds",
-    "expected_items",
-    "rows_inserted",
-    "rows_updated",
-    "rows_unchanged",
-    "rows_rejected",
-    "rows_deactivated",
-    "last_committed_page",
-    "api_requests",
-    "rate_limited",
-)
-
-
-def _figure(run: RunRow, column: str) -> str:
-    if column == "duration_seconds":
-        return f"{float(run.duration_seconds or 0):.1f}"
-    if column == "last_committed_page":
-        return f"{run.last_committed_page}/{run.expected_pages or 0}"
-    value = getattr(run, column)
-    return str(value if value is not None else 0)
-
-
 def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
     """The run history (app.emag_sync_runs), newest first."""
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    for column in (
-        "run",
-        "account",
-        "status",
-        "started UTC",
-        *(COUNTER_LABELS[c] for c in _TABLE_COLUMNS),
-        "DQ",
-    ):
+    for column in ("run", "account", "status", "started UTC", *COUNTER_LABELS.values(), "DQ"):
         table.add_column(column, no_wrap=column in ("started UTC", "status"))
     errors: list[str] = []
     for run in recent_runs(engine, limit=limit):
@@ -136,7 +105,7 @@ def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str
             continue
         table.add_row(
             str(run.id), run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
-            *(_figure(run, c) for c in _TABLE_COLUMNS), run.dq_status or "-",
+            *(run.figure(c) for c in COUNTER_LABELS), run.dq_status or "-",
         )  # fmt: skip
         if run.error:
             errors.append(f"run {run.id} ({run.account_type}): {run.error}")
@@ -155,12 +124,10 @@ def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
     table.add_column("")
     for run in runs:
         table.add_column(f"{run.account_type.upper()} (run {run.id})", justify="right")
-    metrics: dict[str, Callable[[RunRow], object]] = {"status": lambda r: r.status_text}
-    for column in (*_TABLE_COLUMNS[1:], "retries", "duration_seconds"):
-        metrics[COUNTER_LABELS[column]] = lambda r, c=column: _figure(r, c)  # type: ignore[misc]
-    metrics["data quality"] = lambda r: r.dq_status or "-"
-    for name, value in metrics.items():
-        table.add_row(name, *(str(value(run)) for run in runs))
+    table.add_row("status", *(run.status_text for run in runs))
+    for column, label in COUNTER_LABELS.items():
+        table.add_row(label, *(run.figure(column) for run in runs))
+    table.add_row("data quality", *(run.dq_status or "-" for run in runs))
     errors = [f"{run.account_type}: {run.error}" for run in runs if run.error]
     if errors:
         table.caption = "\n".join(errors)
