@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Column, Connection, Engine, Table, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
@@ -89,11 +90,64 @@ def make_engine(url: URL, **kwargs: object) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create schema ``app`` and every table if missing; safe to call on every start."""
+    """Create schema ``app`` and every table if missing, and add columns declared since; safe on every start."""
     with engine.begin() as conn:
+        if not _missing_columns(conn) and _tables_exist(conn):
+            return  # the common case: one catalogue query, no lock, no DDL
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         metadata.create_all(conn, checkfirst=True)
+        for table, column in _missing_columns(conn):
+            _add_column(conn, table, column)
+
+
+_EXISTING_COLUMNS = text(
+    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :schema"
+)
+
+
+def _tables_exist(conn: Connection) -> bool:
+    tables = {row.table_name for row in conn.execute(_EXISTING_COLUMNS, {"schema": SCHEMA})}
+    return all(table.name in tables for table in metadata.sorted_tables)
+
+
+def _missing_columns(conn: Connection) -> list[tuple[Table, Column[Any]]]:
+    """Declared columns that a table created by an earlier version does not have yet."""
+    existing: dict[str, set[str]] = {}
+    for row in conn.execute(_EXISTING_COLUMNS, {"schema": SCHEMA}):
+        existing.setdefault(row.table_name, set()).add(row.column_name)
+    return [
+        (table, column)
+        for table in metadata.sorted_tables
+        if table.name in existing
+        for column in table.columns
+        if column.name not in existing[table.name]
+    ]
+
+
+def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
+    """Additive upgrade of a table from an earlier version: the column with its type and default.
+
+    Only additive changes happen here (a new column, nullable or with a server default); anything else
+    needs a migration of its own.
+    """
+    if not column.nullable and column.server_default is None:
+        raise DatabaseUnavailableError(
+            f"{table.fullname}.{column.name} is a new NOT NULL column without a default: the schema cannot be "
+            "upgraded in place"
+        )
+    column_type = column.type.compile(dialect=conn.dialect)
+    default = ""
+    if column.server_default is not None:
+        arg: Any = getattr(column.server_default, "arg", None)
+        default = f" DEFAULT {arg if isinstance(arg, str) else arg.compile(dialect=conn.dialect)}"
+    not_null = "" if column.nullable else " NOT NULL"
+    conn.execute(
+        text(
+            f'ALTER TABLE {table.fullname} ADD COLUMN IF NOT EXISTS "{column.name}" {column_type}{default}{not_null}'
+        )
+    )
+    log.info("database: added column %s.%s (schema upgrade)", table.fullname, column.name)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

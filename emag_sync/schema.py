@@ -115,6 +115,12 @@ offers = Table(
     Column("content_hash", Text, nullable=False),
     Column("is_active", Boolean, nullable=False, server_default="true"),
     Column(
+        "prices_pushed_at",
+        DateTime(timezone=True),
+        comment="when eMAG confirmed the latest price update sent from here: a sync page read earlier "
+        "never overwrites those prices",
+    ),
+    Column(
         "sync_attempts",
         Integer,
         nullable=False,
@@ -228,10 +234,10 @@ price_updates = Table(
 
 # The source page of each record travels with the products frame (for rejects found at load time).
 PAGE = sync_rejects.c.page.name
-# Columns the database fills itself.
-_SERVER_SIDE = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
-PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _SERVER_SIDE]
-OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _SERVER_SIDE]
+# Columns that do not come from eMAG's record: the database fills them, or a price update does.
+_NOT_FROM_EMAG = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
+PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _NOT_FROM_EMAG]
+OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _NOT_FROM_EMAG]
 REJECT_COLUMNS = [c.name for c in sync_rejects.columns if c.name not in {"id", "run_id", "created_at"}]
 # The offer fields a price update writes (price mirrors sale_price).
 PRICE_FIELDS = ("sale_price", "min_sale_price", "max_sale_price")
