@@ -92,30 +92,29 @@ def make_engine(url: URL, **kwargs: object) -> Engine:
 def create_schema(engine: Engine) -> None:
     """Create schema ``app`` and every table if missing, and add columns declared since; safe on every start."""
     with engine.begin() as conn:
-        if not _missing_columns(conn) and _tables_exist(conn):
+        existing = _existing_columns(conn)
+        if all(table.name in existing for table in metadata.sorted_tables) and not _missing_columns(existing):
             return  # the common case: one catalogue query, no lock, no DDL
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         metadata.create_all(conn, checkfirst=True)
-        for table, column in _missing_columns(conn):
+        for table, column in _missing_columns(_existing_columns(conn)):
             _add_column(conn, table, column)
 
 
-_EXISTING_COLUMNS = text(
-    "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :schema"
-)
-
-
-def _tables_exist(conn: Connection) -> bool:
-    tables = {row.table_name for row in conn.execute(_EXISTING_COLUMNS, {"schema": SCHEMA})}
-    return all(table.name in tables for table in metadata.sorted_tables)
-
-
-def _missing_columns(conn: Connection) -> list[tuple[Table, Column[Any]]]:
-    """Declared columns that a table created by an earlier version does not have yet."""
+def _existing_columns(conn: Connection) -> dict[str, set[str]]:
+    """The columns of each table of schema ``app`` as the database has them."""
     existing: dict[str, set[str]] = {}
-    for row in conn.execute(_EXISTING_COLUMNS, {"schema": SCHEMA}):
+    query = text(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :schema"
+    )
+    for row in conn.execute(query, {"schema": SCHEMA}):
         existing.setdefault(row.table_name, set()).add(row.column_name)
+    return existing
+
+
+def _missing_columns(existing: dict[str, set[str]]) -> list[tuple[Table, Column[Any]]]:
+    """Declared columns that a table created by an earlier version does not have yet."""
     return [
         (table, column)
         for table in metadata.sorted_tables
