@@ -58,7 +58,12 @@ def _payload(raw: bytes) -> tuple[object, str | None]:
 
 
 def _page_of(resource: str, action: str, data: object) -> int | None:
+    """The catalogue page a read asked for; None for anything else, reads of one product included."""
     if (resource, action) != ("product_offer", "read"):
+        return None
+    if isinstance(data, dict) and any(
+        data.get(key) is not None for key in ("id", "part_number", "part_number_key")
+    ):
         return None
     page = data.get("currentPage", 1) if isinstance(data, dict) else 1
     try:
@@ -159,9 +164,13 @@ def create_app(state: SandboxState) -> FastAPI:
                 return {"removed": state.remove_records(which, n, ids=[int(i) for i in body.get("ids", [])])}
             if change == "reprice":
                 return {"repriced": state.reprice_records(which, n)}
+            if change == "add":
+                return {"added": state.add_records(which, n)}
+            if change == "restore":
+                return {"restored": state.restore_records(which, [int(i) for i in body.get("ids", [])])}
         except (TypeError, ValueError, AttributeError) as exc:
             raise HTTPException(422, str(exc)) from None
-        raise HTTPException(404, f"unknown change {change!r}; use remove or reprice")
+        raise HTTPException(404, f"unknown change {change!r}; use remove, reprice, add or restore")
 
     return app
 

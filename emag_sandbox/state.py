@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import dataclasses
 import random
 import threading
 import time
@@ -78,6 +79,14 @@ class Faults:
     error_pages: set[int] = field(default_factory=set)  # product_offer/read pages answering isError
     malformed_rate: float = 0.0  # share of records served malformed (the same records on every read)
     fail_from_request: int | None = None  # after N requests (since the faults were set) every call fails
+    # eMAG answering an outage as success: count 0 and empty pages for every read.
+    empty_catalogue: bool = False
+    # Offset paging without a snapshot: once, right after serving read page N, remove ``mutate_remove`` live
+    # records from the pages already served (the rest shift up, so the reader misses one) and append
+    # ``mutate_add`` new records at the end.
+    mutate_after_page: int | None = None
+    mutate_remove: int = 0
+    mutate_add: int = 0
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate"):
@@ -88,6 +97,8 @@ class Faults:
             raise ValueError("faults: latency_seconds and force_429 must be >= 0")
         if self.fail_from_request is not None and self.fail_from_request < 0:
             raise ValueError("faults: fail_from_request must be >= 0 or null")
+        if self.mutate_remove < 0 or self.mutate_add < 0:
+            raise ValueError("faults: mutate_remove and mutate_add must be >= 0")
         self.error_pages = {int(page) for page in self.error_pages}
 
     @classmethod
@@ -102,7 +113,8 @@ class Faults:
         values = dict(data)
         if values.get("error_pages") is not None:
             values["error_pages"] = set(values["error_pages"])
-        return cls(**{k: v for k, v in values.items() if v is not None or k == "fail_from_request"})
+        nullable = {"fail_from_request", "mutate_after_page"}
+        return cls(**{k: v for k, v in values.items() if v is not None or k in nullable})
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -249,7 +261,8 @@ class SandboxState:
         self.requests_per_second = requests_per_second
         self.per_minute = per_minute
         self.credentials: dict[AccountType, tuple[str, str]] = dict(SANDBOX_CREDENTIALS)
-        self.catalogues = catalogues(products, main_products, seed, platform)
+        self._generated = catalogues(products, main_products, seed, platform)
+        self.catalogues = dict(self._generated)
         self.faults: dict[AccountType, Faults] = {}
         self.request_log: list[LoggedRequest] = []
         self.saves: list[AcceptedSave] = []
@@ -265,6 +278,7 @@ class SandboxState:
             # N/s is "at most N in any 1 s window"; a fractional rate gets a longer window instead
             limit = max(1, int(self.requests_per_second * RATE_WINDOW_SECONDS))
             window = limit / self.requests_per_second
+            self.catalogues = dict(self._generated)
             for account, catalogue in self.catalogues.items():
                 self._accounts[account] = _Account(
                     catalogue=catalogue,
@@ -336,8 +350,11 @@ class SandboxState:
         page, per_page = _paging(params)
         filters = _filters(params)
         with self._lock:
-            if page in self.faults[account].error_pages:
+            faults = self.faults[account]
+            if page in faults.error_pages:
                 raise RequestRefused([f"Could not read page {page} of product offers, please retry later"])
+            if faults.empty_catalogue:
+                return []
             state = self._accounts[account]
             offset = (page - 1) * per_page
             by_product = any(key in filters for key in _KEY_FILTERS)
@@ -345,7 +362,22 @@ class SandboxState:
                 indices = self._live_slice(state, offset, per_page)
             else:
                 indices = self._matching(state, filters)[offset : offset + per_page]
-            return [self._served(account, index, by_product=by_product) for index in indices]
+            served = [self._served(account, index, by_product=by_product) for index in indices]
+            if not filters and faults.mutate_after_page == page:
+                faults.mutate_after_page = None  # once
+                self._shift_under_the_reader(account, offset + len(indices), faults)
+            return served
+
+    def _shift_under_the_reader(self, account: AccountType, served_up_to: int, faults: Faults) -> None:
+        """Remove records from the part of the catalogue a read has already passed; append new ones."""
+        state = self._accounts[account]
+        passed = self._live_slice(state, 0, served_up_to)
+        for index in passed[: faults.mutate_remove]:
+            bisect.insort(state.removed, index)
+        if faults.mutate_remove:
+            self._changed(state)
+        if faults.mutate_add:
+            self.add_records(account, faults.mutate_add)
 
     def count(self, account: AccountType, data: object) -> dict[str, str]:
         """product_offer/count: numbers as strings, like eMAG."""
@@ -357,6 +389,8 @@ class SandboxState:
             total = (
                 len(self._matching(state, filters)) if filters else state.catalogue.size - len(state.removed)
             )
+            if self.faults[account].empty_catalogue:
+                total = 0
         pages = -(-total // per_page)
         return {"noOfItems": str(total), "noOfPages": str(pages), "itemsPerPage": str(per_page)}
 
@@ -433,6 +467,32 @@ class SandboxState:
                 bisect.insort(state.removed, index)
             self._changed(state)
             return [state.catalogue.id_of(index) for index in chosen]
+
+    def add_records(self, account: AccountType, n: int) -> list[int]:
+        """Append ``n`` new records at the end of the catalogue (as a seller adding offers); their ids."""
+        if n < 0:
+            raise ValueError(f"{account.label}: cannot add {n} records")
+        with self._lock:
+            state = self._accounts[account]
+            first = state.catalogue.size
+            state.catalogue = dataclasses.replace(state.catalogue, size=first + n)
+            self.catalogues[account] = state.catalogue
+            self._changed(state)
+            return [state.catalogue.id_of(index) for index in range(first, first + n)]
+
+    def restore_records(self, account: AccountType, ids: Iterable[int]) -> list[int]:
+        """Bring removed records back at their place in the catalogue (inside pages a read may have passed)."""
+        with self._lock:
+            state = self._accounts[account]
+            restored = []
+            for emag_id in ids:
+                index = state.catalogue.index_of_id(int(emag_id))
+                if index is None or not self._is_removed(state, index):
+                    raise ValueError(f"{account.label}: no removed record with id {emag_id}")
+                state.removed.remove(index)
+                restored.append(int(emag_id))
+            self._changed(state)
+            return restored
 
     def reprice_records(self, account: AccountType, n: int) -> list[int]:
         """Give ``n`` live records (chosen deterministically) a new sale_price inside their range."""
