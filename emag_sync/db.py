@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, create_engine, text
+from sqlalchemy import Column, Connection, Engine, Index, Table, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
@@ -93,13 +93,24 @@ def create_schema(engine: Engine) -> None:
     """Create schema ``app`` and every table if missing, and add columns declared since; safe on every start."""
     with engine.begin() as conn:
         existing = _existing_columns(conn)
-        if all(table.name in existing for table in metadata.sorted_tables) and not _missing_columns(existing):
-            return  # the common case: one catalogue query, no lock, no DDL
+        complete = all(table.name in existing for table in metadata.sorted_tables)
+        if complete and not _missing_columns(existing) and not _missing_indexes(conn):
+            return  # the common case: two catalogue queries, no lock, no DDL
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
         conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
         metadata.create_all(conn, checkfirst=True)
         for table, column in _missing_columns(_existing_columns(conn)):
             _add_column(conn, table, column)
+        for index in _missing_indexes(conn):
+            index.create(conn)
+            log.info("database: created index %s (schema upgrade)", index.name)
+
+
+def _missing_indexes(conn: Connection) -> list[Index]:
+    """Declared indexes that tables created by an earlier version do not have yet."""
+    query = text("SELECT indexname FROM pg_indexes WHERE schemaname = :schema")
+    present: set[str] = set(conn.execute(query, {"schema": SCHEMA}).scalars())
+    return [index for table in metadata.sorted_tables for index in table.indexes if index.name not in present]
 
 
 def _existing_columns(conn: Connection) -> dict[str, set[str]]:

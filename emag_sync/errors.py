@@ -89,6 +89,10 @@ class IncompleteReadError(EmagSyncError):
     """A read ended with fewer records than eMAG counted: nothing is deactivated, a new run reads again."""
 
 
+class DeactivationLimitError(EmagSyncError):
+    """More of the account's active offers went missing than one run may deactivate: nothing is deactivated."""
+
+
 class SyncLockedError(EmagSyncError):
     """Another sync of the same account holds the lock."""
 

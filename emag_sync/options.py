@@ -34,3 +34,11 @@ class SyncOptions(BaseModel):
         default=False,
         description="when another sync of the account is running, wait for it instead of failing at once",
     )
+    max_deactivated_share: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="the largest share of the account's active offers one run may deactivate (each confirmed "
+        "gone by a read of its id); above it the run fails and deactivates nothing. Raise it (up to 1) when "
+        "many offers were really removed on eMAG",
+    )

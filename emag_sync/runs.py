@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import RequestCounters
 from emag_sync.errors import ResumeError, RunStateError
-from emag_sync.schema import sync_runs, sync_seen
+from emag_sync.schema import sync_rejects, sync_runs, sync_seen
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ COUNTER_LABELS: dict[str, str] = {
     "rows_unchanged": "unchanged",
     "rows_rejected": "rejected",
     "rows_deactivated": "deactivated",
-    "last_committed_page": "pages",
+    "pages_read": "pages",
     "api_requests": "requests",
     "rate_limited": "429s",
     "retries": "retries",
@@ -73,9 +73,11 @@ class BatchCounts:
 
     ``updated`` is a record whose product or offer changed; ``duplicates`` are records already loaded
     earlier in this run or repeated inside the batch; ``rejected`` includes the transform's rejects;
-    ``loaded`` the distinct records new to the run's seen set; ``read`` every record received.
+    ``loaded`` the distinct records new to the run's seen set; ``read`` every record received; ``pages``
+    the catalogue pages the batch held (none for offers read by id).
     """
 
+    pages: int
     read: int
     loaded: int
     inserted: int
@@ -101,6 +103,7 @@ class RunRow:
     expected_items: int | None
     expected_pages: int | None
     last_committed_page: int
+    pages_read: int
     batches_committed: int
     records_read: int
     records_loaded: int
@@ -135,8 +138,8 @@ class RunRow:
         """One of COUNTER_LABELS's figures as text: seconds with a decimal, pages as done/announced."""
         if column == "duration_seconds":
             return f"{float(self.duration_seconds or 0):.1f}"
-        if column == "last_committed_page":
-            return f"{self.last_committed_page}/{self.expected_pages or 0}"
+        if column == "pages_read":
+            return f"{self.pages_read}/{self.expected_pages or 0}"
         value = getattr(self, column)
         return str(value if value is not None else 0)
 
@@ -228,16 +231,48 @@ def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str
     return None if row is None else RunRow.from_row(row)
 
 
-def resume_run(engine: Engine, run_id: int) -> RunRow:
-    """Put an unfinished run back to running (resumed_count + 1, error cleared) and return it."""
+# What a run's read counted: a resumed attempt reads the whole catalogue again, so these start over; the
+# requests, 429s, retries and duration of every attempt add up.
+_READ_COUNTERS = (
+    "pages_read",
+    "batches_committed",
+    "records_read",
+    "records_loaded",
+    "duplicates_skipped",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_rejected",
+    "rows_deactivated",
+)
+
+
+def resume_run(engine: Engine, run_id: int, *, expected_items: int, expected_pages: int) -> RunRow:
+    """Put an unfinished run back to running for a new attempt and return it.
+
+    The attempt re-reads the whole catalogue (eMAG's paging has no snapshot: records removed or added while
+    the run was down would otherwise be missed or kept), so its seen set, its rejects and the read's
+    counters start over, against a fresh ``count``; resumed_count + 1, error cleared.
+    """
     c = sync_runs.c
     with engine.begin() as conn:
         row = conn.execute(
             update(sync_runs)
             .where(c.id == run_id, c.status.in_(UNFINISHED))
-            .values(status=RunStatus.RUNNING, resumed_count=c.resumed_count + 1, error=None, finished_at=None)
+            .values(
+                status=RunStatus.RUNNING,
+                resumed_count=c.resumed_count + 1,
+                error=None,
+                finished_at=None,
+                expected_items=expected_items,
+                expected_pages=expected_pages,
+                **dict.fromkeys(_READ_COUNTERS, 0),
+            )
             .returning(*sync_runs.columns)
         ).one_or_none()
+        if row is not None:
+            conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
+            conn.execute(delete(sync_rejects).where(sync_rejects.c.run_id == run_id))
         if row is None:
             current = _one_run(conn, run_id)
             raise ResumeError(
@@ -267,15 +302,19 @@ def lock_running_run(conn: Connection, run_id: int, account: AccountType) -> Non
 
 
 def record_batch(
-    conn: Connection, run_id: int, counts: BatchCounts, counters: RequestCounters, *, last_page: int
+    conn: Connection, run_id: int, counts: BatchCounts, counters: RequestCounters, *, last_page: int | None
 ) -> None:
-    """Inside a batch's transaction: add the batch's counts and requests to the run's totals."""
+    """Inside a batch's transaction: add the batch's counts and requests to the run's totals.
+
+    ``last_page`` is the batch's last catalogue page (None for offers read by id: the resume point stays).
+    """
     c = sync_runs.c
     conn.execute(
         update(sync_runs)
         .where(c.id == run_id)
         .values(
-            last_committed_page=last_page,
+            last_committed_page=c.last_committed_page if last_page is None else last_page,
+            pages_read=c.pages_read + counts.pages,
             batches_committed=c.batches_committed + 1,
             records_read=c.records_read + counts.read,
             records_loaded=c.records_loaded + counts.loaded,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -131,6 +132,13 @@ offers = Table(
     *_timestamps(),
     UniqueConstraint("sku", "account_type", name="emag_product_offers_v2_sku_account"),
     Index("emag_product_offers_v2_offer_id", "account_type", "emag_offer_id"),
+    # Only the few offers with a price pushed from here: the load's check for them costs nothing otherwise.
+    Index(
+        "emag_product_offers_v2_pushed",
+        "account_type",
+        "prices_pushed_at",
+        postgresql_where=text("prices_pushed_at IS NOT NULL"),
+    ),
     Index("emag_product_offers_v2_product_id", "product_id"),
     _account_check("emag_product_offers_v2"),
 )
@@ -149,7 +157,16 @@ sync_runs = Table(
     Column("pages_per_batch", Integer, nullable=False),
     Column("expected_items", Integer, comment="product_offer/count noOfItems at the start"),
     Column("expected_pages", Integer),
-    Column("last_committed_page", Integer, nullable=False, server_default="0"),
+    Column(
+        "last_committed_page",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="the page of the last committed batch: a resumed attempt starts after it",
+    ),
+    Column(
+        "pages_read", Integer, nullable=False, server_default="0", comment="pages the run's read committed"
+    ),
     Column("batches_committed", Integer, nullable=False, server_default="0"),
     Column("records_read", Integer, nullable=False, server_default="0"),
     Column(
@@ -232,8 +249,10 @@ price_updates = Table(
 
 # --- column lists: what the transform produces and the load stages ---------------------------------
 
-# The source page of each record travels with the products frame (for rejects found at load time).
+# The source page of each record travels with the products frame (for rejects found at load time), and
+# when that page was read with the offers frame (a price pushed and confirmed later wins over the page).
 PAGE = sync_rejects.c.page.name
+READ_AT = "read_at"
 # Columns that do not come from eMAG's record: the database fills them, or a price update does.
 _NOT_FROM_EMAG = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
 PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _NOT_FROM_EMAG]

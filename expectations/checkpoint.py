@@ -79,7 +79,7 @@ class DQResult:
             skipped = sum(row.passed is None for row in self.rows)
             note = f" ({skipped} not applicable)" if skipped else ""
             return f"{self.account.value}: all {len(self.rows) - skipped} expectations passed{note}"
-        return "; ".join(f"{self.account.value}: {row.details}" for row in failing)
+        return "; ".join(dict.fromkeys(f"{self.account.value}: {row.details}" for row in failing))
 
     def as_json(self) -> dict[str, Any]:
         """Plain JSON: what the run-history row stores in ``dq_results``."""
@@ -362,6 +362,7 @@ def _values(result: Mapping[str, Any], facts: _Facts) -> dict[str, Any]:
         "expected_items": expected_items,
         "records_loaded": run.get("records_loaded"),
         "rows_rejected": run.get("rows_rejected"),
+        "rows_deactivated": run.get("rows_deactivated"),
         "reject_share": f"{(run.get('rows_rejected') or 0) / share_base:.2%}" if share_base else "n/a",
     }
 

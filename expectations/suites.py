@@ -13,6 +13,8 @@ from emag_sync.schema import SCHEMA, offers, products, sync_runs
 Severity = Literal["critical", "warning"]
 
 DEFAULT_REJECT_THRESHOLD = 0.01
+# A run that loaded less than this share of eMAG's count fails (critical); between the two it warns.
+DEFAULT_MIN_LOADED_SHARE = 0.90
 # How many offending SKUs a failure message names; Data Docs keep up to GX's own limit (200).
 MAX_LISTED_SKUS = 20
 
@@ -39,7 +41,7 @@ ASSET_QUERIES: Mapping[str, str] = {
         " WHERE account_type = '{account}' AND is_active"
     ),
     RUN: (
-        "SELECT id, account_type, status, expected_items, records_loaded, rows_rejected"
+        "SELECT id, account_type, status, expected_items, records_loaded, rows_rejected, rows_deactivated"
         f" FROM {_R} WHERE account_type = '{{account}}' AND id = {{run_id:d}}"
     ),
 }
@@ -83,9 +85,17 @@ ORDER BY o.sku
 """
 
 # records_loaded counts the distinct records the run loaded; with rows_rejected it must add up to eMAG's count.
+# Every record eMAG counted is accounted for: loaded, rejected, or confirmed gone (read by id) during the
+# run. More than counted is not a gap: records were added while the read went on.
 _INCOMPLETE_RUN = """
-SELECT id, expected_items, records_loaded, rows_rejected FROM {batch}
-WHERE expected_items IS NULL OR records_loaded + rows_rejected <> expected_items
+SELECT id, expected_items, records_loaded, rows_rejected, rows_deactivated FROM {batch}
+WHERE expected_items IS NULL OR records_loaded + rows_rejected + rows_deactivated < expected_items
+"""
+
+# A run that rejected most of what eMAG counted loaded nothing useful, however complete its read was.
+_TOO_LITTLE_LOADED = """
+SELECT id, expected_items, records_loaded, rows_rejected FROM {{batch}}
+WHERE expected_items > 0 AND records_loaded < {share!r} * expected_items
 """
 
 _TOO_MANY_REJECTS = """
@@ -155,7 +165,7 @@ def _active_offer_checks() -> list[Check]:
     return [*not_null, *stock_ranges, *pairs, currency]
 
 
-def _run_checks(reject_threshold: float) -> list[Check]:
+def _run_checks(reject_threshold: float, min_loaded_share: float) -> list[Check]:
     """Completeness of the account's sync run against eMAG's count, and its share of rejects."""
     return [
         Check(
@@ -164,9 +174,19 @@ def _run_checks(reject_threshold: float) -> list[Check]:
             RUN,
             "UnexpectedRowsExpectation",
             {"unexpected_rows_query": _INCOMPLETE_RUN},
-            "records loaded {records_loaded} + rejected {rows_rejected} != eMAG count {expected_items}"
-            " (run {run_id})",
-            "Records loaded plus rejected equal eMAG's product_offer/count for the run",
+            "records loaded {records_loaded} + rejected {rows_rejected} + confirmed gone {rows_deactivated}"
+            " < eMAG count {expected_items} (run {run_id})",
+            "Records loaded, rejected and confirmed gone account for eMAG's product_offer/count for the run",
+        ),
+        Check(
+            "run_loaded_most_of_emag_count",
+            "critical",
+            RUN,
+            "UnexpectedRowsExpectation",
+            {"unexpected_rows_query": _TOO_LITTLE_LOADED.format(share=float(min_loaded_share))},
+            f"loaded only {{records_loaded}} of eMAG's {{expected_items}} records, below {min_loaded_share:.0%};"
+            " {rows_rejected} were rejected (run {run_id}; reasons in app.emag_sync_rejects)",
+            f"The run loaded at least {min_loaded_share:.0%} of what eMAG counted",
         ),
         Check(
             "rejected_share_under_threshold",
@@ -180,7 +200,9 @@ def _run_checks(reject_threshold: float) -> list[Check]:
     ]
 
 
-def checks_for(*, reject_threshold: float = DEFAULT_REJECT_THRESHOLD) -> list[Check]:
+def checks_for(
+    *, reject_threshold: float = DEFAULT_REJECT_THRESHOLD, min_loaded_share: float = DEFAULT_MIN_LOADED_SHARE
+) -> list[Check]:
     """Every expectation of one account, critical ones first."""
     unique = [
         Check(
@@ -222,7 +244,7 @@ def checks_for(*, reject_threshold: float = DEFAULT_REJECT_THRESHOLD) -> list[Ch
             "Every active offer points at an active product of its account with the same SKU",
         ),
     ]
-    checks = [*coverage, *unique, *_active_offer_checks(), *_run_checks(reject_threshold)]
+    checks = [*coverage, *unique, *_active_offer_checks(), *_run_checks(reject_threshold, min_loaded_share)]
     return sorted(checks, key=lambda check: check.severity != "critical")
 
 

@@ -24,7 +24,10 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     Text,
+    func,
+    select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -34,7 +37,9 @@ from emag_sync.runs import BatchCounts, lock_running_run, record_batch
 from emag_sync.schema import (
     OFFER_COLUMNS,
     PAGE,
+    PRICE_FIELDS,
     PRODUCT_COLUMNS,
+    READ_AT,
     REJECT_COLUMNS,
     SCHEMA,
     offers,
@@ -81,10 +86,9 @@ _BINARY_TYPES: dict[type[Any], str] = {
     Boolean: "bool",
     DateTime: "timestamptz",
 }
-_PAGE_COLUMN = Column(PAGE, Integer)
 _STAGED = {
-    STAGE_PRODUCTS: [*(products.c[name] for name in PRODUCT_COLUMNS), _PAGE_COLUMN],
-    STAGE_OFFERS: [offers.c[name] for name in OFFER_COLUMNS],
+    STAGE_PRODUCTS: [*(products.c[name] for name in PRODUCT_COLUMNS), Column(PAGE, Integer)],
+    STAGE_OFFERS: [*(offers.c[name] for name in OFFER_COLUMNS), Column(READ_AT, DateTime(timezone=True))],
 }
 
 
@@ -198,7 +202,19 @@ RETURNING t.sku, (t.xmax = 0) AS inserted
 """
 
 
-# Step 2. Products; unchanged rows are not rewritten (updated_at stays), a returning row is reactivated.
+# Step 2. A price pushed from here and confirmed by eMAG after a page was read is newer than that page:
+# the offer keeps it (and an empty hash, so the next sync rewrites the row from eMAG's data). Only rows
+# with a push look at this; the partial index on prices_pushed_at keeps it free for the rest.
+_KEEP_PUSHED_PRICES_SQL = f"""
+UPDATE {STAGE_OFFERS} s
+SET {", ".join(f"{name} = t.{name}" for name in ("price", *PRICE_FIELDS))}, content_hash = ''
+FROM {_qualified(offers.name)} t
+WHERE t.account_type = :account AND t.prices_pushed_at > s.{READ_AT}
+  AND t.sku = s.sku AND t.account_type = s.account_type
+RETURNING s.sku
+"""
+
+# Step 3. Products; unchanged rows are not rewritten (updated_at stays), a returning row is reactivated.
 _PRODUCTS_SQL = _upsert_sql(
     products.name,
     PRODUCT_COLUMNS,
@@ -206,7 +222,7 @@ _PRODUCTS_SQL = _upsert_sql(
     + ", ".join(f"s.{name}::jsonb" if _is_json(name) else f"s.{name}" for name in PRODUCT_COLUMNS)
     + f" FROM {STAGE_PRODUCTS} s",
 )
-# Step 3. Offers, joined to their product for product_id; sync_attempts counts the writes of a row.
+# Step 4. Offers, joined to their product for product_id; sync_attempts counts the writes of a row.
 _OFFERS_SQL = _upsert_sql(
     offers.name,
     [offers.c.product_id.name, *OFFER_COLUMNS, offers.c.sync_attempts.name],
@@ -224,18 +240,30 @@ def load_batch(
     account: AccountType,
     frames: BatchFrames,
     *,
-    last_page: int,
+    last_page: int | None,
+    pages: int = 1,
     counters: RequestCounters = RequestCounters(),
 ) -> BatchCounts:
     """Upsert a batch's products and offers, its rejects and the run's progress in ONE transaction.
 
-    ``counters`` are the requests this batch cost (added to the run's totals, so a resumed run keeps
-    counting).
+    ``last_page`` is the batch's last catalogue page and ``pages`` how many it held (None and 0 for offers
+    read by id); ``counters`` are the requests this batch cost (added to the run's totals, so a resumed run
+    keeps counting).
     """
     with engine.begin() as conn:
         lock_running_run(conn, run_id, account)
         _stage(conn, frames)
         seen = conn.execute(text(_SEEN_SQL), {"run_id": run_id, "account": account.value}).one()
+        kept: Sequence[str] = (
+            conn.execute(text(_KEEP_PUSHED_PRICES_SQL), {"account": account.value}).scalars().all()
+        )
+        if kept:
+            log.info(
+                "%s: %d offers keep prices pushed after their page was read (%s)",
+                account.value,
+                len(kept),
+                ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),
+            )
         written = conn.execute(text(_PRODUCTS_SQL)).all()
         offers_written = {row.sku for row in conn.execute(text(_OFFERS_SQL))}
         if len(frames.rejects):
@@ -244,6 +272,7 @@ def load_batch(
         inserted = {row.sku for row in written if row.inserted}
         updated = ({row.sku for row in written} | offers_written) - inserted
         counts = BatchCounts(
+            pages=pages,
             read=frames.records,
             loaded=seen.fresh,
             inserted=len(inserted),
@@ -257,28 +286,50 @@ def load_batch(
     return counts
 
 
-# Rows the run neither loaded nor rejected (a reject with a SKU is still a record eMAG returned).
-_DEACTIVATE_SQL = """
-UPDATE {table} t SET is_active = false, updated_at = now()
+# Active rows the run neither loaded nor rejected: a reject naming the row's SKU or its id is still a record
+# eMAG returned (malformed this time, its old values kept).
+_MISSING_SQL = f"""
+SELECT t.sku, t.emag_id FROM {_qualified(products.name)} t
 WHERE t.account_type = :account AND t.is_active
-  AND NOT EXISTS (SELECT 1 FROM {seen} v WHERE v.run_id = :run_id AND v.sku = t.sku)
-  AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.run_id = :run_id AND r.sku = t.sku)
+  AND NOT EXISTS (SELECT 1 FROM {_qualified(sync_seen.name)} v WHERE v.run_id = :run_id AND v.sku = t.sku)
+  AND NOT EXISTS (
+    SELECT 1 FROM {_qualified(sync_rejects.name)} r
+    WHERE r.run_id = :run_id AND (r.sku = t.sku OR r.emag_id = t.emag_id::text)
+  )
+ORDER BY t.emag_id
 """
 
 
-def deactivate_missing(engine: Engine, run_id: int, account: AccountType) -> int:
-    """After a COMPLETE read: mark the account's products and offers eMAG no longer returned inactive.
+def missing_from_read(engine: Engine, run_id: int, account: AccountType) -> list[tuple[str, int]]:
+    """(SKU, eMAG id) of the account's active products this run's read did not return."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(_MISSING_SQL), {"run_id": run_id, "account": account.value}).all()
+    return [(row.sku, row.emag_id) for row in rows]
 
-    Never deletes; a row that comes back later is reactivated by ``load_batch``. Returns the number of
-    products deactivated. Call it only after the last page; a partial read would deactivate the rest.
+
+def active_products(engine: Engine, account: AccountType) -> int:
+    """How many products of the account are active now."""
+    query = select(func.count()).where(products.c.account_type == account.value, products.c.is_active)
+    with engine.connect() as conn:
+        return int(conn.scalar(query) or 0)
+
+
+def deactivate(engine: Engine, run_id: int, account: AccountType, skus: Sequence[str]) -> int:
+    """Mark these products and their offers inactive (eMAG confirmed they are gone); returns how many.
+
+    Never deletes; a row that comes back later is reactivated by ``load_batch``.
     """
-    names = {"seen": _qualified(sync_seen.name), "rejects": _qualified(sync_rejects.name)}
-    params = {"run_id": run_id, "account": account.value}
+    if not skus:
+        return 0
     with engine.begin() as conn:
         lock_running_run(conn, run_id, account)
-        gone = conn.execute(text(_DEACTIVATE_SQL.format(table=_qualified(products.name), **names)), params)
-        conn.execute(text(_DEACTIVATE_SQL.format(table=_qualified(offers.name), **names)), params)
-    log.info(
-        "%s: run %s deactivated %s products eMAG no longer returns", account.value, run_id, gone.rowcount
-    )
-    return gone.rowcount
+        done = 0
+        for table in (products, offers):
+            result = conn.execute(
+                update(table)
+                .where(table.c.account_type == account.value, table.c.is_active, table.c.sku.in_(list(skus)))
+                .values(is_active=False, updated_at=func.now())
+            )
+            done = result.rowcount if table is products else done
+    log.info("%s: run %s deactivated %s products eMAG confirmed gone", account.value, run_id, done)
+    return done

@@ -15,11 +15,13 @@ from sqlalchemy import Engine
 
 from emag_sync.accounts import AccountType
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
+from emag_sync.api.paging import BY_ID
 from emag_sync.db import database_url, make_engine
-from emag_sync.errors import IncompleteReadError
+from emag_sync.errors import DeactivationLimitError, IncompleteReadError
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.runs import (
+    BatchCounts,
     RunRow,
     abandon_run,
     abandon_unfinished,
@@ -33,7 +35,7 @@ from emag_sync.runs import (
 )
 from emag_sync.settings import get_settings
 from tasks.artifacts import ProgressReporter
-from tasks.load import deactivate_missing, load_batch
+from tasks.load import active_products, deactivate, load_batch, missing_from_read
 from tasks.outcomes import run_step
 from tasks.transform import transform_batch
 
@@ -81,11 +83,13 @@ def sync_account(
     count: CatalogueCount | None = None,
     progress: ProgressReporter | None = None,
 ) -> RunRow:
-    """Read the whole catalogue of ``account`` and load it batch by batch; resumes an unfinished run.
+    """Read the whole catalogue of ``account`` and load it batch by batch; a rerun resumes the unfinished run.
 
-    Resumes when ``options.resume`` (the latest unfinished run of the account) or when this Prefect
-    flow run already started one (the UI's Retry): pages up to the last committed one are not read again.
-    ``count`` is the preflight's ``product_offer/count``, used when no other sync ran since.
+    Resumes when ``options.resume`` (the latest unfinished run of the account) or when this Prefect flow run
+    already started one (the UI's Retry). A resumed attempt reads from the page after the last committed
+    one to the end, then the pages before it again: eMAG's offset paging has no snapshot, so what changed
+    upstream while the run was down ends exactly as a clean run would. ``count`` is the preflight's
+    ``product_offer/count``, used when the lock was free (no other sync ran since).
     """
     progress = progress or ProgressReporter(account)
     meter = _Meter(client)  # the count request belongs to the run too
@@ -100,22 +104,25 @@ def sync_account(
             if (options.resume or flow_run_id)
             else None
         )
+        if count is None or waited or resumable is not None:
+            count = client.count()
         if resumable is not None:
-            run = resume_run(engine, resumable.id)
-            count = None  # re-counted by the read: the catalogue may have changed since
-            run_id, items_per_page = run.id, run.items_per_page
-            start_page, expected_pages = run.last_committed_page + 1, run.expected_pages or 0
-            _logger().info(
-                "%s: resuming run %s after page %s", account.value, run_id, run.last_committed_page
+            items_per_page = resumable.items_per_page
+            run = resume_run(
+                engine,
+                resumable.id,
+                expected_items=count.items,
+                expected_pages=_pages_of(count, items_per_page),
             )
+            run_id, resume_after = run.id, run.last_committed_page
+            _logger().info(
+                "%s: resuming run %s after page %s (then re-reading pages 1-%s)",
+                account.value, run_id, resume_after, resume_after,
+            )  # fmt: skip
         else:
             if options.resume:
                 _logger().info("%s: nothing to resume, starting a full read", account.value)
-            if count is None or waited:
-                count = client.count()
-            items_per_page, start_page, expected_pages = options.items_per_page, 1, count.pages
-            if count.items_per_page != items_per_page:
-                expected_pages = -(-count.items // items_per_page)
+            items_per_page, resume_after = options.items_per_page, 0
             run_id = start_run(
                 engine,
                 account,
@@ -123,43 +130,77 @@ def sync_account(
                 items_per_page=items_per_page,
                 pages_per_batch=options.pages_per_batch,
                 expected_items=count.items,
-                expected_pages=expected_pages,
+                expected_pages=_pages_of(count, items_per_page),
             )
             abandon_unfinished(engine, account, except_run_id=run_id)
-        pages = client.iter_pages(items_per_page=items_per_page, start_page=start_page, count=count)
-        return _read_and_load(engine, account, run_id, pages, options, expected_pages, progress, meter)
+        pages = _catalogue(client, items_per_page, count, resume_after)
+        return _read_and_load(engine, client, account, run_id, pages, options, progress, meter)
+
+
+def _pages_of(count: CatalogueCount, items_per_page: int) -> int:
+    return count.pages if count.items_per_page == items_per_page else -(-count.items // items_per_page)
+
+
+def _catalogue(
+    client: EmagClient, items_per_page: int, count: CatalogueCount, resume_after: int
+) -> Generator[Page, None, None]:
+    """Every page of the catalogue: from page 1, or after ``resume_after`` to the end and then 1..resume_after."""
+    yield from client.iter_pages(items_per_page=items_per_page, start_page=resume_after + 1, count=count)
+    if resume_after:
+        yield from client.iter_pages(
+            items_per_page=items_per_page, start_page=1, stop_page=resume_after, count=count
+        )
+
+
+def _load_pages(
+    engine: Engine, account: AccountType, run_id: int, pages: list[Page], meter: _Meter
+) -> BatchCounts:
+    """Transform and load pages in one transaction (offers read by id keep the run's resume point)."""
+    numbers = [page.number for page in pages for _ in page.records]
+    frames = transform_batch(
+        [record for page in pages for record in page.records],
+        account,
+        pages=numbers,
+        read_at=[page.read_at for page in pages for _ in page.records],
+        synced_at=datetime.now(UTC),
+    )
+    catalogue_pages = [page.number for page in pages if page.number != BY_ID]
+    return load_batch(
+        engine,
+        run_id,
+        account,
+        frames,
+        last_page=catalogue_pages[-1] if catalogue_pages else None,
+        pages=len(catalogue_pages),
+        counters=meter.take(),
+    )
 
 
 def _read_and_load(
     engine: Engine,
+    client: EmagClient,
     account: AccountType,
     run_id: int,
     pages: Generator[Page, None, None],
     options: SyncOptions,
-    expected_pages: int,
     progress: ProgressReporter,
     meter: _Meter,
 ) -> RunRow:
     started = time.monotonic()
+    expected_pages = get_run(engine, run_id).expected_pages or 0
     pages_done, records_done = 0, 0
     try:
         with closing(pages):  # on a failure, stop the look-ahead reads at once
             for batch in batched(pages, options.pages_per_batch):
-                records = [record for page in batch for record in page.records]
-                page_numbers = [page.number for page in batch for _ in page.records]
-                frames = transform_batch(records, account, pages=page_numbers, synced_at=datetime.now(UTC))
-                counts = load_batch(
-                    engine, run_id, account, frames, last_page=batch[-1].number, counters=meter.take()
-                )
-                pages_done, records_done = batch[-1].number, records_done + len(records)
+                counts = _load_pages(engine, account, run_id, batch, meter)
+                pages_done, records_done = pages_done + len(batch), records_done + counts.read
                 _logger().info(
                     "%s: pages %s-%s committed: %s inserted, %s updated, %s unchanged, %s rejected",
                     account.value, batch[0].number, batch[-1].number,
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
-        _check_complete(engine, account, run_id)
-        deactivated = deactivate_missing(engine, run_id, account)
+        deactivated = _settle_missing(engine, client, account, run_id, options, meter)
         finish_run(
             engine,
             run_id,
@@ -171,27 +212,61 @@ def _read_and_load(
         error = f"{type(exc).__name__}: {exc}"
         fail_run(engine, run_id, error, elapsed_seconds=time.monotonic() - started, counters=meter.take())
         if isinstance(exc, IncompleteReadError):
-            abandon_run(engine, run_id, error)  # resuming after the last page would find the same gap
+            abandon_run(engine, run_id, error)  # resuming would read the same gap again
         raise
     progress.report(max(pages_done, expected_pages), expected_pages, records_done)
     return get_run(engine, run_id)
 
 
-def _check_complete(engine: Engine, account: AccountType, run_id: int) -> None:
-    """Deactivation trusts the read only when it returned every record eMAG counted at the start.
+def _settle_missing(
+    engine: Engine, client: EmagClient, account: AccountType, run_id: int, options: SyncOptions, meter: _Meter
+) -> int:
+    """Deactivate only what eMAG confirms is gone; returns how many products were deactivated.
 
-    A page that came back short or empty too early, or records that moved between pages while the read
-    went on (offset paging has no snapshot), would otherwise mark live offers inactive.
+    Offset paging has no snapshot: a record removed from a page already read shifts the rest up, so one
+    live record slips past the reader, and the count can stay the same when another is added. So every
+    active offer the read did not return is read again by its id (eMAG's product_offer/read filters by id,
+    on the same rate budget): one eMAG still has is loaded, one it does not is deactivated. Refused before
+    any such request: a read that could not have returned everything eMAG counted even if every missing
+    offer were live, and more missing offers than ``options.max_deactivated_share`` of the account's active
+    catalogue (an empty answer from eMAG must not wipe it).
     """
     run = get_run(engine, run_id)
-    returned = run.records_loaded + run.rows_rejected
-    if run.expected_items is not None and returned < run.expected_items:
+    missing = missing_from_read(engine, run_id, account)
+    returned, expected = run.records_loaded + run.rows_rejected, run.expected_items or 0
+    if returned + len(missing) < expected:
         raise IncompleteReadError(
-            f"the read returned {returned} of the {run.expected_items} records eMAG counted at the start "
-            "(a page ended early, or records moved between pages during the read); nothing was deactivated "
-            "and the run will not be resumed: start a new sync",
+            f"the read returned {returned} of the {expected} records eMAG counted at the start, and only "
+            f"{len(missing)} offers known from earlier syncs are missing from it (a page ended early, or new "
+            "records moved between pages during the read); nothing was deactivated and the run will not be "
+            "resumed: start a new sync",
             account=account,
         )
+    if not missing:
+        return 0
+    active = active_products(engine, account)
+    if len(missing) > options.max_deactivated_share * active:
+        raise DeactivationLimitError(
+            f"eMAG did not return {len(missing)} of the account's {active} active offers "
+            f"({len(missing) / active:.0%}; its count said {expected}), more than the "
+            f"{options.max_deactivated_share:.0%} one run may deactivate: nothing was deactivated. If they were "
+            "really removed on eMAG, run again with a higher limit (--max-deactivated-share 1, or the flow "
+            "option max_deactivated_share)",
+            account=account,
+        )
+    _logger().info(
+        "%s: %s active offers were not in the read; reading each by id before deactivating any",
+        account.value, len(missing),
+    )  # fmt: skip
+    answers = [(sku, client.read_by_id(emag_id)) for sku, emag_id in missing]
+    found = [page for _, page in answers if page.records]
+    if found:
+        _load_pages(engine, account, run_id, found, meter)  # loaded, or rejected by name: either way live
+        _logger().info(
+            "%s: %s of them are live on eMAG (the paging had moved them past the read) and were loaded",
+            account.value, len(found),
+        )  # fmt: skip
+    return deactivate(engine, run_id, account, [sku for sku, page in answers if not page.records])
 
 
 def sync_account_with_settings(

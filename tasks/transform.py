@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from sqlalchemy import Table
@@ -32,7 +32,16 @@ from emag_sync.limits import (
     PRICE_QUANTUM,
     SELLABLE_VALIDATION_STATUSES,
 )
-from emag_sync.schema import MAX_MONEY, OFFER_COLUMNS, PAGE, PRODUCT_COLUMNS, REJECT_COLUMNS, offers, products
+from emag_sync.schema import (
+    MAX_MONEY,
+    OFFER_COLUMNS,
+    PAGE,
+    PRODUCT_COLUMNS,
+    READ_AT,
+    REJECT_COLUMNS,
+    offers,
+    products,
+)
 
 try:  # orjson (installed with Prefect) encodes the raw records ~8x faster: JSON is most of the transform
     import orjson
@@ -67,8 +76,9 @@ class RecordRejected(ValueError):
 class BatchFrames:
     """One batch, ready to load. Columns are the schema's; JSONB columns hold JSON text.
 
-    ``products`` also carries each record's source page (column ``page``). ``records`` counts what was
-    received, ``duplicates`` the repeats of an id inside the batch that were dropped (the last one kept).
+    ``products`` also carries each record's source page (column ``page``), ``offers`` when that page was
+    read (column ``read_at``). ``records`` counts what was received, ``duplicates`` the repeats of an id
+    inside the batch that were dropped (the last one kept).
     """
 
     products: pd.DataFrame
@@ -364,12 +374,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _page_list(records: Sequence[object], pages: int | Sequence[int] | None) -> list[int | None]:
-    if pages is None or isinstance(pages, int):
-        return [pages] * len(records)
-    if len(pages) != len(records):
-        raise ValueError(f"pages has {len(pages)} entries for {len(records)} records")
-    return list(pages)
+T = TypeVar("T")
+
+
+def _per_record(name: str, records: Sequence[object], value: T | Sequence[T]) -> list[T]:
+    """One value for the whole batch, or one per record."""
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return [value] * len(records)
+    if len(value) != len(records):
+        raise ValueError(f"{name} has {len(value)} entries for {len(records)} records")
+    return list(value)
 
 
 def transform_batch(
@@ -377,30 +391,33 @@ def transform_batch(
     account: AccountType,
     *,
     pages: int | Sequence[int] | None = None,
+    read_at: datetime | Sequence[datetime] | None = None,
     synced_at: datetime,
 ) -> BatchFrames:
     """Normalise one batch of raw records into frames; records that cannot be loaded become rejects.
 
-    ``pages`` is one page number for the whole batch or one per record. Within the batch an id repeated
-    keeps its last version (a duplicate, not a reject); a SKU repeated under another id keeps the first id
-    and rejects the later one, like a SKU already loaded earlier in the run (see tasks.load).
+    ``pages`` and ``read_at`` (when each record's page request left; default ``synced_at``) are one value for
+    the whole batch or one per record. Within the batch an id repeated keeps its last version (a
+    duplicate, not a reject); a SKU repeated under another id keeps the first id and rejects the later one,
+    like a SKU already loaded earlier in the run (see tasks.load).
     """
     if synced_at.tzinfo is None:
         raise ValueError("synced_at must be timezone-aware (UTC)")
-    page_of = _page_list(records, pages)
+    page_of = _per_record("pages", records, pages)
+    read_times = _per_record("read_at", records, synced_at if read_at is None else read_at)
     with _gc_paused():
-        kept, rejects, duplicates = _split(records, page_of, account)
+        kept, rejects, duplicates = _split(records, page_of, read_times, account)
         return _frames(kept, rejects, account, synced_at, records=len(records), duplicates=duplicates)
 
 
 def _split(
-    records: Sequence[object], page_of: list[int | None], account: AccountType
+    records: Sequence[object], page_of: list[int | None], read_times: list[datetime], account: AccountType
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Normalised rows to load, rejects, and how many repeats of an id were dropped."""
     rejects: list[dict[str, Any]] = []
     by_id: dict[int, dict[str, Any]] = {}
     normalised = 0
-    for record, page in zip(records, page_of, strict=True):
+    for record, page, read_at in zip(records, page_of, read_times, strict=True):
         if not isinstance(record, dict):
             rejects.append(_reject(account, page, record, f"record is not an object: {_show(record)}"))
             continue
@@ -410,6 +427,7 @@ def _split(
             rejects.append(_reject(account, page, record, str(exc)))
             continue
         row[PAGE] = page
+        row[READ_AT] = read_at
         normalised += 1
         # Re-assigning keeps the id's first position, so the SKU check below prefers the earlier id.
         by_id[row["emag_id"]] = row
@@ -442,7 +460,7 @@ def _frames(
     records: int,
     duplicates: int,
 ) -> BatchFrames:
-    names = list(kept[0]) if kept else [*_normalised_names(), PAGE]
+    names = list(kept[0]) if kept else [*_normalised_names(), PAGE, READ_AT]
     rows = [tuple(row.values()) for row in kept]  # every row dict has the same key order
     transposed = zip(*rows, strict=True) if rows else [()] * len(names)
     columns: dict[str, list[Any]] = {
@@ -461,6 +479,6 @@ def _frames(
     product_frame = _object_frame(
         {**columns, "content_hash": columns["product_hash"]}, [*PRODUCT_COLUMNS, PAGE]
     )
-    offer_frame = _object_frame({**columns, "content_hash": columns["offer_hash"]}, OFFER_COLUMNS)
+    offer_frame = _object_frame({**columns, "content_hash": columns["offer_hash"]}, [*OFFER_COLUMNS, READ_AT])
     reject_frame = _object_frame({c: [r[c] for r in rejects] for c in REJECT_COLUMNS}, REJECT_COLUMNS)
     return BatchFrames(product_frame, offer_frame, reject_frame, records=records, duplicates=duplicates)

@@ -70,3 +70,20 @@ def before_statement(
         yield
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+
+
+def pages_in_order(state: SandboxState, account: AccountType) -> list[int]:
+    """The catalogue pages the sandbox answered for ``account``, in the order they arrived."""
+    return [
+        r.page
+        for r in state.request_log
+        if r.account == account and r.action == "read" and r.status_code == 200 and r.page is not None
+    ]
+
+
+def assert_resumed_after(reads: list[int], page: int) -> None:
+    """A resumed attempt reads the pages after ``page`` first, then pages 1..``page`` once more (eMAG's
+    paging has no snapshot: what changed there while the run was down must be seen)."""
+    head, tail = reads[: len(reads) - page], reads[len(reads) - page :]
+    assert head and min(head) == page + 1, reads
+    assert sorted(tail) == list(range(1, page + 1)), reads

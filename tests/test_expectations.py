@@ -157,7 +157,10 @@ def test_incident_fails_critical_expectations_with_counts_and_skus(
     assert fbe.message.startswith(f"fbe: active offers 0 != active products {N}; ")
     assert f"fbe: {N} active products without exactly one active offer: " in fbe.message
     assert "(+20 more)" in fbe.message  # the SKU list is bounded
-    assert f"fbe: records loaded {N - 4} + rejected 0 != eMAG count {N} (run {runs[FBE]})" in fbe.message
+    assert (
+        f"fbe: records loaded {N - 4} + rejected 0 + confirmed gone 0 < eMAG count {N} (run {runs[FBE]})"
+        in fbe.message
+    )
     assert {r.name for r in fbe.critical_failures} == {
         "active_offer_count_equals_active_product_count",
         "active_product_has_one_active_offer",
@@ -188,7 +191,11 @@ def test_warning_only_problem_reports_but_does_not_fail(
     assert result.critical_failures == []
     assert result.message == "fbe: 1 active offers with sale_price > max_sale_price: EMG7"
     not_applicable = {r.name for r in result.rows if r.passed is None}
-    assert not_applicable == {"run_complete_against_emag_count", "rejected_share_under_threshold"}
+    assert not_applicable == {
+        "run_complete_against_emag_count",
+        "run_loaded_most_of_emag_count",
+        "rejected_share_under_threshold",
+    }
 
     unknown_run = run_checkpoint(database_url, FBE, run_id=424242, home=tmp_path)
     assert unknown_run.status == "failed"

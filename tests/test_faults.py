@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, delete, func, select, text
 from typer.testing import CliRunner
 
 from emag_sandbox.server import RunningSandbox, serve
@@ -30,7 +30,12 @@ from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.cli import app
-from emag_sync.errors import EmagUnavailableError, IncompleteReadError, SyncLockedError
+from emag_sync.errors import (
+    DeactivationLimitError,
+    EmagUnavailableError,
+    IncompleteReadError,
+    SyncLockedError,
+)
 from emag_sync.locks import LOCK_NAMESPACE
 from emag_sync.options import SyncOptions
 from emag_sync.runs import RunRow
@@ -42,7 +47,9 @@ from tests.helpers import (
     OFFERS_UPSERT,
     assert_matches_catalogue,
     assert_offers_point_at_their_products,
+    assert_resumed_after,
     before_statement,
+    pages_in_order,
 )
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
@@ -78,12 +85,17 @@ def run_sync(
     pages_per_batch: int = 2,
     resume: bool = False,
     wait_for_lock: bool = False,
+    max_deactivated_share: float = SyncOptions().max_deactivated_share,
     progress: ProgressReporter | None = None,
     **client_options: object,
 ) -> RunRow:
     """One account's sync through the plain function (no Prefect): the flow adds nothing to these faults."""
     options = SyncOptions(
-        pages_per_batch=pages_per_batch, items_per_page=PAGE, resume=resume, wait_for_lock=wait_for_lock
+        pages_per_batch=pages_per_batch,
+        items_per_page=PAGE,
+        resume=resume,
+        wait_for_lock=wait_for_lock,
+        max_deactivated_share=max_deactivated_share,
     )
     with client_for(running, account, **client_options) as client:
         return sync_account(engine, client, account, options, progress=progress)
@@ -154,12 +166,13 @@ def assert_failed_cleanly(engine: Engine, pages_per_batch: int) -> dict:
 
 
 def resume_and_check(engine: Engine, running: RunningSandbox, failed: dict, pages_per_batch: int) -> None:
-    """The rerun continues the failed run after its last committed page and completes it."""
+    """The rerun continues the failed run after its last committed page, re-reads the pages before it
+    (eMAG's paging has no snapshot) and completes it."""
     state = running.state
     state.request_log.clear()
     summary = run_sync(engine, running, pages_per_batch=pages_per_batch, resume=True)
     assert summary.resumed_count and summary.id == failed["id"] and summary.status == "succeeded"
-    assert min(pages_read(state)) == failed["last_committed_page"] + 1  # committed pages not fetched again
+    assert_resumed_after(pages_in_order(state, FBE), failed["last_committed_page"])
     assert_matches_catalogue(engine, state, FBE)
     assert_offers_point_at_their_products(engine)
     assert written_once(engine)
@@ -565,8 +578,7 @@ def test_sync_process_killed_with_sigkill_then_resume_equals_a_clean_run(
 
     [resumed] = runs(engine)
     assert (resumed["id"], resumed["status"], resumed["resumed_count"]) == (killed["id"], "succeeded", 1)
-    reads = pages_read(state)
-    assert reads and min(reads) == killed["last_committed_page"] + 1  # committed pages not fetched again
+    assert_resumed_after(pages_in_order(state, FBE), killed["last_committed_page"])
     assert_matches_catalogue(engine, state, FBE)
     assert_offers_point_at_their_products(engine)
     assert written_once(engine)
@@ -671,8 +683,11 @@ def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_every
 ):
     """Fault: eMAG answers page 3 with an empty list (no isError) while it counted 250 records.
 
-    Deactivation must not trust such a read: every live offer stays active, the run is closed as
-    abandoned (a resume would only find the same gap), and the next sync reads and keeps everything.
+    Deactivation must not trust such a read: 200 of 250 active offers missing is far above the share one run
+    may deactivate, so nothing is deactivated and the run fails saying so; the next sync keeps everything.
+    Allowed to deactivate that many, the run reads each missing offer by id, finds them all live on eMAG,
+    and loads them: still nothing deactivated. On a first sync (nothing known yet) the gap cannot be
+    explained at all: the run is abandoned, and the next one reads everything.
     """
     run_sync(engine, sandbox_server)
     assert_matches_catalogue(engine, sandbox_state, FBE)
@@ -680,12 +695,31 @@ def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_every
     def empty_page(records: list) -> None:
         records.clear()
 
-    with pytest.raises(IncompleteReadError, match=r"fbe: the read returned 50 of the 250 records"):
+    with pytest.raises(
+        DeactivationLimitError, match=r"^fbe: eMAG did not return 200 of the account's 250 active"
+    ):
         run_sync(engine, sandbox_server, transport=RewritingProxy({3: empty_page}))
-
     assert_matches_catalogue(engine, sandbox_state, FBE)  # nothing deactivated
     last = runs(engine)[-1]
-    assert last["status"] == "abandoned" and "nothing was deactivated" in last["error"]
+    assert last["status"] == "failed" and "nothing was deactivated" in last["error"]
+
+    sandbox_state.request_log.clear()
+    healed = run_sync(
+        engine, sandbox_server, transport=RewritingProxy({3: empty_page}), max_deactivated_share=1.0
+    )
+    assert healed.status == "succeeded" and healed.rows_deactivated == 0 and healed.records_loaded == 250
+    by_id = [
+        r for r in sandbox_state.request_log if r.action == "read" and r.page is None and r.account is FBE
+    ]
+    assert len(by_id) == 200  # each missing offer read by its id
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+    with engine.begin() as conn:
+        for table in (offers, products):
+            conn.execute(delete(table))
+    with pytest.raises(IncompleteReadError, match=r"fbe: the read returned 50 of the 250 records"):
+        run_sync(engine, sandbox_server, transport=RewritingProxy({3: empty_page}))
+    assert runs(engine)[-1]["status"] == "abandoned"
     summary = run_sync(engine, sandbox_server, resume=True)  # nothing to resume: a full read
     assert not summary.resumed_count and summary.rows_deactivated == 0
     assert_matches_catalogue(engine, sandbox_state, FBE)

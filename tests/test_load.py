@@ -16,7 +16,7 @@ from emag_sync.api import RequestCounters
 from emag_sync.errors import RunStateError
 from emag_sync.runs import finish_run, get_run, start_run
 from emag_sync.schema import offers, products, sync_rejects, sync_runs, sync_seen
-from tasks.load import deactivate_missing, load_batch
+from tasks.load import deactivate, load_batch, missing_from_read
 from tasks.transform import transform_batch
 from tests.helpers import OFFERS_UPSERT, before_statement
 
@@ -63,10 +63,12 @@ def load(engine, run_id, records, *, page=1, account=FBE, **kwargs):
 
 
 def full_sync(engine, records, account=FBE):
-    """One complete run: load, deactivate what is missing, finish."""
+    """One complete run: load, deactivate what it did not return (as if eMAG confirmed each gone), finish."""
     run_id = new_run(engine, account)
     result = load(engine, run_id, records, account=account)
-    deactivated = deactivate_missing(engine, run_id, account)
+    deactivated = deactivate(
+        engine, run_id, account, [sku for sku, _ in missing_from_read(engine, run_id, account)]
+    )
     finish_run(engine, run_id, deactivated=deactivated)
     return result, deactivated
 

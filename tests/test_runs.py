@@ -77,15 +77,28 @@ def test_fail_resume_finish(engine) -> None:
     assert find_resumable_run(engine, FBE, flow_run_id="flow-2") is None  # another flow run
     assert find_resumable_run(engine, MAIN, flow_run_id=None) is None
 
-    resumed = resume_run(engine, run_id)
+    resumed = resume_run(engine, run_id, expected_items=3, expected_pages=2)
     assert (resumed.status, resumed.resumed_count, resumed.error, resumed.finished_at) == (
         "running",
         1,
         None,
         None,
     )
-    assert resumed.last_committed_page == 1  # the rerun starts after page 1
-    load_page(engine, run_id, 2, [2, 3])  # 2 was seen before the failure: a duplicate, not reloaded
+    assert resumed.last_committed_page == 1  # the rerun starts after page 1...
+    # ...and its read starts over (a fresh count, an empty seen set): the whole catalogue is read again.
+    assert (
+        resumed.expected_items,
+        resumed.records_loaded,
+        resumed.pages_read,
+        seen_count(engine, run_id),
+    ) == (
+        3,
+        0,
+        0,
+        0,
+    )
+    load_page(engine, run_id, 2, [2, 3])  # 2 was seen before the failure: this attempt loads it again
+    load_page(engine, run_id, 1, [1])  # then the pages before the resume point, read again
     done = finish_run(
         engine, run_id, deactivated=4, counters=RequestCounters(api_requests=5), elapsed_seconds=1.5
     )
@@ -93,13 +106,13 @@ def test_fail_resume_finish(engine) -> None:
         "succeeded",
         4,
         3,
-        1,
+        0,
     )
     assert done.duration_seconds == Decimal("3.500") and done.api_requests == 5
     assert seen_count(engine, run_id) == 0  # cleaned, records_loaded kept
     assert find_resumable_run(engine, FBE, flow_run_id=None) is None  # succeeded: never resumed
     with pytest.raises(ResumeError, match="fbe: sync run .* is succeeded"):
-        resume_run(engine, run_id)
+        resume_run(engine, run_id, expected_items=3, expected_pages=2)
     with pytest.raises(RunStateError, match="is succeeded, not running"):
         finish_run(engine, run_id, deactivated=0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from emag_sync.accounts import AccountType
-from emag_sync.schema import PAGE, offers, products, sync_rejects
+from emag_sync.schema import PAGE, READ_AT, offers, products, sync_rejects
 from tasks.transform import transform_batch
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -33,12 +33,16 @@ def test_frames_have_exactly_the_schema_columns() -> None:
     frames = transform_batch(
         [payload("record_fbe_emg469.json")], AccountType.FBE, pages=1, synced_at=SYNCED_AT
     )
-    server_side = {"id", "product_id", "created_at", "updated_at", "sync_attempts"}
+    not_from_emag = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
     assert list(frames.products.columns) == [
-        *(c.name for c in products.columns if c.name not in server_side),
+        *(c.name for c in products.columns if c.name not in not_from_emag),
         PAGE,
     ]
-    assert list(frames.offers.columns) == [c.name for c in offers.columns if c.name not in server_side]
+    assert list(frames.offers.columns) == [
+        *(c.name for c in offers.columns if c.name not in not_from_emag),
+        READ_AT,
+    ]
+    assert (frames.offers[READ_AT] == SYNCED_AT).all()  # read at the sync's time unless told otherwise
     assert set(frames.rejects.columns) == {c.name for c in sync_rejects.columns} - {
         "id",
         "run_id",

@@ -9,13 +9,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from emag_sync.api.paging import CatalogueCount, Page, PagePlan, PagingOverrun, check_items_per_page
+from emag_sync.api.paging import BY_ID, CatalogueCount, Page, PagePlan, PagingOverrun, check_items_per_page
 from emag_sync.api.ratelimit import Limiter
 from emag_sync.api.responses import CallSite, Envelope, Verdict, classify, parse_count, redact_headers
 from emag_sync.errors import (
@@ -158,9 +159,11 @@ class EmagClient:
         *,
         items_per_page: int = MAX_ITEMS_PER_PAGE,
         start_page: int = 1,
+        stop_page: int | None = None,
         count: CatalogueCount | None = None,
     ) -> Generator[Page, None, None]:
-        """Pages of ``product_offer/read`` in order, from ``start_page`` until a short or empty page.
+        """Pages of ``product_offer/read`` in order, from ``start_page`` until a short or empty page (or
+        ``stop_page``, when only the start of the catalogue is wanted).
 
         Calls ``count`` first (unless the caller just did and passes it, saving a request of the
         account's budget) and never asks beyond its pages plus one; a full page there raises
@@ -171,13 +174,23 @@ class EmagClient:
         check_items_per_page(items_per_page)
         if start_page < 1:
             raise ValueError(f"start_page must be >= 1, got {start_page}")
-        return self._pages(dict(filters or {}), items_per_page, start_page, count)
+        return self._pages(dict(filters or {}), items_per_page, start_page, stop_page, count)
 
     def _pages(
-        self, filters: dict[str, Any], items_per_page: int, start_page: int, count: CatalogueCount | None
+        self,
+        filters: dict[str, Any],
+        items_per_page: int,
+        start_page: int,
+        stop_page: int | None,
+        count: CatalogueCount | None,
     ) -> Generator[Page, None, None]:
         total = count if count is not None else self.count(filters)
-        plan = PagePlan(items_per_page=items_per_page, start_page=start_page, expected_items=total.items)
+        plan = PagePlan(
+            items_per_page=items_per_page,
+            start_page=start_page,
+            expected_items=total.items,
+            stop_page=stop_page,
+        )
         logger.debug(
             "%s: %d offers announced, reading from page %d", self.account.value, total.items, start_page
         )
@@ -185,7 +198,7 @@ class EmagClient:
         pool = ThreadPoolExecutor(
             max_workers=self._look_ahead, thread_name_prefix=f"emag-{self.account.value}"
         )
-        pending: deque[tuple[int, Future[list[dict[str, Any]]]]] = deque()
+        pending: deque[tuple[int, Future[tuple[list[dict[str, Any]], datetime]]]] = deque()
         next_page = start_page
         full_through = start_page - 1
 
@@ -202,7 +215,7 @@ class EmagClient:
             top_up()
             while pending:
                 number, future = pending.popleft()
-                records = future.result()
+                records, read_at = future.result()
                 try:
                     last = plan.is_last(number, len(records))
                 except PagingOverrun as exc:
@@ -211,7 +224,7 @@ class EmagClient:
                 if not last:
                     full_through = number
                     top_up()
-                yield Page(number=number, records=records)
+                yield Page(number=number, records=records, read_at=read_at)
                 if last:
                     return
         finally:
@@ -220,10 +233,11 @@ class EmagClient:
 
     def _read_page(
         self, filters: dict[str, Any], number: int, items_per_page: int, cancel: threading.Event
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], datetime]:
         data = {**filters, "currentPage": number, "itemsPerPage": items_per_page}
         envelope = self._send("product_offer", "read", data, page=number, cancel=cancel)
-        return self._records(envelope.results, CallSite(self.account, "product_offer/read", number))
+        records = self._records(envelope.results, CallSite(self.account, "product_offer/read", number))
+        return records, _sent_at(envelope)
 
     @staticmethod
     def _records(results: Any, site: CallSite) -> list[dict[str, Any]]:
@@ -237,10 +251,17 @@ class EmagClient:
 
     def read_offer(self, emag_id: int) -> dict[str, Any] | None:
         """The current record of one offer by eMAG id (``product_offer/read`` filtered by id), or None."""
+        page = self.read_by_id(emag_id)
+        return page.records[0] if page.records else None
+
+    def read_by_id(self, emag_id: int) -> Page:
+        """One offer read by eMAG id, as a page of its own (number BY_ID): its record, or none when eMAG
+        does not have it."""
         data = {"id": emag_id, "currentPage": 1, "itemsPerPage": MAX_ITEMS_PER_PAGE}
         envelope = self._send("product_offer", "read", data, subject=f"offer id {emag_id}")
         records = self._records(envelope.results, CallSite(self.account, "product_offer/read"))
-        return next((r for r in records if isinstance(r, dict) and str(r.get("id")) == str(emag_id)), None)
+        mine = [r for r in records if isinstance(r, dict) and str(r.get("id")) == str(emag_id)]
+        return Page(number=BY_ID, records=mine[:1], read_at=_sent_at(envelope))
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -327,6 +348,7 @@ class EmagClient:
 
     def _attempt(self, site: CallSite, data: Any) -> Verdict:
         started = time.monotonic()
+        sent_at = datetime.now(UTC)
         try:
             response = self._http.post(site.resource, json={"data": data})
         except httpx.TransportError as exc:
@@ -349,7 +371,10 @@ class EmagClient:
             response.status_code,
             _since(started),
         )
-        return classify(response, site)
+        verdict = classify(response, site)
+        if verdict.envelope is not None:
+            return replace(verdict, envelope=replace(verdict.envelope, sent_at=sent_at))
+        return verdict
 
     def _pause(self, delay: float, cancel: threading.Event | None) -> None:
         """Wait out a backoff; a look-ahead read wakes early (and drops out) when its read has ended."""
@@ -366,6 +391,11 @@ class EmagClient:
             return min(retry_after, RETRY_AFTER_CAP_SECONDS)
         ceiling = min(self.config.max_backoff_seconds, self.config.backoff_seconds * 2.0 ** (attempt - 1))
         return ceiling * (0.5 + 0.5 * self._jitter())
+
+
+def _sent_at(envelope: Envelope) -> datetime:
+    assert envelope.sent_at is not None  # every envelope of _send comes from _attempt, which stamps it
+    return envelope.sent_at
 
 
 def _since(started: float) -> float:

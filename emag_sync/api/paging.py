@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
 
+# The page number of an offer read by id, outside the catalogue's paging (see EmagClient.read_by_id).
+BY_ID = 0
+
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a read: its number (from 1) and the raw records eMAG returned."""
+    """One page of a read: its number (from 1; BY_ID for one offer read by id), the raw records eMAG
+    returned, and when its request left: a price pushed and confirmed after that is newer than this page."""
 
     number: int
     records: list[dict[str, Any]]
+    read_at: datetime
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,15 @@ class PagePlan:
     items_per_page: int
     start_page: int
     expected_items: int
+    # The read's last page when it covers only the start of the catalogue (a resume's second pass).
+    stop_page: int | None = None
 
     def __post_init__(self) -> None:
         check_items_per_page(self.items_per_page)
         if self.start_page < 1:
             raise ValueError(f"start_page must be >= 1, got {self.start_page}")
+        if self.stop_page is not None and self.stop_page < self.start_page:
+            raise ValueError(f"stop_page {self.stop_page} is before start_page {self.start_page}")
         if self.expected_items < 0:
             raise ValueError(f"expected_items must be >= 0, got {self.expected_items}")
 
@@ -74,7 +84,7 @@ class PagePlan:
         Pages up to the expected last one are requested ahead; the one slack page only once every page
         before it was full, so a normal read never spends a request beyond its end.
         """
-        if page > self.last_allowed_page:
+        if page > self.last_allowed_page or (self.stop_page is not None and page > self.stop_page):
             return False
         return page <= self.expected_last_page or all_full_through >= page - 1
 
@@ -84,7 +94,7 @@ class PagePlan:
             raise PagingOverrun(
                 f"page {page} has {record_count} records, more than the {self.items_per_page} asked for"
             )
-        if record_count < self.items_per_page:
+        if record_count < self.items_per_page or page == self.stop_page:
             return True
         if page >= self.last_allowed_page:
             raise PagingOverrun(

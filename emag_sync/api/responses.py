@@ -57,10 +57,11 @@ class CallSite:
 
 @dataclass(frozen=True)
 class Envelope:
-    """An accepted eMAG answer: ``isError`` was false."""
+    """An accepted eMAG answer: ``isError`` was false. ``sent_at``: when its request left (UTC)."""
 
     results: Any
     messages: list[Any]
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,12 @@ def sync(
     wait_for_lock: bool = typer.Option(
         False, "--wait-for-lock", help=SyncOptions.model_fields["wait_for_lock"].description
     ),
+    max_deactivated_share: float = typer.Option(
+        SyncOptions.model_fields["max_deactivated_share"].default,
+        min=0.0,
+        max=1.0,
+        help=SyncOptions.model_fields["max_deactivated_share"].description,
+    ),
 ) -> None:
     """Run the emag-product-sync flow; exit 0 only on success."""
     from emag_sync.cli.console import terminal_owns_console
@@ -229,6 +235,12 @@ def sandbox(
     error_page: list[int] = typer.Option([], "--error-page", help="read page answering isError (repeat)"),
     force_429: int = typer.Option(0, "--force-429", min=0, help="first N requests answer 429"),
     fail_from_request: int | None = typer.Option(None, min=0, help="after N requests every call fails"),
+    empty_catalogue: bool = typer.Option(
+        False, "--empty-catalogue", help="count 0 and empty pages: an outage that looks like success"
+    ),
+    shift_after_page: int | None = typer.Option(
+        None, min=1, help="after serving read page N, remove a record already read and add one at the end"
+    ),
     fault_account: str = typer.Option("both", help="account(s) the faults apply to: main, fbe or both"),
 ) -> None:
     """Run the eMAG API sandbox until Ctrl-C; prints the `export` lines that point emag-sync at it."""
@@ -249,6 +261,8 @@ def sandbox(
                 Faults(
                     latency_seconds=latency, error_rate=error_rate, malformed_rate=malformed_rate,
                     error_pages=set(error_page), force_429=force_429, fail_from_request=fail_from_request,
+                    empty_catalogue=empty_catalogue, mutate_after_page=shift_after_page,
+                    mutate_remove=1 if shift_after_page else 0, mutate_add=1 if shift_after_page else 0,
                 ),
             )  # fmt: skip
     except (ValueError, EmagSyncError) as exc:
