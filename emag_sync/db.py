@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Index, Table, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from emag_sync.errors import DatabaseUnavailableError
+from emag_sync.redact import redact_url
 from emag_sync.schema import SCHEMA, metadata
 from emag_sync.settings import Settings
 
@@ -27,7 +28,7 @@ def normalise_url(url: str) -> URL:
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseUnavailableError(
-            f"EMAG_SYNC_DATABASE_URL must be a PostgreSQL URL, got {parsed.render_as_string(hide_password=True)}"
+            f"EMAG_SYNC_DATABASE_URL must be a PostgreSQL URL, got {redact_url(parsed)}"
         )
     return parsed.set(drivername="postgresql+psycopg")
 
@@ -52,12 +53,22 @@ def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
 
 
 def _ensure_database(admin: URL, database: str) -> None:
+    """Create the database if missing; safe when several first commands start at once."""
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    exists = text("SELECT 1 FROM pg_database WHERE datname = :d")
     try:
         with engine.connect() as conn:
-            exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database})
-            if not exists:
+            if conn.scalar(exists, {"d": database}):
+                return
+            try:
                 conn.execute(text(f'CREATE DATABASE "{database}"'))
+            except DBAPIError as exc:
+                # Another process created it between our look and our CREATE (a unique violation on
+                # pg_database, or "already exists"): that is what we wanted.
+                if not conn.scalar(exists, {"d": database}):
+                    raise DatabaseUnavailableError(
+                        f"cannot create the embedded database {database!r}: {first_line(exc)}"
+                    ) from exc
     finally:
         engine.dispose()
 
@@ -70,8 +81,15 @@ def database_url(settings: Settings) -> URL:
 
 
 def describe(url: URL) -> str:
-    """The URL with its password hidden, for logs and errors."""
-    return url.render_as_string(hide_password=True)
+    """The URL with its passwords hidden (userinfo and query), for logs and errors."""
+    return redact_url(url)
+
+
+def first_line(exc: BaseException) -> str:
+    """A database error's own first line (the driver's message, without SQLAlchemy's statement dump)."""
+    orig = getattr(exc, "orig", None)
+    text_of = str(orig if orig is not None else exc).strip()
+    return text_of.splitlines()[0] if text_of else type(exc).__name__
 
 
 def make_engine(url: URL, **kwargs: object) -> Engine:
@@ -82,9 +100,8 @@ def make_engine(url: URL, **kwargs: object) -> Engine:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
         engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailableError(
-            f"cannot connect to PostgreSQL at {describe(url)} (EMAG_SYNC_DATABASE_URL): {reason}"
+            f"cannot connect to PostgreSQL at {describe(url)} (EMAG_SYNC_DATABASE_URL): {first_line(exc)}"
         ) from None
     return engine
 

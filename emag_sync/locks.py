@@ -52,6 +52,17 @@ def _locked_error(conn: Connection, account: AccountType) -> SyncLockedError:
     )
 
 
+def is_locked(engine: Engine, account: AccountType) -> bool:
+    """Whether a sync holds the account's lock now (a live process: PostgreSQL drops a dead one's lock)."""
+    with engine.connect() as conn:
+        query = text("SELECT pg_try_advisory_lock(:namespace, :key)")
+        taken: bool = conn.execute(query, _keys(account)).scalar_one()
+        if taken:
+            conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), _keys(account))
+        conn.commit()
+        return not taken
+
+
 def check_unlocked(engine: Engine, account: AccountType) -> None:
     """Raise SyncLockedError when another sync holds the account's lock (taken and released at once)."""
     with engine.connect() as conn:

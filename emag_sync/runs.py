@@ -27,6 +27,8 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Its process died (killed, crashed, or lost the database) without recording how the run ended.
+    CRASHED = "crashed"
     ABANDONED = "abandoned"
 
 
@@ -38,7 +40,7 @@ class DqStatus(StrEnum):
     FAILED = "failed"
 
 
-UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED)
+UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CRASHED)
 # Long tracebacks stay in the logs; the run row keeps enough to tell what happened.
 MAX_ERROR_LENGTH = 4000
 # fail_run tries once more on a fresh connection when the pooled one died with the failure it records.
@@ -414,6 +416,36 @@ def fail_run(
             log.warning("could not record the failure of sync run %s (it stays 'running'): %s", run_id, exc)
         break
     return False
+
+
+def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
+    """The account's runs still 'running' are runs whose process died: mark them crashed (resumable).
+
+    Call it only while no live sync of the account can be running: under the account's lock, or after
+    ``emag_sync.locks.is_locked`` said nobody holds it (a dead process's lock dies with its connection).
+    """
+    c = sync_runs.c
+    with engine.begin() as conn:
+        ids: Sequence[int] = (
+            conn.execute(
+                update(sync_runs)
+                .where(c.account_type == account.value, c.status == RunStatus.RUNNING)
+                .values(
+                    status=RunStatus.CRASHED,
+                    finished_at=func.now(),
+                    error="the process running this sync stopped without finishing it (killed, crashed, or its "
+                    "database went away); `emag-sync sync --resume` or Retry in the Prefect UI continues it",
+                )
+                .returning(c.id)
+            )
+            .scalars()
+            .all()
+        )
+    if ids:
+        log.warning(
+            "%s: runs %s were left running by a process that died: marked crashed", account.value, ids
+        )
+    return list(ids)
 
 
 def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: int) -> int:

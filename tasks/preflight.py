@@ -14,6 +14,7 @@ from emag_sync.api.credentials import resolve_account_config
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError, SyncLockedError
 from emag_sync.locks import check_unlocked
+from emag_sync.redact import redact_url
 from emag_sync.settings import AccountConfig, Settings, get_settings
 from tasks.outcomes import run_step
 
@@ -40,19 +41,18 @@ def preflight(
     """
     configs = {account: resolve_account_config(settings, account) for account in accounts}
     engine = engine_from_settings(settings)
-    counts: dict[AccountType, CatalogueCount] = {}
+    free: list[AccountType] = []
     try:
-        for account, config in configs.items():
+        for account in accounts:  # every lock before any request, so a refused sync spends no budget
             try:
                 check_unlocked(engine, account)
+                free.append(account)
             except SyncLockedError:
-                if wait_for_lock:
-                    continue  # the sync waits for the lock, then counts
-                raise
-            counts[account] = check_api(settings, config)
+                if not wait_for_lock:
+                    raise  # the sync that waits counts once it holds the lock
     finally:
         engine.dispose()
-    return Preflight(counts)
+    return Preflight({account: check_api(settings, configs[account]) for account in free})
 
 
 def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
@@ -70,7 +70,8 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
         if isinstance(exc, EmagUnavailableError) and exc.status_code is not None:
             raise  # eMAG answered 5xx/429 through every retry: an outage, not a setting to fix
         raise ConfigError(
-            f"{exc.detail}; check {settings.api_url_setting(account)} ({config.api_url})", account=account
+            f"{exc.detail}; check {settings.api_url_setting(account)} ({redact_url(config.api_url)})",
+            account=account,
         ) from None
 
 

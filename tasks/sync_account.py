@@ -12,12 +12,13 @@ from itertools import islice
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from emag_sync.accounts import AccountType
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.api.paging import BY_ID
-from emag_sync.db import database_url, make_engine
-from emag_sync.errors import DeactivationLimitError, IncompleteReadError
+from emag_sync.db import database_url, describe, first_line, make_engine
+from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, IncompleteReadError
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.runs import (
@@ -29,6 +30,7 @@ from emag_sync.runs import (
     find_resumable_run,
     finish_run,
     get_run,
+    mark_crashed,
     resume_run,
     start_run,
     succeeded_in_flow_run,
@@ -94,6 +96,7 @@ def sync_account(
     progress = progress or ProgressReporter(account)
     meter = _Meter(client)  # the count request belongs to the run too
     with account_lock(engine, account, wait=options.wait_for_lock) as waited:
+        mark_crashed(engine, account)  # under the lock, a 'running' row is a run whose process died
         done = succeeded_in_flow_run(engine, account, flow_run_id)
         if done is not None:
             _logger().info("%s: already synced by this flow run (run %s), skipping", account.value, done)
@@ -278,6 +281,13 @@ def sync_account_with_settings(
     try:
         with open_client(settings, account) as client:
             return sync_account(engine, client, account, options, flow_run_id=flow_run_id, count=count)
+    except OperationalError as exc:  # the server went away mid-run: expected, and the run can be resumed
+        raise DatabaseUnavailableError(
+            f"the database at {describe(engine.url)} went away during the sync ({first_line(exc)}); once it is "
+            "back, `emag-sync runs` shows the run as crashed and `emag-sync sync --resume` (or Retry in the "
+            "Prefect UI) continues it",
+            account=account,
+        ) from exc
     finally:
         engine.dispose()
 

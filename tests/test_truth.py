@@ -5,15 +5,24 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, create_engine, select, update
+from typer.testing import CliRunner
 
 from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import AccountType
+from emag_sync.cli import app
 from emag_sync.errors import DeactivationLimitError
 from emag_sync.schema import offers, products
 from expectations.checkpoint import run_checkpoint
@@ -206,3 +215,186 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+# --- the account's lock, dead runs, the database going away ---------------------------------------------
+
+
+@pytest.mark.flow
+def test_a_second_sync_meets_the_lock_before_any_emag_request(
+    prefect_harness, engine, db_env, sandbox_env, sandbox_state
+) -> None:
+    """Fault: `emag-sync sync` is started while another sync of FBE holds its lock.
+
+    It fails at once in one line saying another sync is running, having sent eMAG nothing (not even the
+    other account's count: every lock is checked first); with --wait-for-lock it sends nothing until the
+    lock is free, then syncs.
+    """
+    from emag_sync.locks import account_lock
+
+    with account_lock(engine, FBE):
+        refused = CliRunner().invoke(app, ["sync"])
+        assert refused.exit_code == 1
+        [line] = refused.stderr.strip().splitlines()
+        assert line.startswith("sync failed: fbe: another sync of this account is running (pid ")
+        assert sandbox_state.request_log == []
+
+        waiting = threading.Thread(
+            target=lambda: results.append(
+                CliRunner().invoke(app, ["sync", "--account", "fbe", "--wait-for-lock"])
+            )
+        )
+        results: list = []
+        waiting.start()
+        time.sleep(3)
+        assert [r for r in sandbox_state.request_log if r.account is FBE] == []  # waiting, not spending
+    waiting.join(120)
+    assert results and results[0].exit_code == 0, results[0].output if results else "still waiting"
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+def test_a_run_whose_process_died_is_shown_as_crashed_then_resumed(
+    engine, db_env, sandbox_env, sandbox_state
+) -> None:
+    """Fault: a sync's process died (SIGKILL, a crash, a lost database) and left its run 'running'.
+
+    While a live sync holds the lock the run shows as running; once nobody holds it, `emag-sync runs`
+    shows it as crashed (not running forever), and `sync --resume` continues that very run.
+    """
+    from emag_sync.locks import account_lock
+    from emag_sync.runs import start_run
+
+    run_id = start_run(
+        engine,
+        FBE,
+        flow_run_id=None,
+        items_per_page=100,
+        pages_per_batch=5,
+        expected_items=250,
+        expected_pages=3,
+    )
+    with account_lock(engine, FBE):
+        live_view = CliRunner().invoke(app, ["runs"])
+    assert live_view.exit_code == 0 and runs(engine)[0]["status"] == "running"
+
+    shown = CliRunner().invoke(app, ["runs"])
+    assert shown.exit_code == 0, shown.output
+    [run] = runs(engine)
+    assert run["status"] == "crashed" and "stopped without finishing" in run["error"]
+    assert "crashed" in shown.stdout
+
+    summary = run_sync(engine, sandbox_env, resume=True)
+    assert (summary.id, summary.status, summary.resumed_count) == (run_id, "succeeded", 1)
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+def _hold_embedded_server(home: Path) -> tuple[subprocess.Popen[str], str]:
+    """An embedded PostgreSQL of this test's own, kept up by a child process; its URL."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from emag_sync.db import embedded_server_url;"
+            " print(embedded_server_url(Path(sys.argv[1])).render_as_string(hide_password=False), flush=True);"
+            " time.sleep(600)",
+            str(home),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdout is not None
+    return child, child.stdout.readline().strip()
+
+
+@pytest.mark.flow
+def test_postgresql_dying_mid_run_is_one_line_and_resume_continues(
+    prefect_harness, sandbox_env, sandbox_state, tmp_path, monkeypatch
+) -> None:
+    """Fault: the PostgreSQL server is shut down (immediate, as a crash) while a sync of FBE loads batches.
+
+    The command ends with one line saying the database went away and that --resume continues, no
+    traceback; once the server is back, `emag-sync runs` shows the run as crashed and `sync --resume`
+    completes it to exactly eMAG's catalogue.
+    """
+    home = tmp_path / "pg"
+    holder, url = _hold_embedded_server(home)
+    try:
+        monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", url)
+        monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path / "home"))
+        sandbox_state.set_faults(FBE, Faults(latency_seconds=0.2))
+
+        def crash_after_a_few_pages() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len([r for r in sandbox_state.request_log if r.page]) < 4:
+                time.sleep(0.02)
+            pid = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown: every connection dies at once
+
+        crasher = threading.Thread(target=crash_after_a_few_pages)
+        crasher.start()
+        result = CliRunner().invoke(app, ["sync", "--account", "fbe", "--items-per-page", "25"])
+        crasher.join(60)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("sync failed: fbe: the database at ") and "went away during the sync" in line
+        assert "emag-sync sync --resume" in line
+    finally:
+        holder.terminate()
+        holder.wait(30)
+
+    holder, url = _hold_embedded_server(home)  # the server is back (it recovers from the crash)
+    try:
+        sandbox_state.set_faults(FBE, Faults())
+        shown = CliRunner().invoke(app, ["runs"])
+        assert shown.exit_code == 0, shown.output
+        assert "crashed" in shown.stdout
+        resumed = CliRunner().invoke(app, ["sync", "--account", "fbe", "--resume", "--items-per-page", "25"])
+        assert resumed.exit_code == 0, resumed.output
+        db = create_engine(url)
+        try:
+            [run] = runs(db)
+            assert (run["status"], run["resumed_count"]) == ("succeeded", 1)
+            assert_matches_catalogue(db, sandbox_state, FBE)
+        finally:
+            db.dispose()
+    finally:
+        holder.terminate()
+        holder.wait(30)
+
+
+def test_a_password_in_the_database_urls_query_string_is_never_printed(
+    db_env, sandbox_env, monkeypatch
+) -> None:
+    """Fault: the database URL carries its password in the query string (`?password=...`, valid for psycopg).
+
+    Neither a refused connection's error nor a working sync's output shows it.
+    """
+    secret = "Qx7-query-password"
+    base = db_env.render_as_string(hide_password=False)
+    wrong_database = base.replace(db_env.database, "no_such_database") + f"&password={secret}"
+    monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", wrong_database)
+    refused = CliRunner().invoke(app, ["runs"])
+    assert refused.exit_code == 1 and secret not in refused.output
+    assert "password=***" in refused.stderr and "EMAG_SYNC_DATABASE_URL" in refused.stderr
+
+    monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", base + f"&password={secret}")
+    listed = CliRunner().invoke(app, ["runs"])
+    assert listed.exit_code == 0 and secret not in listed.output
+
+
+def test_two_first_commands_at_once_on_a_fresh_embedded_database(tmp_path) -> None:
+    """Fault: two emag-sync commands start together on an EMAG_SYNC_HOME whose embedded PostgreSQL and
+    database do not exist yet (both try to create the database). Both succeed."""
+    env = {k: v for k, v in os.environ.items() if k != "EMAG_SYNC_DATABASE_URL"}
+    for attempt in range(3):
+        env["EMAG_SYNC_HOME"] = str(tmp_path / f"home{attempt}")
+        command = [sys.executable, "-c", "from emag_sync.cli import app; app()", "runs"]
+        children = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for child in children:
+            _, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err

@@ -26,6 +26,7 @@ from emag_sync.errors import (
     EmagUncertainWriteError,
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE, MAX_ITEMS_PER_PAGE, MAX_OFFER_ID, MIN_OFFER_ID
+from emag_sync.redact import redact_url
 from emag_sync.settings import AccountConfig
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,12 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 
 def _log_request(request: httpx.Request) -> None:
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("sending %s %s headers=%s", request.method, request.url, redact_headers(request.headers))
+        logger.debug(
+            "sending %s %s headers=%s",
+            request.method,
+            redact_url(str(request.url)),
+            redact_headers(request.headers),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class EmagClient:
         )
 
     def __repr__(self) -> str:
-        return f"EmagClient(account={self.account.label}, api_url={self.config.api_url!r})"
+        return f"EmagClient(account={self.account.label}, api_url={redact_url(self.config.api_url)!r})"
 
     def __enter__(self) -> EmagClient:
         return self

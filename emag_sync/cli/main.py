@@ -102,8 +102,11 @@ def demo(
 @app.command()
 def runs(limit: int = typer.Option(20, min=1, help="how many runs to show")) -> None:
     """Recent sync runs: status, counts, duration, 429s, data-quality outcome."""
+    from emag_sync.accounts import AccountType
     from emag_sync.cli.console import console, runs_table
     from emag_sync.db import engine_from_settings
+    from emag_sync.locks import is_locked
+    from emag_sync.runs import mark_crashed
     from emag_sync.settings import get_settings
 
     try:
@@ -111,6 +114,9 @@ def runs(limit: int = typer.Option(20, min=1, help="how many runs to show")) -> 
     except EmagSyncError as exc:
         _fail(str(exc))
     try:
+        for account in AccountType:  # a run left 'running' with nobody holding its lock died
+            if not is_locked(engine, account):
+                mark_crashed(engine, account)
         console.print(runs_table(engine, limit=limit))
     finally:
         engine.dispose()

@@ -12,6 +12,7 @@ from emag_sync.accounts import AccountType
 from emag_sync.api.credentials import secret_block_name
 from emag_sync.api.global_limit import GCL_LIMIT, gcl_name
 from emag_sync.errors import ConfigError
+from emag_sync.redact import redact_url
 from emag_sync.settings import Settings, credential_variable
 
 WORK_POOL_NAME = "emag-sync-pool"
@@ -120,13 +121,14 @@ def setup_prefect(settings: Settings, *, work_pool: str = WORK_POOL_NAME, secret
             "export PREFECT_API_URL=http://127.0.0.1:4200/api first"
         )
     try:
-        done = [f"Prefect API: {api_url}"]
+        done = [f"Prefect API: {redact_url(api_url)}"]
         if secrets:
             done += _secret_blocks(settings)
         done += _rate_limits(settings.emag_requests_per_second)
         done += _work_pool(work_pool)
     except httpx.TransportError as exc:
         raise ConfigError(
-            f"Prefect API at {api_url} is unreachable ({type(exc).__name__}); is `prefect server start` running?"
+            f"Prefect API at {redact_url(api_url)} is unreachable ({type(exc).__name__}); "
+            "is `prefect server start` running?"
         ) from exc
     return done

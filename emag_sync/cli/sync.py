@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from rich.markup import escape
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.cli.console import console, err_console, sync_progress, sync_summary_table
-from emag_sync.db import describe, engine_from_settings
+from emag_sync.db import describe, engine_from_settings, first_line
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.runs import latest_run_id
 from emag_sync.settings import Settings
@@ -54,7 +55,10 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
         with sync_progress(targets):
             state = emag_product_sync(accounts=flow_accounts(targets), options=options, return_state=True)
         error = None if state.is_completed() else (state.message or f"the flow run ended {state.name}")
-        console.print(sync_summary_table(engine, since_id=since))
+        try:
+            console.print(sync_summary_table(engine, since_id=since))
+        except SQLAlchemyError as exc:  # the database went away: the run's own cause already says so
+            error = error or f"the database at {describe(engine.url)} does not answer: {first_line(exc)}"
         if error:
             err_console.print(f"[red]sync failed:[/red] {escape(error)}", soft_wrap=True)
         return SyncOutcome(ok=error is None, error=error)
