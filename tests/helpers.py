@@ -70,3 +70,11 @@ def before_statement(
         yield
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+
+
+def rendered_markdown(markdown: str) -> str:
+    """``markdown`` as HTML the way a CommonMark renderer with GFM tables and raw HTML on (the Prefect
+    UI's) renders it: what a person would see, tags included."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
