@@ -303,6 +303,23 @@ def test_failed_expectation_lists_the_offending_skus_in_data_docs(
     assert "sku: EMG17 · active_offers: 0" in html and "sku: EMG5 · active_offers: 0" in html
 
 
+def test_estimated_stock_above_general_stock_is_no_warning(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    """eMAG's quirk, which the transform already handles (reserved stock clipped at 0): nothing to act on."""
+    run_id = seed_catalogue(engine, FBE)
+    with engine.begin() as conn:
+        conn.execute(
+            update(offers)
+            .where(offers.c.sku.in_(["EMG3", "EMG9"]))
+            .values(available_stock=12, reserved_stock=0)
+        )
+
+    result = run_checkpoint(database_url, FBE, run_id=run_id, home=tmp_path)
+
+    assert result.status == "passed", result.message
+
+
 def test_check_publishes_under_the_configured_folder_and_url(
     engine: Engine, db_env: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
