@@ -11,6 +11,10 @@ from emag_sync.accounts import AccountType
 from emag_sync.errors import MissingCredentialsError
 from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND
 
+# Where `emag-sync docs` serves the Data Docs site, and so the default base of the links to it.
+DATA_DOCS_PORT = 8766
+DEFAULT_DATA_DOCS_URL = f"http://127.0.0.1:{DATA_DOCS_PORT}/"
+
 
 class AccountConfig(BaseModel):
     """Everything a client needs to talk to one account. The password never shows in repr or logs."""
@@ -52,11 +56,26 @@ class Settings(BaseSettings):
     emag_timeout_seconds: float = Field(default=60.0, gt=0)
     emag_sync_home: Path = Path(".emag-sync")
     emag_sync_database_url: SecretStr | None = None
+    # Data Docs: the site folder (default: GX's own under EMAG_SYNC_HOME) and the URL it is read at.
+    emag_sync_data_docs_dir: Path | None = None
+    emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
 
     @field_validator("emag_main_username", "emag_fbe_username", "emag_main_api_url", "emag_fbe_api_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("emag_sync_data_docs_dir", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("emag_sync_data_docs_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        """A base URL links are joined to: blank means the default, and it always ends with a slash."""
+        value = value.strip() or DEFAULT_DATA_DOCS_URL
+        return value if value.endswith("/") else value + "/"
 
     @field_validator("emag_main_password", "emag_fbe_password", "emag_sync_database_url")
     @classmethod
@@ -66,6 +85,11 @@ class Settings(BaseSettings):
     @property
     def home(self) -> Path:
         return self.emag_sync_home.expanduser().resolve()
+
+    @property
+    def data_docs_dir(self) -> Path | None:
+        """EMAG_SYNC_DATA_DOCS_DIR when set (None: the checkpoint's default site under the home)."""
+        return self.emag_sync_data_docs_dir.expanduser().resolve() if self.emag_sync_data_docs_dir else None
 
     def api_url_for(self, account: AccountType) -> str:
         return (self.api_url_override(account) or self.emag_api_url).rstrip("/")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL
@@ -18,6 +22,8 @@ from emag_sync.accounts import AccountType
 from emag_sync.db import make_engine, normalise_url
 from emag_sync.runs import DqStatus, RunStatus, record_dq
 from emag_sync.schema import products, sync_runs
+from emag_sync.settings import DEFAULT_DATA_DOCS_URL
+from expectations.run_page import RUNS_SECTION, ValidationPage, run_page_path, write_run_page
 from expectations.suites import (
     ACTIVE_PRODUCT_COUNT,
     DEFAULT_REJECT_THRESHOLD,
@@ -29,13 +35,23 @@ from expectations.suites import (
     checks_for,
 )
 
+log = logging.getLogger(__name__)
+
 GX_DIR = "gx"
 DATASOURCE = "emag"
 DATA_DOCS_SITE = "local_site"
-# Validation results kept per account; older ones are pruned so the Data Docs index stays quick to build.
+# Validation results (and run pages) kept per account; older ones are pruned so the Data Docs index stays
+# quick to build.
 KEEP_VALIDATION_RUNS = 30
 # GX contexts are not thread-safe, and the sync flow checks both accounts at the same time.
 _GX_LOCK = threading.Lock()
+# The validation page renderer that escapes data (GX imports it by name).
+_PAGE_RENDERER = {
+    "module_name": "expectations.docs_render",
+    "class_name": "EscapingValidationResultsPageRenderer",
+}
+_preload_lock = threading.Lock()
+_preloading: threading.Thread | None = None
 
 
 @dataclass(frozen=True)
@@ -55,13 +71,19 @@ class DQRow:
 
 @dataclass(frozen=True)
 class DQResult:
-    """One account's checkpoint: every expectation's outcome, the overall status and the Data Docs page."""
+    """One account's checkpoint: every expectation's outcome, the overall status and its Data Docs.
+
+    ``report_page`` is this checkpoint's own page in the site and ``report_url`` its address under
+    EMAG_SYNC_DATA_DOCS_URL; ``data_docs_index`` is the site's index (every suite and run).
+    """
 
     account: AccountType
     status: DqStatus
     rows: list[DQRow]
     data_docs_index: Path
     run_id: int | None = None
+    report_page: Path | None = None
+    report_url: str | None = None
 
     @property
     def critical_failures(self) -> list[DQRow]:
@@ -89,6 +111,8 @@ class DQResult:
             "message": self.message,
             "run_id": self.run_id,
             "data_docs_index": str(self.data_docs_index),
+            "report_page": str(self.report_page) if self.report_page else None,
+            "report_url": self.report_url,
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -103,6 +127,16 @@ class _Facts:
     run_missing: bool = False
 
 
+@dataclass(frozen=True)
+class _DocsRun:
+    """What a checkpoint run left in Data Docs: GX's run name and time, and its validation pages."""
+
+    run_name: str
+    run_time: str
+    checked_at: datetime
+    validations: list[ValidationPage]
+
+
 def run_checkpoint(
     database_url: str | URL,
     account: AccountType,
@@ -111,8 +145,11 @@ def run_checkpoint(
     home: Path,
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
     record_outcome: bool = True,
+    docs_dir: Path | None = None,
+    docs_url: str = DEFAULT_DATA_DOCS_URL,
 ) -> DQResult:
-    """Validate one account's loaded tables; GX output (results, Data Docs) goes under ``home/gx``.
+    """Validate one account's loaded tables; validation results go under ``home/gx``, the Data Docs site
+    into ``docs_dir`` (default: ``data_docs_site(home)``), with this run's page linked at ``docs_url``.
 
     ``run_id`` is the sync run to check completeness for; None uses the account's latest succeeded run
     (or reports that check as not applicable). With a ``run_id`` the outcome is stored on its row
@@ -121,19 +158,24 @@ def run_checkpoint(
     url = normalise_url(database_url) if isinstance(database_url, str) else database_url
     account = AccountType(account)
     checks = checks_for(reject_threshold=reject_threshold)
+    site = data_docs_site(home, docs_dir)
+    gx = _import_gx()  # outside the lock: the other account's checkpoint need not wait for the import
     engine = make_engine(url)
     try:
         facts = _read_facts(engine, account, run_id)
         with _GX_LOCK:
-            outcomes, docs_index = _validate(url, account, facts, checks, home / GX_DIR)
+            outcomes, docs_run = _validate(gx, url, account, facts, checks, home / GX_DIR, site)
         rows = [_row(check, outcomes.get(check.name), facts) for check in checks]
         result = DQResult(
             account=account,
             status=_status(rows),
             rows=rows,
-            data_docs_index=docs_index,
+            data_docs_index=site / "index.html",
             run_id=facts.run_id,
         )
+        page = _write_report_page(site, result, docs_run, standalone=facts.run is None)
+        url_of_page = docs_url.rstrip("/") + "/" + quote(page)
+        result = replace(result, report_page=site / page, report_url=url_of_page)
         if record_outcome and run_id is not None and not facts.run_missing:
             record_dq(engine, run_id, result.status, result.as_json())
         return result
@@ -164,17 +206,48 @@ def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Fa
     )
 
 
+def _gx_analytics_off() -> None:
+    if os.environ.get("GX_ANALYTICS_ENABLED") != "false":
+        os.environ["GX_ANALYTICS_ENABLED"] = "false"
+
+
 def _import_gx() -> Any:
-    """Great Expectations, imported on first use only (it costs seconds), with analytics off."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    """Great Expectations, imported on first use only (it costs seconds), with analytics off. While
+    ``preload`` imports it in the background, this waits for that import (Python's import lock)."""
+    _gx_analytics_off()
     import great_expectations as gx
 
     return gx
 
 
-def _context(gx: Any, root: Path) -> Any:
+def preload() -> None:
+    """Start importing Great Expectations in a background (daemon) thread, so that the first checkpoint
+    does not spend the seconds the import takes. Safe to call any number of times, from any thread."""
+    global _preloading
+    with _preload_lock:
+        if _preloading is not None or "great_expectations" in sys.modules:
+            return
+        _gx_analytics_off()  # here, not in the thread: the environment is not safe to write concurrently
+        _preloading = threading.Thread(target=_import_in_background, name="gx-preload", daemon=True)
+        _preloading.start()
+
+
+def _import_in_background() -> None:
+    try:
+        import great_expectations  # noqa: F401
+    except Exception:  # the checkpoint's own import raises it where it can be reported
+        log.debug("preloading Great Expectations failed", exc_info=True)
+
+
+def data_docs_site(home: Path, docs_dir: Path | None = None) -> Path:
+    """The Data Docs site folder: ``docs_dir`` (EMAG_SYNC_DATA_DOCS_DIR) or GX's default under
+    ``home`` (EMAG_SYNC_HOME), ``gx/uncommitted/data_docs/local_site``."""
+    return docs_dir if docs_dir is not None else home / GX_DIR / "uncommitted" / "data_docs" / DATA_DOCS_SITE
+
+
+def _context(gx: Any, root: Path, site: Path) -> Any:
     """An in-memory context (the datasource is never persisted, so no connection string lands on disk)
-    that keeps validation results and Data Docs as files under ``root``."""
+    that keeps validation results as files under ``root`` and writes the Data Docs site into ``site``."""
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         FilesystemStoreBackendDefaults,
@@ -186,7 +259,10 @@ def _context(gx: Any, root: Path) -> Any:
     # memory, so a changed suite never meets a stale copy on disk. Validation results stay as history.
     for store in ("expectations_store", "validation_definition_store", "checkpoint_store"):
         defaults.stores[store]["store_backend"] = {"class_name": "InMemoryStoreBackend"}
-    defaults.data_docs_sites[DATA_DOCS_SITE]["show_how_to_buttons"] = False
+    docs = defaults.data_docs_sites[DATA_DOCS_SITE]
+    docs["show_how_to_buttons"] = False
+    docs["store_backend"] = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)}
+    docs["site_section_builders"] = {"validations": {"renderer": _PAGE_RENDERER}, "profiling": "None"}
     config = DataContextConfig(
         store_backend_defaults=defaults,
         analytics_enabled=False,
@@ -196,16 +272,16 @@ def _context(gx: Any, root: Path) -> Any:
 
 
 def _validate(
-    url: URL, account: AccountType, facts: _Facts, checks: Sequence[Check], root: Path
-) -> tuple[dict[str, Any], Path]:
-    """Build the account's suites and checkpoint from ``checks``, run it, and return results by check."""
-    gx = _import_gx()
+    gx: Any, url: URL, account: AccountType, facts: _Facts, checks: Sequence[Check], root: Path, site: Path
+) -> tuple[dict[str, Any], _DocsRun]:
+    """Build the account's suites and checkpoint from ``checks``, run it, build its Data Docs pages, and
+    return the results by check and what it left in Data Docs."""
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     root.mkdir(parents=True, exist_ok=True)
-    _prune_history(root, account)
-    context = _context(gx, root)
+    _prune_history(root, site, account)
+    context = _context(gx, root, site)
     datasource = _add_datasource(context, url)
     try:
         wanted = [c for c in checks if c.asset != RUN or facts.run is not None]
@@ -232,6 +308,7 @@ def _validate(
         )
     finally:
         datasource.get_engine().dispose()
+    _register_site_suites(gx, context, checks)
     # Data Docs once for the whole checkpoint: GX's UpdateDataDocsAction rebuilds the site (index included)
     # once per validation definition, which made it most of the checkpoint's run time.
     context.build_data_docs(
@@ -247,16 +324,56 @@ def _validate(
             config = outcome.expectation_config
             if config is not None and config.meta:
                 outcomes[config.meta["check"]] = outcome
-    return outcomes, _docs_index(root)
+    run_name, run_time = result.run_id.to_tuple()
+    validations = [
+        ValidationPage(_validation_page(key), validation.suite_name, bool(validation.success))
+        for key, validation in result.run_results.items()
+    ]
+    return outcomes, _DocsRun(run_name, run_time, result.run_id.run_time, validations)
 
 
-def _docs_index(gx_root: Path) -> Path:
-    return gx_root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
+def _validation_page(identifier: Any) -> str:
+    """The site-relative path of a validation result's page (GX's HtmlSiteStore layout, as in
+    ``get_docs_sites_urls``): validations/<suite>/<run name>/<run time>/<batch id>.html."""
+    return "/".join(("validations", *identifier.to_tuple())) + ".html"
 
 
-def data_docs_index(home: Path) -> Path:
-    """Where the Data Docs site's index page is written for EMAG_SYNC_HOME ``home``."""
-    return _docs_index(home / GX_DIR)
+def _register_site_suites(gx: Any, context: Any, checks: Sequence[Check]) -> None:
+    """Every account's suite names in the (in-memory) expectations store, empty unless this run built
+    them: building the site index removes the pages of every suite the store does not know, which would
+    drop the other account's pages. Only this run's suites are rendered."""
+    known = {suite.name for suite in context.suites.all()}
+    for account in AccountType:
+        for asset in dict.fromkeys(check.asset for check in checks):
+            name = _suite_name(account, asset)
+            if name not in known:
+                context.suites.add(gx.ExpectationSuite(name=name))
+
+
+def _suite_name(account: AccountType, asset: str) -> str:
+    return f"emag_{account.value}_{asset}"
+
+
+def _write_report_page(site: Path, result: DQResult, run: _DocsRun, *, standalone: bool) -> str:
+    """This checkpoint's page in the site (see run_page.py); returns its site-relative path."""
+    path = run_page_path(result.account, run.run_name, run.run_time)
+    what = "standalone check" if standalone else f"sync run {result.run_id}"
+    write_run_page(
+        site,
+        path,
+        title=f"Data quality {result.account.label}, {what}",
+        status=result.status.value,
+        message=result.message,
+        checked_at=run.checked_at,
+        rows=result.rows,
+        validations=run.validations,
+    )
+    return path
+
+
+def data_docs_index(home: Path, docs_dir: Path | None = None) -> Path:
+    """The Data Docs site's index page (see ``data_docs_site``)."""
+    return data_docs_site(home, docs_dir) / "index.html"
 
 
 def _add_datasource(context: Any, url: URL) -> Any:
@@ -283,7 +400,7 @@ def _add_validation(
     run_id: int | None,
 ) -> Any:
     """One query asset of the account, its suite, and the validation definition joining them."""
-    name = f"emag_{account.value}_{asset}"
+    name = _suite_name(account, asset)
     data = datasource.add_query_asset(name, query=asset_query(asset, account, run_id))
     suite = gx.ExpectationSuite(
         name=name, expectations=[_expectation(gx, c) for c in checks if c.asset == asset]
@@ -303,20 +420,21 @@ def _expectation(gx: Any, check: Check) -> Any:
     return cls(**check.kwargs, severity=check.severity, meta={"check": check.name}, **extra)
 
 
-def _prune_history(root: Path, account: AccountType) -> None:
-    """Drop all but the newest validation results (and their Data Docs pages) of the account's suites."""
-    stores = [
-        root / "uncommitted" / "validations",
-        root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "validations",
+def _prune_history(root: Path, site: Path, account: AccountType) -> None:
+    """Drop all but the newest validation results of the account's suites, their Data Docs pages and the
+    account's run pages (room is left for the run about to be written)."""
+    folders = [
+        *(root / "uncommitted" / "validations").glob(f"emag_{account.value}_*"),
+        *(site / "validations").glob(f"emag_{account.value}_*"),
+        site / RUNS_SECTION / f"emag_{account.value}",
     ]
-    for store in stores:
-        for suite_dir in store.glob(f"emag_{account.value}_*"):
-            # Layout: <suite>/<run name>/<run time>/...; run times sort chronologically as text.
-            runs = sorted(suite_dir.glob("*/*"), key=lambda p: p.name)
-            for old in runs[: max(0, len(runs) - (KEEP_VALIDATION_RUNS - 1))]:
-                shutil.rmtree(old, ignore_errors=True)
-                if not any(old.parent.iterdir()):
-                    old.parent.rmdir()
+    for folder in folders:
+        # Layout: <folder>/<run name>/<run time>/...; run times sort chronologically as text.
+        runs = sorted(folder.glob("*/*"), key=lambda p: p.name)
+        for old in runs[: max(0, len(runs) - (KEEP_VALIDATION_RUNS - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+            if not any(old.parent.iterdir()):
+                old.parent.rmdir()
 
 
 def _row(check: Check, outcome: Any, facts: _Facts) -> DQRow:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from emag_sync.escaping import markdown_link, markdown_text
+
 if TYPE_CHECKING:
     from expectations.checkpoint import DQResult
 
@@ -15,24 +17,34 @@ def artifact_key(account: str) -> str:
     return f"{ARTIFACT_KEY_PREFIX}{account}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def report_link_text(result: DQResult) -> str:
+    """What the link to the run's Data Docs page says, e.g. ``Data-quality report fbe, sync run 12: failed``."""
+    run = f", sync run {result.run_id}" if result.run_id is not None else ""
+    return f"Data-quality report {result.account.value}{run}: {result.status}"
 
 
 def dq_markdown(result: DQResult) -> str:
-    """A table of every expectation: name, severity, pass/fail, observed value (and why it failed)."""
+    """A table of every expectation: name, severity, pass/fail, observed value (and why it failed).
+
+    Observed values and details quote the data (SKUs, currencies), so every cell is literal text.
+    """
     run = f" (sync run {result.run_id})" if result.run_id is not None else ""
     lines = [
         f"## Data quality {result.account.value}{run}: **{result.status}**",
         "",
-        _cell(result.message),
+        markdown_text(result.message),
         "",
         "| expectation | severity | result | observed value | details |",
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {row.name} | {row.severity} | {row.outcome} | {_cell(row.observed)} | {_cell(row.details)} |"
+        "| "
+        + " | ".join(
+            markdown_text(cell) for cell in (row.name, row.severity, row.outcome, row.observed, row.details)
+        )
+        + " |"
         for row in result.rows
     ]
-    lines += ["", f"Data Docs: `{result.data_docs_index}`"]
+    if result.report_url:
+        lines += ["", markdown_link(report_link_text(result), result.report_url)]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from emag_sync.accounts import AccountType
+from emag_sync.escaping import markdown_text
 from emag_sync.runs import COUNTER_LABELS, RunRow
 
 log = logging.getLogger(__name__)
@@ -107,15 +108,15 @@ SUMMARY_ARTIFACT_KEY = "emag-sync-summary"
 def summary_markdown(
     runs: Sequence[RunRow], dq_status: Mapping[str, str], failures: Mapping[str, str]
 ) -> str:
-    """One row per account, then the failures with their causes."""
+    """One row per account, then the failures with their causes (eMAG's and the database's text, literal)."""
     titles = ["account", "status", "data quality", *COUNTER_LABELS.values()]
     lines = ["# eMAG product sync", "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for run in runs:
         cells = [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
         cells += [run.figure(column) for column in COUNTER_LABELS]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(markdown_text(cell) for cell in cells) + " |")
     for account, error in failures.items():
-        lines += ["", f"**{account}: failed** — {error}"]
+        lines += ["", f"**{markdown_text(account)}: failed** — {markdown_text(error)}"]
     return "\n".join(lines) + "\n"
 
 

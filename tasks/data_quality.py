@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from emag_sync.accounts import AccountType
 from emag_sync.db import database_url
+from emag_sync.escaping import markdown_text, markdown_url
 from emag_sync.settings import get_settings
 from expectations.checkpoint import DQResult, run_checkpoint
-from expectations.report import artifact_key, dq_markdown
+from expectations.report import artifact_key, dq_markdown, report_link_text
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.outcomes import run_step
 
@@ -19,18 +20,28 @@ def check_account_quality(
 ) -> DQResult:
     """The account's checkpoint against the configured database, published as artifacts when in a run.
 
-    Settings (database, home) are read here so no connection string becomes a task input.
+    Settings (database, home, Data Docs) are read here so no connection string becomes a task input.
     """
     settings = get_settings()
     result = run_checkpoint(
-        database_url(settings), account, run_id=run_id, home=settings.home, reject_threshold=reject_threshold
+        database_url(settings),
+        account,
+        run_id=run_id,
+        home=settings.home,
+        reject_threshold=reject_threshold,
+        docs_dir=settings.data_docs_dir,
+        docs_url=settings.emag_sync_data_docs_url,
     )
     publish_dq_artifacts(result)
     return result
 
 
 def publish_dq_artifacts(result: DQResult) -> None:
-    """Inside a Prefect flow or task run: a markdown artifact per account and a link to the Data Docs."""
+    """Inside a Prefect flow or task run: a markdown artifact per account and a link artifact to this
+    checkpoint's page in Data Docs (under EMAG_SYNC_DATA_DOCS_URL, e.g. what ``emag-sync docs`` serves).
+
+    Prefect stores a link artifact as the markdown ``[text](link)``: the text is escaped, the URL encoded.
+    """
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
     from prefect.context import FlowRunContext, TaskRunContext
 
@@ -42,12 +53,13 @@ def publish_dq_artifacts(result: DQResult) -> None:
         key=artifact_key(account),
         description=f"Data-quality checkpoint of {account}: {result.status}",
     )
-    create_link_artifact(
-        link=result.data_docs_index.as_uri(),
-        link_text=f"Great Expectations Data Docs ({account})",
-        key=f"{artifact_key(account)}-docs",
-        description=f"Data Docs of the {account} checkpoint (a file on the machine that ran it)",
-    )
+    if result.report_url:
+        create_link_artifact(
+            link=markdown_url(result.report_url),
+            link_text=markdown_text(report_link_text(result)),
+            key=f"{artifact_key(account)}-docs",
+            description=f"This run's data-quality report of {account} in Great Expectations Data Docs",
+        )
 
 
 @task(name="data-quality", task_run_name="data-quality-{account}", cache_policy=NO_CACHE)

@@ -87,3 +87,11 @@ def assert_resumed_after(reads: list[int], page: int) -> None:
     head, tail = reads[: len(reads) - page], reads[len(reads) - page :]
     assert head and min(head) == page + 1, reads
     assert sorted(tail) == list(range(1, page + 1)), reads
+
+
+def rendered_markdown(markdown: str) -> str:
+    """``markdown`` as HTML the way a CommonMark renderer with GFM tables and raw HTML on (the Prefect
+    UI's) renders it: what a person would see, tags included."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)

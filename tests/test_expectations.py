@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urljoin
 
+import httpx
 import pytest
 from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import URL
@@ -15,11 +19,14 @@ from typer.testing import CliRunner
 
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
+from emag_sync.cli.docs import serving
 from emag_sync.db import make_engine
 from emag_sync.schema import offers, products, sync_runs
-from expectations.checkpoint import run_checkpoint
+from expectations import checkpoint
+from expectations.checkpoint import DQResult, data_docs_site, run_checkpoint
 from expectations.report import dq_markdown
 from tasks.data_quality import publish_dq_artifacts
+from tests.helpers import rendered_markdown
 
 N = 40
 MAIN, FBE = AccountType.MAIN, AccountType.FBE
@@ -171,8 +178,11 @@ def test_incident_fails_critical_expectations_with_counts_and_skus(
         "main: 3 active products without exactly one active offer: EMG17, EMG33, EMG5"
     )
     assert main.run_id == runs[MAIN]
-    markdown = dq_markdown(fbe)
-    assert "| active_offer_count_equals_active_product_count | critical | FAIL | 0 active offers" in markdown
+    markdown = rendered_markdown(dq_markdown(fbe))
+    assert (
+        "<td>active_offer_count_equals_active_product_count</td>\n<td>critical</td>\n<td>FAIL</td>\n"
+        f"<td>0 active offers, {N} active products</td>"
+    ) in markdown
     with engine.connect() as conn:
         stored = dict(conn.execute(select(sync_runs.c.account_type, sync_runs.c.dq_status)).all())
     assert stored == {"fbe": "failed", "main": None}  # a standalone check does not rewrite run history
@@ -225,8 +235,209 @@ def test_cli_check_exit_codes(
 
 def test_great_expectations_is_imported_only_when_a_checkpoint_runs() -> None:
     code = (
-        "import sys, emag_sync.cli, flows.dq_check, expectations.checkpoint, expectations.report;"
+        "import sys, emag_sync.cli, emag_sync.cli.docs, flows.dq_check, expectations.checkpoint,"
+        " expectations.report, expectations.run_page;"
         "print('great_expectations' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _validation_pages(result: DQResult) -> list[Path]:
+    """The GX validation pages the run's own page links to, as files."""
+    assert result.report_page is not None
+    links = re.findall(r'href="([^"]+)"', result.report_page.read_text(encoding="utf-8"))
+    return [(result.report_page.parent / link).resolve() for link in links]
+
+
+def test_site_keeps_both_accounts_and_each_run_has_its_own_page(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    runs = {account: seed_catalogue(engine, account) for account in (MAIN, FBE)}
+
+    main = run_checkpoint(database_url, MAIN, run_id=runs[MAIN], home=tmp_path)
+    fbe = run_checkpoint(database_url, FBE, run_id=runs[FBE], home=tmp_path)  # after MAIN: MAIN must stay
+
+    site = data_docs_site(tmp_path)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    for account in ("main", "fbe"):
+        suites = sorted(p.stem for p in (site / "expectations").glob(f"emag_{account}_*.html"))
+        assert suites == [
+            f"emag_{account}_{a}"
+            for a in sorted(("active_offers", "active_products", "offers", "products", "run"))
+        ]
+        assert (
+            f"validations/emag_{account}_active_offers/{account}-run-{runs[MAIN if account == 'main' else FBE]}/"
+            in index
+        )
+    for result in (main, fbe):
+        assert result.report_page is not None and result.report_page.is_file()
+        assert result.report_page.is_relative_to(site / "runs" / f"emag_{result.account.value}")
+        assert result.report_url == "http://127.0.0.1:8766/" + result.report_page.relative_to(site).as_posix()
+        page = result.report_page.read_text(encoding="utf-8")
+        assert all(f"<td>{row.name}</td>" in page for row in result.rows)
+        linked = _validation_pages(result)
+        assert (site / "index.html").resolve() in linked
+        assert len(linked) == 6 and all(p.is_file() for p in linked)  # 5 assets + the index
+    assert fbe.as_json()["report_url"] == fbe.report_url
+
+
+def test_history_keeps_the_newest_runs_pages_and_their_validation_pages(
+    engine: Engine, database_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint, "KEEP_VALIDATION_RUNS", 2)
+    seed_catalogue(engine, FBE, with_run=False)
+
+    results = [run_checkpoint(database_url, FBE, run_id=None, home=tmp_path) for _ in range(3)]
+
+    site = data_docs_site(tmp_path)
+    kept = sorted(p.relative_to(site) for p in (site / "runs").rglob("index.html"))
+    assert kept == sorted(r.report_page.relative_to(site) for r in results[1:] if r.report_page)
+    assert all(p.is_file() for r in results[1:] for p in _validation_pages(r))
+    assert len(list((site / "validations" / "emag_fbe_active_offers").glob("*/*"))) == 2
+
+
+def test_failed_expectation_lists_the_offending_skus_in_data_docs(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    run_id = seed_catalogue(engine, FBE)
+    drop_offers(engine, FBE, ["EMG5", "EMG17"])
+
+    result = run_checkpoint(database_url, FBE, run_id=run_id, home=tmp_path)
+
+    [page] = [p for p in _validation_pages(result) if "emag_fbe_active_products" in p.parts]
+    html = page.read_text(encoding="utf-8")
+    assert "sku: EMG17 · active_offers: 0" in html and "sku: EMG5 · active_offers: 0" in html
+
+
+def test_estimated_stock_above_general_stock_is_no_warning(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    """eMAG's quirk, which the transform already handles (reserved stock clipped at 0): nothing to act on."""
+    run_id = seed_catalogue(engine, FBE)
+    with engine.begin() as conn:
+        conn.execute(
+            update(offers)
+            .where(offers.c.sku.in_(["EMG3", "EMG9"]))
+            .values(available_stock=12, reserved_stock=0)
+        )
+
+    result = run_checkpoint(database_url, FBE, run_id=run_id, home=tmp_path)
+
+    assert result.status == "passed", result.message
+
+
+def test_check_publishes_under_the_configured_folder_and_url(
+    engine: Engine, db_env: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMAG_SYNC_DATA_DOCS_DIR", str(tmp_path / "published"))
+    monkeypatch.setenv("EMAG_SYNC_DATA_DOCS_URL", "https://dq.example.com/emag")  # no trailing slash
+    seed_catalogue(engine, FBE)
+
+    out = CliRunner().invoke(app, ["check", "--account", "fbe"])
+
+    assert out.exit_code == 0, out.output
+    [url] = re.findall(r"data-quality report fbe: (\S+)", out.stdout)
+    assert url.startswith("https://dq.example.com/emag/runs/emag_fbe/fbe-run-")
+    assert (tmp_path / "published" / url.removeprefix("https://dq.example.com/emag/")).is_file()
+    assert (tmp_path / "published" / "index.html").is_file()
+    assert not (tmp_path / "home" / "gx" / "uncommitted" / "data_docs").exists()
+    assert (tmp_path / "home" / "gx" / "uncommitted" / "validations").is_dir()
+
+
+@pytest.mark.flow
+def test_link_artifact_opens_the_runs_page_over_http(
+    prefect_harness: None, engine: Engine, db_env: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    from flows.dq_check import emag_dq_check
+
+    monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path))
+    seed_catalogue(engine, FBE)
+    drop_offers(engine, FBE, ["EMG5"])
+    with serving(data_docs_site(tmp_path)) as base_url:
+        monkeypatch.setenv("EMAG_SYNC_DATA_DOCS_URL", base_url)
+        state = emag_dq_check(accounts="fbe", return_state=True)
+        assert state.is_failed()
+        with get_client(sync_client=True) as client:
+            [artifact] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["emag-dq-fbe-docs"]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                )
+            )
+        assert artifact.type == "markdown"
+        [url] = re.findall(r"^\[.+\]\((\S+)\)$", str(artifact.data))
+        assert url.startswith(base_url + "runs/emag_fbe/fbe-run-")
+        answer = httpx.get(url)
+        [link] = re.findall(r'href="([^"]+emag_fbe_active_products[^"]+)"', answer.text)
+        validation = httpx.get(urljoin(url, link))
+    assert answer.status_code == 200
+    assert (
+        "Data quality FBE" in answer.text
+        and "1 active products without exactly one active offer: EMG5" in answer.text
+    )
+    assert rendered_markdown(str(artifact.data)).startswith(
+        f'<p><a href="{url}">Data-quality report fbe, sync run'
+    )
+    assert validation.status_code == 200 and "sku: EMG5 · active_offers: 0" in validation.text
+
+
+def test_docs_command_serves_the_site_and_refuses_a_busy_port(tmp_path: Path) -> None:
+    site = data_docs_site(tmp_path)
+    (site / "runs").mkdir(parents=True)
+    (site / "index.html").write_text("<title>the index</title>", encoding="utf-8")
+    env = {**_clean_env(), "EMAG_SYNC_HOME": str(tmp_path)}
+    docs = subprocess.Popen(
+        [str(Path(sys.executable).parent / "emag-sync"), "docs", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = docs.stdout.readline() if docs.stdout else ""
+        [base_url] = re.findall(r" on (http://127\.0\.0\.1:\d+/) ", line)
+        assert str(site) in line
+        assert "the index" in httpx.get(base_url).text
+        assert httpx.get(base_url + "runs/").status_code == 404  # no folder listings
+        assert httpx.get(base_url + "../../../gx/uncommitted").status_code == 404  # only the site
+    finally:
+        docs.terminate()
+        docs.wait(timeout=10)
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = CliRunner().invoke(app, ["docs", "--port", str(port)], env={"EMAG_SYNC_HOME": str(tmp_path)})
+    assert out.exit_code == 1
+    assert out.stderr.strip().splitlines() == [
+        f"emag-sync: cannot serve Data Docs on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("EMAG_")}
+
+
+def test_preload_then_checkpoint_at_once(engine: Engine, database_url: URL, tmp_path: Path) -> None:
+    """preload() twice, then a checkpoint while the background import is still running (a fresh process)."""
+    run_id = seed_catalogue(engine, FBE)
+    code = (
+        "import sys, threading; from pathlib import Path;"
+        "from expectations import checkpoint;"
+        "checkpoint.preload(); checkpoint.preload();"
+        "loaders = [t for t in threading.enumerate() if t.name == 'gx-preload'];"
+        f"r = checkpoint.run_checkpoint(sys.argv[1], 'fbe', run_id={run_id}, home=Path(sys.argv[2]));"
+        "checkpoint.preload();"
+        "print(len(loaders), r.status, 'great_expectations' in sys.modules)"
+    )
+    url = database_url.render_as_string(hide_password=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code, url, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "passed", "True"]

@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine, text
 
 from emag_sync.accounts import AccountType
 from emag_sync.prices.rules import PlannedUpdate, change_rows
-from emag_sync.runs import COUNTER_LABELS, recent_runs
+from emag_sync.runs import COUNTER_LABELS, RunRow, recent_runs
 
 if TYPE_CHECKING:
     from expectations.checkpoint import DQResult
 
 # Piped output (logs, CI) has no terminal width; rich would assume 80 columns and squash the tables.
 PIPED_WIDTH = 140
-console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
+# What is printed quotes eMAG, the database and operators, so it is data, never markup: these consoles read
+# no markup and no :emoji: codes in a string (rich would raise on an eMAG message holding "[/data]" and
+# drop "[sale_price]" from it), and the tables below hold Text cells, which no console parses. Styles are
+# given as styles (Text, style=...).
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH, markup=False, emoji=False)
+err_console = Console(
+    stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH, markup=False, emoji=False
+)
 
 # The incident's verification SQL, run unchanged.
 INCIDENT_QUERIES = (
@@ -94,6 +100,16 @@ def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
             remove()
 
 
+def cells(values: Iterable[object]) -> list[Text]:
+    """Table cells that show ``values`` as they are."""
+    return [Text(str(value)) for value in values]
+
+
+def caption(lines: Sequence[str]) -> Text | None:
+    """A table caption of literal lines (run errors), or None without any."""
+    return Text("\n".join(lines)) if lines else None
+
+
 def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
     """The run history (app.emag_sync_runs), newest first."""
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
@@ -103,36 +119,47 @@ def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str
     for run in recent_runs(engine, limit=limit):
         if run.id <= since_id:
             continue
-        table.add_row(
-            str(run.id), run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
+        table.add_row(*cells([
+            run.id, run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
             *(run.figure(c) for c in COUNTER_LABELS), run.dq_status or "-",
-        )  # fmt: skip
+        ]))  # fmt: skip
         if run.error:
             errors.append(f"run {run.id} ({run.account_type}): {run.error}")
-    if errors:
-        table.caption = "\n".join(errors)
-        table.caption_justify = "left"
+    table.caption = caption(errors)
+    table.caption_justify = "left"
     return table
+
+
+def _runs_since(engine: Engine, since_id: int) -> list[RunRow]:
+    """The runs a sync just made, MAIN first."""
+    runs = (r for r in recent_runs(engine, limit=10) if r.id > since_id)
+    return sorted(runs, key=lambda r: r.account_type != "main")
 
 
 def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
     """The runs a sync just made, one column per account (fits any terminal)."""
-    runs = sorted(
-        (r for r in recent_runs(engine, limit=10) if r.id > since_id), key=lambda r: r.account_type != "main"
-    )
+    runs = _runs_since(engine, since_id)
     table = Table(title="This sync")
     table.add_column("")
     for run in runs:
-        table.add_column(f"{run.account_type.upper()} (run {run.id})", justify="right")
-    table.add_row("status", *(run.status_text for run in runs))
+        table.add_column(Text(f"{run.account_type.upper()} (run {run.id})"), justify="right")
+    table.add_row("status", *cells(run.status_text for run in runs))
     for column, label in COUNTER_LABELS.items():
-        table.add_row(label, *(run.figure(column) for run in runs))
-    table.add_row("data quality", *(run.dq_status or "-" for run in runs))
-    errors = [f"{run.account_type}: {run.error}" for run in runs if run.error]
-    if errors:
-        table.caption = "\n".join(errors)
-        table.caption_justify = "left"
+        table.add_row(label, *cells(run.figure(column) for run in runs))
+    table.add_row("data quality", *cells(run.dq_status or "-" for run in runs))
+    table.caption = caption([f"{run.account_type}: {run.error}" for run in runs if run.error])
+    table.caption_justify = "left"
     return table
+
+
+def dq_report_lines(engine: Engine, *, since_id: int) -> list[str]:
+    """Where the data-quality report of each run since ``since_id`` is read (EMAG_SYNC_DATA_DOCS_URL)."""
+    runs = _runs_since(engine, since_id)
+    return [
+        f"data-quality report {run.account_type}: {run.dq_results['report_url']}"
+        for run in runs
+        if run.dq_results and run.dq_results.get("report_url")
+    ]
 
 
 def incident_queries_table(engine: Engine) -> Table:
@@ -145,7 +172,7 @@ def incident_queries_table(engine: Engine) -> Table:
             result = conn.execute(text(sql))
             rows = [dict(row._mapping) for row in result]
             answer = "\n".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in rows) or "(no rows)"
-            table.add_row(sql, answer)
+            table.add_row(*cells([sql, answer]))
     return table
 
 
@@ -157,12 +184,12 @@ RESULT_COLUMNS = ("line", "sku", "account", "old price", "new price", "currency"
 def changes_table(plan: PlannedUpdate) -> Table:
     """What a single update changes."""
     offer = plan.offer
-    table = Table(title=f"{offer.sku} on eMAG {offer.account.label} (offer id {offer.emag_offer_id})")
+    table = Table(title=Text(f"{offer.sku} on eMAG {offer.account.label} (offer id {offer.emag_offer_id})"))
     table.add_column("")
     table.add_column("now", justify="right")
     table.add_column("new", justify="right")
     for name, now, new in change_rows(plan):
-        table.add_row(name, now, new, style="bold" if now != new else None)
+        table.add_row(*cells([name, now, new]), style="bold" if now != new else None)
     return table
 
 
@@ -173,7 +200,7 @@ def results_table(rows: Sequence[dict[str, str]]) -> Table:
         table.add_column(column, justify="right" if "price" in column or column == "line" else "left")
     colours = {"applied": "green", "invalid": "red", "refused": "red", "uncertain": "yellow"}
     for row in rows:
-        table.add_row(*(row[c] for c in RESULT_COLUMNS), style=colours.get(row["status"]))
+        table.add_row(*cells(row[c] for c in RESULT_COLUMNS), style=colours.get(row["status"]))
     return table
 
 
@@ -185,5 +212,5 @@ def dq_table(result: DQResult) -> Table:
         table.add_column(column)
     for row in result.rows:
         style = styles[row.outcome] if row.severity == "critical" or row.passed is not False else "yellow"
-        table.add_row(row.name, row.severity, f"[{style}]{row.outcome}[/]", escape(row.observed))
+        table.add_row(*cells([row.name, row.severity]), Text(row.outcome, style=style), Text(row.observed))
     return table

@@ -1,4 +1,4 @@
-"""The ``emag-sync`` command line: sandbox, sync, demo, check, runs, update-price."""
+"""The ``emag-sync`` command line: sandbox, sync, demo, check, docs, runs, update-price."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from emag_sync.errors import EmagSyncError
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
 from emag_sync.options import SyncOptions
+from emag_sync.settings import DATA_DOCS_PORT
 
 app = typer.Typer(
     name="emag-sync",
@@ -290,6 +291,34 @@ def sandbox(
 
 
 @app.command()
+def docs(
+    host: str = typer.Option("127.0.0.1", help="interface to listen on"),
+    port: int = typer.Option(DATA_DOCS_PORT, min=0, max=65535, help="port; 0 picks a free one"),
+) -> None:
+    """Serve the data-quality reports (the Data Docs site) over HTTP until Ctrl-C.
+
+    The links of the runs' data-quality artifacts are built on EMAG_SYNC_DATA_DOCS_URL, by default
+    what this serves: http://127.0.0.1:8766/.
+    """
+    from emag_sync.cli.docs import serve_site
+    from emag_sync.settings import get_settings
+    from expectations.checkpoint import data_docs_site
+
+    settings = get_settings()
+    site = data_docs_site(settings.home, settings.data_docs_dir)
+
+    def announce(url: str) -> None:
+        typer.echo(f"Data Docs ({site}) on {url} ; Ctrl-C stops")
+
+    try:
+        serve_site(site, host, port, announce)
+    except OSError as exc:
+        _fail(f"cannot serve Data Docs on {host}:{port}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def check(
     account: str = typer.Option("both", "--account", "-a", help="main, fbe or both"),
     reject_threshold: float = typer.Option(
@@ -297,7 +326,7 @@ def check(
     ),
 ) -> None:
     """Run the data-quality checkpoint against the database; exit 1 on a critical failure."""
-    from rich.markup import escape
+    from rich.text import Text
 
     from emag_sync.accounts import parse_accounts
     from emag_sync.cli.console import console, dq_table
@@ -315,16 +344,20 @@ def check(
         url = engine.url
         engine.dispose()
         results = [
-            run_checkpoint(url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold)
+            run_checkpoint(
+                url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold,
+                docs_dir=settings.data_docs_dir, docs_url=settings.emag_sync_data_docs_url,
+            )
             for a in accounts
-        ]
+        ]  # fmt: skip
     except EmagSyncError as exc:
         _fail(str(exc))
     for result in results:
         console.print(dq_table(result))
         if result.warnings and not result.critical_failures:
-            console.print(f"[yellow]warning:[/] {escape(result.message)}")
-    console.print(f"Data Docs: {results[0].data_docs_index}")
+            console.print(Text.assemble(("warning:", "yellow"), " ", result.message))
+        console.print(f"data-quality report {result.account.value}: {result.report_url}", soft_wrap=True)
+    console.print(f"Data Docs: {results[0].data_docs_index} (served by `emag-sync docs`)", soft_wrap=True)
     failures = [result.message for result in results if result.critical_failures]
     if failures:
         _fail("; ".join(failures))

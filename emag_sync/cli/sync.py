@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rich.markup import escape
+from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.api.credentials import resolve_account_config
-from emag_sync.cli.console import console, err_console, sync_progress, sync_summary_table
+from emag_sync.cli.console import console, dq_report_lines, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings, first_line
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.runs import latest_run_id
@@ -49,7 +49,7 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
     engine = check_configuration(settings, targets)
     try:
         since = latest_run_id(engine)
-        console.print(f"database: {escape(describe(engine.url))}")
+        console.print(f"database: {describe(engine.url)}")
         from flows.sync import emag_product_sync
 
         with sync_progress(targets):
@@ -57,10 +57,12 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
         error = None if state.is_completed() else (state.message or f"the flow run ended {state.name}")
         try:
             console.print(sync_summary_table(engine, since_id=since))
+            for line in dq_report_lines(engine, since_id=since):
+                console.print(line, soft_wrap=True)
         except SQLAlchemyError as exc:  # the database went away: the run's own cause already says so
             error = error or f"the database at {describe(engine.url)} does not answer: {first_line(exc)}"
         if error:
-            err_console.print(f"[red]sync failed:[/red] {escape(error)}", soft_wrap=True)
+            err_console.print(Text.assemble(("sync failed:", "red"), " ", error), soft_wrap=True)
         return SyncOutcome(ok=error is None, error=error)
     finally:
         engine.dispose()
