@@ -9,6 +9,7 @@ from prefect.states import Failed
 
 from emag_sync.accounts import parse_accounts
 from emag_sync.options import Accounts
+from emag_sync.runs import DqStatus
 from expectations.checkpoint import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.data_quality import check_account_quality_task
@@ -24,17 +25,19 @@ def emag_dq_check(
     prepared = prepare_database_task(return_state=True)
     if prepared.is_failed():
         return Failed(message=prepared.message)
-    results: list[DQResult] = []
-    for account in parse_accounts(accounts):
+    statuses: dict[str, str] = {}
+    failures: list[str] = []
+    for account in parse_accounts(accounts):  # each account checked, whatever the other's outcome
         state = check_account_quality_task(
             account, None, reject_threshold=reject_threshold, return_state=True
         )
         if state.is_failed():
-            return Failed(message=state.message)
-        results.append(state.result())
-    for result in results:
-        logger.info("%s (Data Docs: %s)", result.message, result.data_docs_index)
-    failures = [result.message for result in results if result.critical_failures]
+            failures.append(state.message or f"{account.value}: data quality failed")
+            statuses[account.value] = DqStatus.FAILED
+            continue
+        result: DQResult = state.result()
+        statuses[account.value] = result.status
+        logger.info("%s", result.message)
     if failures:
         return Failed(message="; ".join(failures))
-    return {result.account.value: result.status for result in results}
+    return statuses

@@ -9,7 +9,7 @@ from prefect.states import Failed
 
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
-from emag_sync.runs import RunRow
+from emag_sync.runs import DqStatus, RunRow
 from expectations.checkpoint import DQResult
 from tasks.artifacts import publish_summary_task, summary_markdown
 from tasks.data_quality import check_account_quality_task
@@ -53,19 +53,17 @@ def emag_product_sync(
     dq_status: dict[str, str] = {}
     for run in runs:
         quality = check_account_quality_task(run.account, run.id, return_state=True)
-        if quality.is_failed():
-            failures[run.account] = quality.message or f"{run.account_type}: data quality could not run"
+        if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
+            failures[run.account] = quality.message or f"{run.account_type}: data quality failed"
+            dq_status[run.account_type] = DqStatus.FAILED
             continue
         result: DQResult = quality.result()
         dq_status[run.account_type] = result.status
-        if result.critical_failures:
-            failures[run.account] = result.message
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",
             run.account_type, run.rows_inserted, run.rows_updated, run.rows_unchanged,
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
-        logger.info("%s: data-quality report (Data Docs): %s", run.account_type, result.data_docs_index)
 
     publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
     if failures:

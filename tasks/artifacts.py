@@ -120,7 +120,7 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-@task(name="publish-summary", cache_policy=NO_CACHE)
+@task(name="publish-summary", task_run_name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary_task(markdown: str) -> None:
     """Attach the run summary to the current flow run (its Artifacts tab)."""
     from prefect.artifacts import create_markdown_artifact

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -66,5 +68,20 @@ def publish_dq_artifacts(result: DQResult) -> None:
 def check_account_quality_task(
     account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
 ) -> DQResult:
-    """Prefect task: the account's checkpoint; its outcome is the result (the flow decides what fails)."""
-    return run_step(check_account_quality, account, run_id, reject_threshold, account=account)
+    """Prefect task: the account's checkpoint. A critical failure ends the task Failed with its one-line
+    cause (logged at ERROR); warnings are logged at WARNING; the report's link at INFO."""
+    from prefect import State
+    from prefect.logging import get_run_logger
+    from prefect.states import Failed
+
+    result = run_step(check_account_quality, account, run_id, reject_threshold, account=account)
+    if isinstance(result, State):
+        return result  # the checkpoint could not run: already one line
+    logger = get_run_logger()
+    logger.info("%s: data-quality report: %s", account.value, result.report_url or result.data_docs_index)
+    if result.critical_failures:
+        logger.error(result.message)
+        return cast(DQResult, Failed(message=result.message))
+    for row in result.warnings:
+        logger.warning("%s: data-quality warning: %s", account.value, row.details)
+    return result

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from prefect.exceptions import FailedRun
+from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed
 
 from emag_sync.accounts import AccountType
@@ -69,6 +70,35 @@ def keep_planned_failures_to_one_line() -> None:
         flow_runs.addFilter(_PlannedFailureFilter())
 
 
+# The project's own loggers (module loggers: __name__ under these packages).
+PROJECT_LOGGERS = ("emag_sync", "tasks", "flows", "expectations")
+
+
+class _RunLogHandler(APILogHandler):
+    """Prefect's API log handler for the project's loggers: a record made inside a flow or task run goes
+    to that run's logs in the UI; one made outside any run (the CLI before its flow, tests) is the
+    terminal's alone, without Prefect's "no flow run" warning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        if getattr(record, "flow_run_id", None) or FlowRunContext.get() or TaskRunContext.get():
+            super().emit(record)
+
+
+def send_project_logs_to_prefect() -> None:
+    """Every log line of the project reaches the flow run's logs in the UI at its level, whichever way the
+    run started (worker, serve, CLI): Prefect sends only its own loggers there by itself. Idempotent; a
+    logger already configured through PREFECT_LOGGING_EXTRA_LOGGERS keeps Prefect's handler alone."""
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)  # else the root's WARNING would drop the INFO lines
+        if not any(isinstance(handler, APILogHandler) for handler in logger.handlers):
+            logger.addHandler(_RunLogHandler())
+
+
 # At import: a deployment's engine loads the flow's file by path (flows/__init__.py does not run), and every
 # flow imports the steps, which import this module.
 keep_planned_failures_to_one_line()
+send_project_logs_to_prefect()

@@ -75,7 +75,7 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
         ) from None
 
 
-@task(name="preflight", cache_policy=NO_CACHE)
+@task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE)
 def preflight_task(accounts: Sequence[AccountType], wait_for_lock: bool = False) -> Preflight:
     """Prefect task: the checks against the configured database and eMAG; Failed in one line otherwise."""
     return run_step(preflight, get_settings(), accounts, wait_for_lock=wait_for_lock)

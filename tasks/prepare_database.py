@@ -15,7 +15,7 @@ def prepare_database(settings: Settings) -> None:
     engine_from_settings(settings).dispose()
 
 
-@task(name="prepare-database", cache_policy=NO_CACHE)
+@task(name="prepare-database", task_run_name="prepare-database", cache_policy=NO_CACHE)
 def prepare_database_task() -> None:
     """Prefect task: the configured database, ready; Failed in one line when it cannot be reached."""
     return run_step(prepare_database, get_settings())

@@ -90,13 +90,13 @@ def update_offer_price_task(
     return run_step(update_offer_price, sku, account, price, min_price, max_price)
 
 
-@task(name="update-offer-prices-bulk", cache_policy=NO_CACHE)
+@task(name="update-offer-prices-bulk", task_run_name="update-offer-prices-bulk", cache_policy=NO_CACHE)
 def update_offer_prices_bulk_task(csv_text: str) -> list[dict[str, str]]:
     """Prefect task: every CSV line validated, the valid ones sent; the per-line verdicts."""
     return run_step(update_offer_prices_bulk, csv_text)
 
 
-@task(name="publish-price-results", cache_policy=NO_CACHE)
+@task(name="publish-price-results", task_run_name="publish-price-results", cache_policy=NO_CACHE)
 def publish_results_task(rows: Sequence[dict[str, str]]) -> str | None:
     """Prefect task: the per-line verdicts as the ``emag-price-updates`` table artifact."""
     return publish_results(rows)

@@ -123,3 +123,50 @@ def test_a_deployed_sync_with_a_wrong_api_url_fails_like_the_cli_in_one_line(
     assert not [log.message for log in logs if "Traceback" in log.message], "\n".join(
         log.message[-900:] for log in logs if "Traceback" in log.message
     )
+
+
+def task_run_names(flow_run_id) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name for run in runs}
+
+
+@pytest.mark.flow
+def test_a_served_sync_shows_its_retries_and_accounts_and_fails_on_an_error_page_in_one_line(
+    serve_deployments, sandbox_server, database_url, tmp_path
+) -> None:
+    """What an operator sees in the UI for a served deployment: eMAG's 429s answered by retries appear in
+    the flow run's logs (they are logged by the client's look-ahead threads), task runs are named by account
+    and step; then eMAG answering isError on page 2 ends the run Failed with that one line in its logs and no
+    traceback anywhere."""
+    from prefect.deployments import run_deployment
+
+    from emag_sandbox.state import Faults
+    from emag_sync.accounts import AccountType
+
+    state = sandbox_server.state
+    env = served_env(sandbox_server, database_url, tmp_path / "home")
+    child = serve_deployments(env, "sync-fbe")
+    wait_for_deployment("emag-product-sync/sync-fbe", child)
+
+    state.set_faults(AccountType.FBE, Faults(force_429=2))
+    clean = run_deployment("emag-product-sync/sync-fbe", timeout=RUN_TIMEOUT_SECONDS)
+    assert clean.state is not None and clean.state.is_completed(), clean.state
+    messages = [log.message for log in run_logs(clean.id)]
+    assert any("rate limited (HTTP 429); retry 1/" in m for m in messages), messages
+    assert any(m.startswith("fbe: pages 1-") and "committed" in m for m in messages)
+    assert {"preflight", "sync-fbe", "data-quality-fbe"} <= task_run_names(clean.id)
+
+    state.set_faults(AccountType.FBE, Faults(error_pages={2}))
+    failed = run_deployment("emag-product-sync/sync-fbe", timeout=RUN_TIMEOUT_SECONDS)
+    assert failed.state is not None and failed.state.is_failed(), failed.state
+    cause = failed.state.message or ""
+    assert (
+        cause.startswith("fbe: product_offer/read page 2: eMAG answered isError: true") and "\n" not in cause
+    )
+    logs = run_logs(failed.id)
+    assert any(cause in log.message for log in logs)
+    assert not [log.message for log in logs if "Traceback" in log.message]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -213,7 +214,10 @@ class EmagClient:
             while len(pending) < self._look_ahead and plan.may_request(
                 next_page, all_full_through=full_through
             ):
-                future = pool.submit(self._read_page, filters, next_page, items_per_page, cancel)
+                # Each request runs in the caller's context (a copy each): its log lines belong to the
+                # caller's run (Prefect's run context is a context variable).
+                context = contextvars.copy_context()
+                future = pool.submit(context.run, self._read_page, filters, next_page, items_per_page, cancel)
                 pending.append((next_page, future))
                 next_page += 1
 
