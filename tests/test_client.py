@@ -20,6 +20,7 @@ from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient, RequestCounters
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.api.responses import CallSite, classify, parse_count, parse_retry_after, redact_headers
+from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.errors import (
     EmagAuthError,
     EmagBusinessError,
@@ -490,3 +491,49 @@ def test_overlapping_requests_sustain_the_rate_limit_without_a_429(serve_sandbox
     rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
     assert rate >= 0.9 * 3
     assert client.stats.counters().rate_limited == 0
+
+
+# --- pages Python cannot parse whole ---------------------------------------------------------------------
+
+
+def _page(*records: str) -> bytes:
+    return ('{"isError": false, "messages": [], "results": [' + ", ".join(records) + "]}").encode()
+
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"id": 7, "part_number": "D-1", "characteristics": ' + DEEP + "}",
+         "characteristics is nested 50000 levels deep, more than Python's JSON parser reads"),
+        ('{"id": 7, "part_number": "D-1", "warranty": ' + "9" * 5000 + "}",
+         "warranty cannot be read: Exceeds the limit (4300 digits) for integer string conversion"),
+        ('{"id": 7, "part_number": "D-1", "sale_price": NaN}', "sale_price cannot be read: NaN is not a JSON number"),
+        ('{"id": 7, "part_number": "D-1", "name": "a" "b"}', "record cannot be read: Expecting"),
+        (DEEP, "record cannot be read: nested deeper than Python's JSON parser reads"),
+    ],
+)  # fmt: skip
+def test_a_record_python_cannot_parse_leaves_the_rest_of_the_page_readable(bad: str, reason: str) -> None:
+    good = '{"id": 1, "part_number": "OK-1", "name": "\\u0000 and \\\\u0000 and \\ud800"}'
+    verdict = classify(_response(200, _page(good, bad, good.replace("OK-1", "OK-2"))), SITE)
+    assert verdict.envelope is not None, verdict.reason
+    first, unreadable, last = verdict.envelope.results
+    assert first == {"id": 1, "part_number": "OK-1", "name": "\x00 and \\u0000 and \ud800"}
+    assert last["part_number"] == "OK-2"
+    assert isinstance(unreadable, UnreadableRecord) and unreadable.text == bad
+    assert unreadable.reason.startswith(reason), unreadable.reason
+    expected_keys = (None, None) if bad == DEEP else (7, "D-1")
+    assert (unreadable.emag_id, unreadable.part_number) == expected_keys
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>502</html>", _page('{"id": 1}')[:-5], b'{"isError": false, "results": [' + DEEP.encode(),
+     b'{"isError": false, "messages": ' + DEEP.encode() + b', "results": []}'],
+)  # fmt: skip
+def test_an_answer_that_is_not_json_stays_unreadable_as_a_whole(body: bytes) -> None:
+    verdict = classify(_response(200, body), SITE)
+    assert isinstance(verdict.error, EmagResponseFormatError) and not verdict.retriable
+    assert "the answer is not JSON" in verdict.reason
