@@ -18,6 +18,7 @@ from emag_sandbox.app import create_app
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient, RequestCounters
+from emag_sync.api.deadline import environment_proxy
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.api.responses import CallSite, classify, parse_count, parse_retry_after, redact_headers
 from emag_sync.api.salvage import UnreadableRecord
@@ -31,6 +32,7 @@ from emag_sync.errors import (
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
 from emag_sync.settings import AccountConfig
+from tests.trickle import TricklingServer
 
 FBE = AccountType.FBE
 IN_PROCESS_URL = "http://sandbox.test/api-3"
@@ -491,6 +493,77 @@ def test_overlapping_requests_sustain_the_rate_limit_without_a_429(serve_sandbox
     rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
     assert rate >= 0.9 * 3
     assert client.stats.counters().rate_limited == 0
+
+
+# --- a whole request bounded by EMAG_TIMEOUT_SECONDS -------------------------------------------------------
+
+
+@pytest.mark.timeout(30)  # unbounded, each attempt would take 100 s
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_trickling_answer_ends_at_the_timeout_and_is_retried_like_a_timeout(where, state, sleeps) -> None:
+    """Fault: the answer's bytes arrive one every 50 ms (never a pause the per-read timeout would catch),
+    in the body or already in the status line and headers. Each attempt ends after the timeout."""
+    with TricklingServer(where) as server:
+        config = _config(state, url=server.url + "/api-3", timeout_seconds=0.5, max_attempts=2)
+        started = time.monotonic()
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(EmagUnavailableError) as info,
+        ):
+            client.count()
+        elapsed = time.monotonic() - started
+    assert str(info.value) == (
+        "fbe: product_offer/count: gave up after 2 attempts; last failure: ReadTimeout: no complete answer "
+        "within 0.5 s (EMAG_TIMEOUT_SECONDS bounds a whole request, from connect to the last byte)"
+    )
+    assert len(server.requests) == 2 and len(sleeps) == 1  # retried once, like any timeout
+    assert 1.0 <= elapsed < 3.0
+
+
+@pytest.mark.timeout(30)
+def test_a_trickling_answer_to_a_write_is_uncertain_and_never_resent(state, sleeps) -> None:
+    with TricklingServer("body") as server:
+        config = _config(state, url=server.url + "/api-3", timeout_seconds=0.5, max_attempts=3)
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(
+                EmagUncertainWriteError,
+                match=r"\(ReadTimeout: no complete answer within 0.5 s .*may or may not have been applied",
+            ),
+        ):
+            client.save_offers([{"id": 200000001, "sale_price": "5.0000"}])
+    assert len(server.requests) == 1 and sleeps == []
+
+
+@pytest.mark.timeout(30)
+def test_the_environment_proxy_is_used_and_bounded_too(state, sleeps, monkeypatch) -> None:
+    """A client given its own transport no longer reads HTTP_PROXY itself: the deadline transport does."""
+    with TricklingServer("body") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        config = _config(state, url="http://emag.invalid/api-3", timeout_seconds=0.5, max_attempts=1)
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(EmagUnavailableError, match="ReadTimeout: no complete answer within 0.5 s"),
+        ):
+            client.count()
+    [(line, _)] = proxy.requests
+    assert line == "POST http://emag.invalid/api-3/product_offer/count HTTP/1.1"
+
+
+def test_environment_proxy_follows_the_proxy_variables(monkeypatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for spelling in (name, name.lower()):
+            monkeypatch.delenv(spelling, raising=False)
+    url = "https://marketplace-api.emag.ro/api-3"
+    assert environment_proxy(url) is None
+    monkeypatch.setenv("ALL_PROXY", "proxy.corp:3128")
+    assert environment_proxy(url) == "http://proxy.corp:3128"
+    monkeypatch.setenv("HTTPS_PROXY", "http://tls-proxy.corp:8080")
+    assert environment_proxy(url) == "http://tls-proxy.corp:8080"
+    monkeypatch.setenv("NO_PROXY", ".emag.ro")
+    assert environment_proxy(url) is None
 
 
 # --- pages Python cannot parse whole ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from emag_sync.api.deadline import DeadlineTransport, environment_proxy, request_deadline
 from emag_sync.api.paging import CatalogueCount, Page, PagePlan, PagingOverrun, check_items_per_page
 from emag_sync.api.ratelimit import Limiter
 from emag_sync.api.responses import CallSite, Envelope, Verdict, classify, parse_count, redact_headers
@@ -95,7 +96,9 @@ class EmagClient:
 
     Open one with ``emag_sync.api.open_client``, which brings the account's credentials and its shared rate
     budget. ``limiter`` paces every request (never optional: eMAG counts all of an account's calls);
-    ``transport`` lets tests hand in the sandbox; ``sleep`` and ``jitter`` replace backoff's waiting and
+    ``transport`` lets tests hand in the sandbox (the default ``DeadlineTransport`` is what bounds a whole
+    attempt by ``timeout_seconds``, through the environment's proxy if it sets one); ``sleep`` and
+    ``jitter`` replace backoff's waiting and
     randomness (tests make them instant or fixed); ``look_ahead`` is how many page requests
     ``iter_pages`` keeps in flight.
     """
@@ -126,7 +129,7 @@ class EmagClient:
                 config.timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, config.timeout_seconds)
             ),
             headers={"Accept": "application/json", "User-Agent": "emag-sync"},
-            transport=transport,
+            transport=transport or DeadlineTransport(proxy=environment_proxy(config.api_url)),
             event_hooks={"request": [_log_request]},
         )
 
@@ -328,7 +331,8 @@ class EmagClient:
     def _attempt(self, site: CallSite, data: Any) -> Verdict:
         started = time.monotonic()
         try:
-            response = self._http.post(site.resource, json={"data": data})
+            with request_deadline(self.config.timeout_seconds):
+                response = self._http.post(site.resource, json={"data": data})
         except httpx.TransportError as exc:
             self.stats.record(type(exc).__name__)
             verdict = classify(exc, site)
