@@ -229,6 +229,11 @@ def sandbox(
     error_page: list[int] = typer.Option([], "--error-page", help="read page answering isError (repeat)"),
     force_429: int = typer.Option(0, "--force-429", min=0, help="first N requests answer 429"),
     fail_from_request: int | None = typer.Option(None, min=0, help="after N requests every call fails"),
+    hostile_records: str = typer.Option(
+        "",
+        help="records PostgreSQL or Python cannot store, and markup: comma-separated kinds or 'all' "
+        "(nul, escaped_nul, lone_surrogate, big_integer, big_id, long_part_number, deep, long_number, nan, markup)",
+    ),
     fault_account: str = typer.Option("both", help="account(s) the faults apply to: main, fbe or both"),
 ) -> None:
     """Run the eMAG API sandbox until Ctrl-C; prints the `export` lines that point emag-sync at it."""
@@ -249,6 +254,7 @@ def sandbox(
                 Faults(
                     latency_seconds=latency, error_rate=error_rate, malformed_rate=malformed_rate,
                     error_pages=set(error_page), force_429=force_429, fail_from_request=fail_from_request,
+                    hostile_records=[kind.strip() for kind in hostile_records.split(",") if kind.strip()],
                 ),
             )  # fmt: skip
     except (ValueError, EmagSyncError) as exc:
