@@ -37,8 +37,12 @@ class TricklingServer:
         self._threads: list[threading.Thread] = []
 
     @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> TricklingServer:
         self._spawn(self._accept)
