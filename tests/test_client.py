@@ -610,3 +610,14 @@ def test_an_answer_that_is_not_json_stays_unreadable_as_a_whole(body: bytes) -> 
     verdict = classify(_response(200, body), SITE)
     assert isinstance(verdict.error, EmagResponseFormatError) and not verdict.retriable
     assert "the answer is not JSON" in verdict.reason
+
+
+def test_an_unreadable_member_is_named_in_text_a_column_can_store() -> None:
+    bad = '{"id": 7, "a\\u0000\\ud800": ' + DEEP + "}"
+    verdict = classify(_response(200, _page(bad)), SITE)
+    assert verdict.envelope is not None
+    [unreadable] = verdict.envelope.results
+    assert (
+        unreadable.reason
+        == "'a\\x00\\ud800' is nested 50000 levels deep, more than Python's JSON parser reads"
+    )

@@ -81,6 +81,7 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET_OR_QUOTE = re.compile(r'["\[\]{}]')
 _SCALAR = re.compile(r"[^,:\[\]{}\s\"]+")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
 def _skip(text: str, position: int) -> int:
@@ -201,10 +202,11 @@ def _record(text: str) -> Any:
                 readable[key] = loads(text[start:end])
             except ValueError as exc:
                 if reason is whole_reason:
+                    name = key if _PLAIN_NAME.fullmatch(key) else repr(key)  # repr escapes a NUL
                     reason = (
-                        f"{key} is nested {depth} levels deep, more than Python's JSON parser reads"
+                        f"{name} is nested {depth} levels deep, more than Python's JSON parser reads"
                         if isinstance(exc, TooDeep)
-                        else f"{key} cannot be read: {_short(exc)}"
+                        else f"{name} cannot be read: {_short(exc)}"
                     )
     except ValueError:
         pass  # not even its members can be told apart: the whole record's reason stands
