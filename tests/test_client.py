@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -621,3 +622,13 @@ def test_an_unreadable_member_is_named_in_text_a_column_can_store() -> None:
         unreadable.reason
         == "'a\\x00\\ud800' is nested 50000 levels deep, more than Python's JSON parser reads"
     )
+
+
+def test_the_record_scanner_is_not_fooled_by_brackets_and_quotes_inside_strings() -> None:
+    tricky = '{"id": 2, "name": "a]}\\"[{ \\\\", "list": [[1, {"k": "]"}], []], "n": -1.5e3, "t": true}'
+    deep = '{"id": 3, "x": [' + "[" * 3000 + '"]]]"' + "]" * 3000 + "]}"
+    verdict = classify(_response(200, _page(tricky, deep, tricky.replace('"id": 2', '"id": 4'))), SITE)
+    assert verdict.envelope is not None
+    first, unreadable, last = verdict.envelope.results
+    assert first == json.loads(tricky) and last["id"] == 4
+    assert unreadable.text == deep and unreadable.reason.startswith("x is nested 3001 levels deep")

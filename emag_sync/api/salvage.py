@@ -79,7 +79,8 @@ def parse_answer(content: bytes) -> Any:
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # The rest of a string after its opening quote (escapes skipped), up to and including the closing quote.
 _STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET_OR_QUOTE = re.compile(r'["\[\]{}]')
+# A quote, or a run of openers or closers: deep nesting is scanned a run at a time, not a bracket at a time.
+_QUOTE_OR_BRACKETS = re.compile(r'"|[\[{]+|[\]}]+')
 _SCALAR = re.compile(r"[^,:\[\]{}\s\"]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
@@ -104,22 +105,22 @@ def _value_end(text: str, start: int) -> tuple[int, int]:
     depth = deepest = 0
     position = start
     while True:
-        found = _BRACKET_OR_QUOTE.search(text, position)
+        found = _QUOTE_OR_BRACKETS.search(text, position)
         if found is None:
             raise ValueError(f"unterminated {first} at {start}")
-        char, position = found.group(), found.end()
-        if char == '"':
+        run, position = found.group(), found.end()
+        if run == '"':
             match = _STRING_REST.match(text, position)
             if match is None:
                 raise ValueError(f"unterminated string at {position - 1}")
             position = match.end()
-        elif char in "[{":
-            depth += 1
+        elif run[0] in "[{":
+            depth += len(run)
             deepest = max(deepest, depth)
+        elif len(run) >= depth:  # the value closes inside this run of closers
+            return found.start() + depth, deepest
         else:
-            depth -= 1
-            if depth == 0:
-                return position, deepest
+            depth -= len(run)
 
 
 def _expect(text: str, position: int, char: str) -> int:
