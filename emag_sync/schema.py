@@ -199,7 +199,7 @@ sync_rejects = Table(
         JSONB,
         nullable=False,
         comment="the record as received; one JSONB cannot hold as an object (a NUL, a lone surrogate, deeper "
-        "than 255 levels, or JSON Python cannot parse) is kept as its JSON text, in a JSON string",
+        f"than {MAX_JSON_DEPTH} levels, or JSON Python cannot parse) is kept as its JSON text, in a JSON string",
     ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("emag_sync_rejects_run", "run_id"),

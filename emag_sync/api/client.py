@@ -230,8 +230,9 @@ class EmagClient:
 
     @staticmethod
     def _records(results: Any, site: CallSite) -> list[dict[str, Any]]:
-        # Only a page that is not a list is unreadable as a whole. A record in it that is not an object is
-        # the transform's to reject by name: failing the page for it would stop every sync of the account.
+        # Only a page that is not a list is unreadable as a whole. A record in it that is not an object (an
+        # UnreadableRecord among them: JSON Python could not parse) is the transform's to reject by name:
+        # failing the page for it would stop every sync of the account.
         if not isinstance(results, list):
             raise site.error(
                 EmagResponseFormatError, f"read results are not a list of records: {results!r:.200}"
