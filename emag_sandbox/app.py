@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from emag_sandbox.hostile import render
 from emag_sandbox.state import RATE_LIMIT_MESSAGE, Faults, Gate, RequestRefused, SandboxState
 from emag_sync.accounts import AccountType
 
@@ -214,4 +215,5 @@ async def _answer(
             results = []
     except RequestRefused as refused:
         return JSONResponse(envelope(messages=refused.messages, is_error=True), headers=headers)
-    return JSONResponse(envelope(results), headers=headers)
+    # rendered here, not by JSONResponse: hostile records hold what its json.dumps cannot write
+    return Response(render(envelope(results)), media_type="application/json", headers=headers)

@@ -22,6 +22,7 @@ from emag_sandbox.catalogue import (
     catalogues,
     format_price,
 )
+from emag_sandbox.hostile import kind_at, kinds_from, make_hostile
 from emag_sync.accounts import AccountType
 from emag_sync.limits import (
     MAX_ENTITIES_PER_SAVE,
@@ -87,6 +88,8 @@ class Faults:
     mutate_after_page: int | None = None
     mutate_remove: int = 0
     mutate_add: int = 0
+    # kinds of emag_sandbox.hostile.HOSTILE_KINDS ("all": every kind), one record each, on every read
+    hostile_records: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate"):
@@ -100,6 +103,7 @@ class Faults:
         if self.mutate_remove < 0 or self.mutate_add < 0:
             raise ValueError("faults: mutate_remove and mutate_add must be >= 0")
         self.error_pages = {int(page) for page in self.error_pages}
+        self.hostile_records = kinds_from(self.hostile_records)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Faults:
@@ -603,7 +607,7 @@ class SandboxState:
         return record
 
     def _served(self, account: AccountType, index: int, *, by_product: bool) -> dict[str, Any]:
-        """The record as a read returns it: generated, changed by saves, maybe malformed."""
+        """The record as a read returns it: generated, changed by saves, maybe malformed or hostile."""
         state = self._accounts[account]
         record = self._current(state, index)
         rate = self.faults[account].malformed_rate
@@ -616,6 +620,9 @@ class SandboxState:
                 record["sale_price"] = "12,5a"
             else:
                 del record["id"]
+        hostile = self.faults[account].hostile_records
+        if hostile and (hostile_kind := kind_at(index, state.catalogue.size, hostile)) is not None:
+            make_hostile(record, hostile_kind)
         if by_product:
             # GPSR fields are completion flags in list reads but details when filtered to one product
             contact = {

@@ -34,6 +34,13 @@ MONEY_DIGITS = 14
 Money = Numeric(MONEY_DIGITS, PRICE_DECIMALS)
 # The first amount a money column cannot hold.
 MAX_MONEY = Decimal(10) ** (MONEY_DIGITS - PRICE_DECIMALS)
+# A btree index entry holds at most 2,704 bytes (a third of an 8 kB page), and part_number is a key of
+# the catalogue's unique (sku, account_type) and of the seen set's (run_id, sku). eMAG documents it as 1-25
+# characters: 1 kB of UTF-8 leaves room for any real one and keeps every key far below PostgreSQL's limit.
+MAX_SKU_BYTES = 1024
+# The raw JSON columns hold records at most this many levels deep (eMAG's are 4): orjson writes no deeper,
+# and JSONB much deeper than Python's recursion limit could not even be read back through psycopg.
+MAX_JSON_DEPTH = 255
 ACCOUNT_TYPES = tuple(account.value for account in AccountType)
 
 metadata = MetaData(schema=SCHEMA)
@@ -77,7 +84,7 @@ products = Table(
     # GPSR: eMAG answers a boolean on a plain read and a list of objects when filtered by product.
     Column("gpsr_manufacturer", Boolean, comment="manufacturer details present on eMAG"),
     Column("gpsr_eu_representative", Boolean, comment="EU representative details present on eMAG"),
-    Column("raw_emag_data", JSONB, nullable=False),
+    Column("raw_emag_data", JSONB, nullable=False, comment="the record as received, every value as sent"),
     Column(
         "content_hash", Text, nullable=False, comment="md5 of the loaded fields: unchanged rows are skipped"
     ),
@@ -204,7 +211,13 @@ sync_rejects = Table(
     Column("emag_id", Text, comment="as sent, may be unparsable"),
     Column("sku", Text),
     Column("reason", Text, nullable=False),
-    Column("raw_payload", JSONB, nullable=False),
+    Column(
+        "raw_payload",
+        JSONB,
+        nullable=False,
+        comment="the record as received; one JSONB cannot hold as an object (a NUL, a lone surrogate, deeper "
+        f"than {MAX_JSON_DEPTH} levels, or JSON Python cannot parse) is kept as its JSON text, in a JSON string",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("emag_sync_rejects_run", "run_id"),
 )

@@ -18,10 +18,12 @@ from functools import cache
 from operator import itemgetter
 from typing import Any, TypeVar
 
+import orjson
 import pandas as pd
 from sqlalchemy import Table
 
 from emag_sync.accounts import AccountType
+from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.limits import (
     MAX_OFFER_ID,
     MIN_OFFER_ID,
@@ -33,7 +35,9 @@ from emag_sync.limits import (
     SELLABLE_VALIDATION_STATUSES,
 )
 from emag_sync.schema import (
+    MAX_JSON_DEPTH,
     MAX_MONEY,
+    MAX_SKU_BYTES,
     OFFER_COLUMNS,
     PAGE,
     PRODUCT_COLUMNS,
@@ -43,22 +47,15 @@ from emag_sync.schema import (
     products,
 )
 
-try:  # orjson (installed with Prefect) encodes the raw records ~8x faster: JSON is most of the transform
-    import orjson
-
-    def _dumps(value: object) -> str:
-        return orjson.dumps(value, default=str).decode()
-
-except ImportError:  # pragma: no cover - same JSON, only slower
-
-    def _dumps(value: object) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 # EAN-8 .. GTIN-14, with UPC-E (6 digits) at the short end.
 EAN_PATTERN = re.compile(r"\d{6,14}", re.ASCII)
 # Integers also arrive as digit strings (count's "noOfItems": "1274"); nothing fancier is accepted.
 INT_PATTERN = re.compile(r"\s*-?\d+\s*", re.ASCII)
+# A NUL escape in orjson's output: an odd number of backslashes before u0000 (an even number is an
+# escaped backslash followed by the letters "u0000", which JSONB stores as sent).
+NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
+SURROGATE = re.compile("[\ud800-\udfff]")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 VISIBLE, HIDDEN = "visible", "hidden"
 SMALLINT_MAX = 32_767
 INT_MAX = 2_147_483_647
@@ -130,26 +127,31 @@ def _lenient_money(value: object) -> Decimal | None:
         return None
 
 
-def _int_or_none(value: object, maximum: int = INT_MAX) -> int | None:
-    """An integer sent as int or digit string; anything else (or out of the column's range) is NULL."""
+def _integer(value: object) -> int | None:
+    """An integer sent as int, digit string or whole float (bools count as 0/1); None for anything else."""
     if type(value) is int:  # the common case first: this runs for every integer field of every record
-        number = value
-    elif (
-        isinstance(value, bool)
-        or (isinstance(value, str) and INT_PATTERN.fullmatch(value) is not None)
-        or (isinstance(value, float) and value.is_integer())
-    ):
-        number = int(value)
-    else:
-        return None
-    return number if -maximum - 1 <= number <= maximum else None
+        return value
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        return int(value)
+    if isinstance(value, str) and INT_PATTERN.fullmatch(value) is not None:
+        try:
+            return int(value)
+        except ValueError:  # more digits than Python converts (4,300): beyond every column anyway
+            return None
+    return None
+
+
+def _int_or_none(value: object, maximum: int = INT_MAX) -> int | None:
+    """An informational integer: anything but an integer in the column's range is NULL (raw JSON keeps it)."""
+    number = _integer(value)
+    return number if number is not None and -maximum - 1 <= number <= maximum else None
 
 
 def parse_emag_id(value: object) -> int:
-    """The record's id: required, an integer in eMAG's range."""
+    """The record's id: required, an integer in eMAG's range (structural: out of range is a reject)."""
     if value is None or value == "":
         raise RecordRejected("id is missing")
-    number = None if isinstance(value, bool | float) else _int_or_none(value, BIGINT_MAX)
+    number = None if isinstance(value, bool | float) else _integer(value)
     if number is None:
         raise RecordRejected(f"id is not an integer: {_show(value)}")
     if not MIN_OFFER_ID <= number <= MAX_OFFER_ID:
@@ -158,24 +160,29 @@ def parse_emag_id(value: object) -> int:
 
 
 def parse_sku(value: object) -> str:
-    """The record's part_number (our SKU): required and not blank; kept exactly as sent otherwise."""
+    """The record's part_number (our SKU): required, not blank, and short enough to be a key.
+
+    Kept exactly as sent otherwise; ``raw_json`` has already refused NULs and lone surrogates.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RecordRejected(f"part_number is missing or blank: {_show(value)}")
     if not isinstance(value, str):
         raise RecordRejected(f"part_number is not text: {_show(value)}")
-    if "\x00" in value:
-        raise RecordRejected(f"part_number contains a NUL character: {_show(value)}")
+    if len(value) * 4 > MAX_SKU_BYTES and (size := len(value.encode())) > MAX_SKU_BYTES:
+        raise RecordRejected(
+            f"part_number is {size} bytes long; at most {MAX_SKU_BYTES} fit the catalogue's unique index "
+            f"(eMAG documents 1 to 25 characters): {_show(value)}"
+        )
     return value
 
 
 def _text(value: object) -> str | None:
-    """Optional text: "" is NULL (url arrives as ""), NUL characters (refused by PostgreSQL) dropped."""
+    """Optional text: "" is NULL (url arrives as ""); kept as sent (``raw_json`` checked it is storable)."""
     if value is None or value == "":
         return None
-    text = value if isinstance(value, str) else str(value)
-    return text.replace("\x00", "") if "\x00" in text else text
+    return value if isinstance(value, str) else str(value)
 
 
 def status_value(value: object) -> tuple[int | None, str | None]:
@@ -237,11 +244,118 @@ def gpsr_present(value: object) -> bool | None:
     return bool(value) if isinstance(value, list | dict) else None
 
 
-def raw_json(record: object) -> str:
-    """The record as received, as JSON text that PostgreSQL's JSONB accepts (eMAG's key order kept)."""
-    text = _dumps(record)
-    # JSONB refuses the NUL escape; it can only come from a text value, so dropping it loses nothing.
-    return text.replace("\\u0000", "") if "\\u0000" in text else text
+# --- raw JSON: what eMAG sent, exactly, or a reject naming what PostgreSQL cannot store --------------
+
+
+def raw_json(value: object, path: str = "") -> str:
+    """``value`` (a record, or its field at ``path``) as JSON text that JSONB stores exactly as sent.
+
+    RecordRejected names the first field JSONB or the text columns cannot hold: a NUL character, a lone
+    surrogate, nesting beyond MAX_JSON_DEPTH. The fast path is orjson alone; the checks run only when its
+    output holds a NUL escape or it refused the value (integers beyond 64 bits then go through json,
+    which writes them exactly, and JSONB keeps them as numeric).
+    """
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, an int beyond 64 bits, > 255 levels
+        _refuse_unstorable(value, path)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in text and NUL_ESCAPE.search(text):
+        _refuse_unstorable(value, path)
+    return text
+
+
+def _refuse_unstorable(value: object, path: str) -> None:
+    """Raise RecordRejected for the first (in document order) part of ``value`` PostgreSQL cannot store."""
+    # (node, its path, its depth, the top-level field it is in); iterative: the value may be nested
+    # deeper than Python's recursion limit.
+    stack: list[tuple[object, str, int, str]] = [(value, path, 0, path)]
+    while stack:
+        node, where, depth, top = stack.pop()
+        if isinstance(node, str):
+            _refuse_text(node, where or "record")
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise RecordRejected(
+                f"{top or 'record'} is nested more than {MAX_JSON_DEPTH} levels deep; "
+                f"the raw JSON columns store at most {MAX_JSON_DEPTH}"
+            )
+        if isinstance(node, dict):
+            for key in node:
+                _refuse_text(str(key), f"a key of {where or 'the record'}")
+            named = [(item, _field_path(where, str(key))) for key, item in node.items()]
+        else:
+            named = [(item, f"{where}[{index}]") for index, item in enumerate(node)]
+        stack.extend((item, name, depth + 1, top or name) for item, name in reversed(named))
+
+
+def _refuse_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise RecordRejected(f"{where} contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    found = SURROGATE.search(text)
+    if found:
+        raise RecordRejected(
+            f"{where} contains a lone surrogate (\\u{ord(found.group()):04x}), which is not a Unicode "
+            "character and PostgreSQL cannot store"
+        )
+
+
+def _field_path(parent: str, key: str) -> str:
+    """``parent.key``, or ``parent['key']`` when the key is not a plain name (repr escapes the odd ones)."""
+    if IDENTIFIER.fullmatch(key):
+        return f"{parent}.{key}" if parent else key
+    return f"{parent}[{key!r}]"
+
+
+def _json_string(text: str) -> str:
+    """``text`` as a JSON string literal JSONB accepts. A raw NUL or lone surrogate in it (possible only in
+    bytes that were not valid JSON) is written as the six characters of its escape: JSONB holds neither."""
+    if "\x00" in text or SURROGATE.search(text):
+        text = SURROGATE.sub(lambda c: f"\\u{ord(c.group()):04x}", text.replace("\x00", "\\u0000"))
+    return orjson.dumps(text).decode()
+
+
+def _encode_iteratively(value: object) -> str:
+    """JSON text of a value of any depth, without recursion; ASCII only (surrogates become escapes)."""
+    parts: list[str] = []
+    stack: list[tuple[bool, object]] = [(False, value)]  # (literal text?, item)
+    while stack:
+        literal, item = stack.pop()
+        if literal:
+            parts.append(str(item))
+        elif isinstance(item, dict | list):
+            opening, closing = ("{", "}") if isinstance(item, dict) else ("[", "]")
+            sequence: list[tuple[bool, object]] = [(True, opening)]
+            members = item.items() if isinstance(item, dict) else enumerate(item)
+            for position, (key, child) in enumerate(members):
+                if position:
+                    sequence.append((True, ","))
+                if isinstance(item, dict):
+                    sequence.append((True, json.dumps(str(key)) + ":"))
+                sequence.append((False, child))
+            sequence.append((True, closing))
+            stack.extend(reversed(sequence))
+        else:
+            parts.append(json.dumps(item))
+    return "".join(parts)
+
+
+def reject_payload(record: object) -> str:
+    """A rejected record for ``raw_payload`` (JSONB), losslessly: the record itself when JSONB holds it
+    exactly, else its JSON text as a JSON string (a NUL, a lone surrogate, too deep, or not parsable)."""
+    if isinstance(record, UnreadableRecord):
+        return _json_string(record.text)
+    try:
+        return raw_json(record)
+    except RecordRejected:
+        pass
+    try:
+        text = orjson.dumps(record).decode()
+    except TypeError:
+        text = _encode_iteratively(record)
+    return _json_string(text)
 
 
 def content_hash(values: tuple[object, ...], raw: str = "") -> str:
@@ -260,6 +374,7 @@ def content_hash(values: tuple[object, ...], raw: str = "") -> str:
 def _normalise(record: dict[str, Any]) -> dict[str, Any]:
     """Every loaded field of one record, keyed by column name; raises RecordRejected."""
     emag_id = parse_emag_id(record.get("id"))
+    raw = raw_json(record)  # first: every text of a record that passes is storable as sent
     sku = parse_sku(record.get("part_number"))
     sale_price = parse_money(record.get("sale_price"), "sale_price", required=True, positive=True)
     validation, validation_text = status_value(record.get("validation_status"))
@@ -279,7 +394,7 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
         "category_id": _int_or_none(record.get("category_id"), BIGINT_MAX),
         "ean": eans(record.get("ean")),
         "url": _text(record.get("url")),
-        "images": None if images is None else raw_json(images),
+        "images": None if images is None else raw_json(images, "images"),
         "family_id": _int_or_none(family.get("id"), BIGINT_MAX),
         "family_name": _text(family.get("name")),
         "validation_status": validation,
@@ -292,7 +407,7 @@ def _normalise(record: dict[str, Any]) -> dict[str, Any]:
         "best_offer_sale_price": _lenient_money(record.get("best_offer_sale_price")),
         "gpsr_manufacturer": gpsr_present(record.get("manufacturer")),
         "gpsr_eu_representative": gpsr_present(record.get("eu_representative")),
-        "raw_emag_data": raw_json(record),
+        "raw_emag_data": raw,
         "emag_offer_id": emag_id,
         "price": sale_price,
         "sale_price": sale_price,
@@ -320,19 +435,32 @@ _unknown = set(_normalised_names()) - set(products.c.keys()) - set(offers.c.keys
 assert not _unknown, f"transform produces columns the schema does not declare: {sorted(_unknown)}"
 
 
-def _reject(account: AccountType, page: int | None, record: object, reason: str) -> dict[str, Any]:
+def _reject(
+    account: AccountType, page: int | None, record: object, reason: str, *, raw: str | None = None
+) -> dict[str, Any]:
+    """A reject row; ``raw`` is the record's JSON text when the transform already has it."""
     emag_id = sku = None
     if isinstance(record, dict):
-        emag_id = None if record.get("id") is None else _text(record.get("id"))
-        sku = _text(record.get("part_number"))
+        emag_id, sku = record.get("id"), record.get("part_number")
+    elif isinstance(record, UnreadableRecord):
+        emag_id, sku = record.emag_id, record.part_number
     return {
         "account_type": account.value,
         "page": page,
-        "emag_id": emag_id,
-        "sku": sku,
+        "emag_id": _reject_text(emag_id),
+        "sku": _reject_text(sku),
         "reason": reason,
-        "raw_payload": raw_json(record),
+        "raw_payload": reject_payload(record) if raw is None else raw,
     }
+
+
+def _reject_text(value: object) -> str | None:
+    """The reject's id or SKU as text a column stores: a NUL or lone surrogate as its escape (the exact
+    value is in raw_payload), anything not a string or number as NULL."""
+    if value is None or value == "" or not isinstance(value, str | int | float):
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return json.dumps(text)[1:-1] if "\x00" in text or SURROGATE.search(text) else text
 
 
 # --- the batch -------------------------------------------------------------------------------------
@@ -419,7 +547,12 @@ def _split(
     normalised = 0
     for record, page, read_at in zip(records, page_of, read_times, strict=True):
         if not isinstance(record, dict):
-            rejects.append(_reject(account, page, record, f"record is not an object: {_show(record)}"))
+            reason = (
+                record.reason
+                if isinstance(record, UnreadableRecord)
+                else f"record is not an object: {_show(record)}"
+            )
+            rejects.append(_reject(account, page, record, reason))
             continue
         try:
             row = _normalise(record)
@@ -440,7 +573,8 @@ def _split(
             kept.append(row)
             continue
         reason = f"part_number {_show(row['sku'])} repeated with another id in this batch (id {first} kept)"
-        rejects.append(_reject(account, row[PAGE], json.loads(row["raw_emag_data"]), reason))
+        raw = row[products.c.raw_emag_data.name]
+        rejects.append(_reject(account, row[PAGE], json.loads(raw), reason, raw=raw))
     return kept, rejects, normalised - len(by_id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -18,8 +19,10 @@ from emag_sandbox.app import create_app
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient, RequestCounters
+from emag_sync.api.deadline import environment_proxy
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.api.responses import CallSite, classify, parse_count, parse_retry_after, redact_headers
+from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.errors import (
     EmagAuthError,
     EmagBusinessError,
@@ -30,6 +33,7 @@ from emag_sync.errors import (
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
 from emag_sync.settings import AccountConfig
+from tests.trickle import TricklingServer
 
 FBE = AccountType.FBE
 IN_PROCESS_URL = "http://sandbox.test/api-3"
@@ -415,6 +419,7 @@ def test_secrets_never_reach_errors_reprs_or_logs(state, transport, caplog) -> N
         base64.b64encode(f"{username}:{secret}".encode()).decode() for secret in (password, "Wr0ng-pa55")
     ]
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="emag_sync")  # the project logger has its own level (INFO)
     texts = []
     config = _config(state, password=password)
     with EmagClient(config, transport=transport, limiter=_fast_limiter(), sleep=lambda s: None) as client:
@@ -490,3 +495,141 @@ def test_overlapping_requests_sustain_the_rate_limit_without_a_429(serve_sandbox
     rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
     assert rate >= 0.9 * 3
     assert client.stats.counters().rate_limited == 0
+
+
+# --- a whole request bounded by EMAG_TIMEOUT_SECONDS -------------------------------------------------------
+
+
+@pytest.mark.timeout(30)  # unbounded, each attempt would take 100 s
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_trickling_answer_ends_at_the_timeout_and_is_retried_like_a_timeout(where, state, sleeps) -> None:
+    """Fault: the answer's bytes arrive one every 50 ms (never a pause the per-read timeout would catch),
+    in the body or already in the status line and headers. Each attempt ends after the timeout."""
+    with TricklingServer(where) as server:
+        config = _config(state, url=server.url + "/api-3", timeout_seconds=0.5, max_attempts=2)
+        started = time.monotonic()
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(EmagUnavailableError) as info,
+        ):
+            client.count()
+        elapsed = time.monotonic() - started
+    assert str(info.value) == (
+        "fbe: product_offer/count: gave up after 2 attempts; last failure: ReadTimeout: no complete answer "
+        "within 0.5 s (EMAG_TIMEOUT_SECONDS bounds a whole request, from connect to the last byte)"
+    )
+    assert len(server.requests) == 2 and len(sleeps) == 1  # retried once, like any timeout
+    assert 1.0 <= elapsed < 3.0
+
+
+@pytest.mark.timeout(30)
+def test_a_trickling_answer_to_a_write_is_uncertain_and_never_resent(state, sleeps) -> None:
+    with TricklingServer("body") as server:
+        config = _config(state, url=server.url + "/api-3", timeout_seconds=0.5, max_attempts=3)
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(
+                EmagUncertainWriteError,
+                match=r"\(ReadTimeout: no complete answer within 0.5 s .*may or may not have been applied",
+            ),
+        ):
+            client.save_offers([{"id": 200000001, "sale_price": "5.0000"}])
+    assert len(server.requests) == 1 and sleeps == []
+
+
+@pytest.mark.timeout(30)
+def test_the_environment_proxy_is_used_and_bounded_too(state, sleeps, monkeypatch) -> None:
+    """A client given its own transport no longer reads HTTP_PROXY itself: the deadline transport does."""
+    with TricklingServer("body") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        config = _config(state, url="http://emag.invalid/api-3", timeout_seconds=0.5, max_attempts=1)
+        with (
+            EmagClient(config, limiter=_fast_limiter(), sleep=sleeps.append) as client,
+            pytest.raises(EmagUnavailableError, match="ReadTimeout: no complete answer within 0.5 s"),
+        ):
+            client.count()
+    [(line, _)] = proxy.requests
+    assert line == "POST http://emag.invalid/api-3/product_offer/count HTTP/1.1"
+
+
+def test_environment_proxy_follows_the_proxy_variables(monkeypatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for spelling in (name, name.lower()):
+            monkeypatch.delenv(spelling, raising=False)
+    url = "https://marketplace-api.emag.ro/api-3"
+    assert environment_proxy(url) is None
+    monkeypatch.setenv("ALL_PROXY", "proxy.corp:3128")
+    assert environment_proxy(url) == "http://proxy.corp:3128"
+    monkeypatch.setenv("HTTPS_PROXY", "http://tls-proxy.corp:8080")
+    assert environment_proxy(url) == "http://tls-proxy.corp:8080"
+    monkeypatch.setenv("NO_PROXY", ".emag.ro")
+    assert environment_proxy(url) is None
+
+
+# --- pages Python cannot parse whole ---------------------------------------------------------------------
+
+
+def _page(*records: str) -> bytes:
+    return ('{"isError": false, "messages": [], "results": [' + ", ".join(records) + "]}").encode()
+
+
+DEEP = "[" * 50_000 + "]" * 50_000
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('{"id": 7, "part_number": "D-1", "characteristics": ' + DEEP + "}",
+         "characteristics is nested 50000 levels deep, more than Python's JSON parser reads"),
+        ('{"id": 7, "part_number": "D-1", "warranty": ' + "9" * 5000 + "}",
+         "warranty cannot be read: Exceeds the limit (4300 digits) for integer string conversion"),
+        ('{"id": 7, "part_number": "D-1", "sale_price": NaN}', "sale_price cannot be read: NaN is not a JSON number"),
+        ('{"id": 7, "part_number": "D-1", "name": "a" "b"}', "record cannot be read: Expecting"),
+        (DEEP, "record cannot be read: nested deeper than Python's JSON parser reads"),
+    ],
+)  # fmt: skip
+def test_a_record_python_cannot_parse_leaves_the_rest_of_the_page_readable(bad: str, reason: str) -> None:
+    good = '{"id": 1, "part_number": "OK-1", "name": "\\u0000 and \\\\u0000 and \\ud800"}'
+    verdict = classify(_response(200, _page(good, bad, good.replace("OK-1", "OK-2"))), SITE)
+    assert verdict.envelope is not None, verdict.reason
+    first, unreadable, last = verdict.envelope.results
+    assert first == {"id": 1, "part_number": "OK-1", "name": "\x00 and \\u0000 and \ud800"}
+    assert last["part_number"] == "OK-2"
+    assert isinstance(unreadable, UnreadableRecord) and unreadable.text == bad
+    assert unreadable.reason.startswith(reason), unreadable.reason
+    expected_keys = (None, None) if bad == DEEP else (7, "D-1")
+    assert (unreadable.emag_id, unreadable.part_number) == expected_keys
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html>502</html>", _page('{"id": 1}')[:-5], b'{"isError": false, "results": [' + DEEP.encode(),
+     b'{"isError": false, "messages": ' + DEEP.encode() + b', "results": []}'],
+)  # fmt: skip
+def test_an_answer_that_is_not_json_stays_unreadable_as_a_whole(body: bytes) -> None:
+    verdict = classify(_response(200, body), SITE)
+    assert isinstance(verdict.error, EmagResponseFormatError) and not verdict.retriable
+    assert "the answer is not JSON" in verdict.reason
+
+
+def test_an_unreadable_member_is_named_in_text_a_column_can_store() -> None:
+    bad = '{"id": 7, "a\\u0000\\ud800": ' + DEEP + "}"
+    verdict = classify(_response(200, _page(bad)), SITE)
+    assert verdict.envelope is not None
+    [unreadable] = verdict.envelope.results
+    assert (
+        unreadable.reason
+        == "'a\\x00\\ud800' is nested 50000 levels deep, more than Python's JSON parser reads"
+    )
+
+
+def test_the_record_scanner_is_not_fooled_by_brackets_and_quotes_inside_strings() -> None:
+    tricky = '{"id": 2, "name": "a]}\\"[{ \\\\", "list": [[1, {"k": "]"}], []], "n": -1.5e3, "t": true}'
+    deep = '{"id": 3, "x": [' + "[" * 3000 + '"]]]"' + "]" * 3000 + "]}"
+    verdict = classify(_response(200, _page(tricky, deep, tricky.replace('"id": 2', '"id": 4'))), SITE)
+    assert verdict.envelope is not None
+    first, unreadable, last = verdict.envelope.results
+    assert first == json.loads(tricky) and last["id"] == 4
+    assert unreadable.text == deep and unreadable.reason.startswith("x is nested 3001 levels deep")

@@ -51,6 +51,7 @@ from tests.helpers import (
     before_statement,
     pages_in_order,
 )
+from tests.trickle import TricklingServer
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
 PAGE = 25  # records per page: FBE's 250 sandbox records are 10 full pages and an empty 11th
@@ -382,6 +383,142 @@ def test_malformed_records_of_every_kind_are_rejected_by_name_and_the_rest_loade
     assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == len(served)
 
 
+# --- records PostgreSQL or Python cannot store, answers that never end -----------------------------------
+
+# kind -> the start of its reject's reason; the other kinds (escaped_nul, big_integer, markup) load
+HOSTILE_REASONS = {
+    "nul": "description contains a NUL character (\\u0000), which PostgreSQL cannot store",
+    "lone_surrogate": "characteristics[{last}].value contains a lone surrogate (\\ud800), which is not a Unicode",
+    "big_id": "id out of range (1..4294967295): {id}",
+    "long_part_number": "part_number is {bytes} bytes long; at most 1024 fit the catalogue's unique index",
+    "deep": "characteristics is nested 50000 levels deep, more than Python's JSON parser reads",
+    "long_number": "warranty cannot be read: Exceeds the limit (4300 digits) for integer string conversion",
+    "nan": "best_offer_sale_price cannot be read: NaN is not a JSON number",
+}
+
+
+def test_hostile_records_are_named_rejects_and_everything_else_loads_on_every_run(
+    engine, sandbox_server, sandbox_state
+):
+    """Fault: the sandbox serves one record of each hostile kind (``hostile_records=["all"]``): a NUL, an
+    escaped backslash before u0000, a lone surrogate, integers beyond 64 bits (an id among them), a 3 kB
+    part_number, 50,000 levels of nesting, a 5,000-digit number, NaN, markup in a SKU and a name.
+
+    Each record PostgreSQL or Python cannot store is a reject naming its field, kept losslessly; every
+    other record loads, raw JSON exactly as sent; the run succeeds, and so does the next one.
+    """
+    from emag_sandbox.hostile import MARKUP_PART_NUMBER, hostile_records
+
+    clean = sandbox_state.catalogue_records(FBE)
+    sandbox_state.set_faults(FBE, Faults(hostile_records=["all"]))
+    kind_of = hostile_records(sandbox_state, FBE)
+    record_of = {kind: record for record in clean if (kind := kind_of.get(record["id"]))}
+    summary = run_sync(engine, sandbox_server, pages_per_batch=2)
+    assert summary.status == "succeeded"
+
+    with engine.connect() as conn:
+        rejects = conn.execute(
+            select(
+                sync_rejects.c.emag_id, sync_rejects.c.sku, sync_rejects.c.reason, sync_rejects.c.raw_payload
+            )
+        ).all()
+    reason_of = {kind_of[int(r.emag_id) % 2**64]: r for r in rejects}
+    assert sorted(reason_of) == sorted(HOSTILE_REASONS)
+    for kind, template in HOSTILE_REASONS.items():
+        record = record_of[kind]
+        expected = template.format(
+            last=len(record["characteristics"]) - 1, id=record["id"] + 2**64,
+            bytes=len(record["part_number"]) + 1 + 3000,
+        )  # fmt: skip
+        reject = reason_of[kind]
+        assert reject.reason.startswith(expected), (kind, reject.reason)
+        assert reject.emag_id == str(record["id"] + (2**64 if kind == "big_id" else 0))
+        if kind != "long_part_number":
+            assert reject.sku == record["part_number"]  # the reject names the offer eMAG still has
+    # raw_payload keeps each record losslessly: as an object when JSONB holds it, else its JSON text
+    assert json.loads(reason_of["nul"].raw_payload)["description"].endswith("\x00 after a NUL")
+    assert (
+        json.loads(reason_of["lone_surrogate"].raw_payload)["characteristics"][-1]["value"] == "16 GB \ud800"
+    )
+    assert reason_of["long_part_number"].raw_payload["part_number"].endswith("X" * 3000)
+    assert reason_of["deep"].raw_payload.startswith(f'{{"id":{record_of["deep"]["id"]},')
+    assert "[" * 50_000 + "]" * 50_000 in reason_of["deep"].raw_payload
+
+    loaded = {r["part_number"]: r["id"] for r in clean if kind_of.get(r["id"]) not in HOSTILE_REASONS}
+    loaded[MARKUP_PART_NUMBER] = loaded.pop(record_of["markup"]["part_number"])
+    assert_matches_catalogue(engine, sandbox_state, FBE, expected=loaded)
+    assert_offers_point_at_their_products(engine)
+    raw = products.c.raw_emag_data
+    columns = select(raw["description"].astext, raw["warranty"].astext, products.c.number_of_offers)
+    with engine.connect() as conn:
+        escaped = conn.execute(columns.where(products.c.emag_id == record_of["escaped_nul"]["id"])).one()
+        big = conn.execute(columns.where(products.c.emag_id == record_of["big_integer"]["id"])).one()
+    assert escaped[0] == "Path C:\\u0000 (a backslash, then u0000)"  # a backslash and "u0000", as sent
+    assert big[1:] == (str(2**64 + 24), None)  # numeric in JSONB, NULL in an INTEGER column
+    [run] = runs(engine)
+    assert run["rows_rejected"] == len(HOSTILE_REASONS)
+    assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == 250
+
+    again = run_sync(engine, sandbox_server, pages_per_batch=2)  # the same records, the same outcome
+    assert again.status == "succeeded" and again.rows_rejected == len(HOSTILE_REASONS)
+    assert again.rows_inserted == again.rows_updated == 0
+    assert again.rows_unchanged == 250 - len(HOSTILE_REASONS)
+    assert_matches_catalogue(engine, sandbox_state, FBE, expected=loaded)
+
+
+@pytest.mark.timeout(60)  # unbounded, page 3 alone would take minutes per attempt
+def test_a_trickling_page_fails_the_run_in_one_line_after_the_timeout_then_resume_completes(
+    engine, sandbox_server, sandbox_state
+):
+    """Fault: a proxy in front of eMAG answers page 3 a byte every 50 ms, never pausing for the 1 s
+    timeout of a read. Each attempt ends after 1 s; the run fails in one line naming the page, keeps the
+    batch before it, and the rerun resumes once the answers flow again."""
+    trickling = {"on": True}
+
+    def page_3(line: str, body: bytes) -> bool:
+        return (
+            trickling["on"] and "product_offer/read" in line and json.loads(body)["data"]["currentPage"] == 3
+        )
+
+    with TricklingServer("body", upstream=sandbox_server.url, trickle=page_3) as proxy:
+        through_proxy = RunningSandbox(sandbox_state, "127.0.0.1", proxy.port)
+        started = time.monotonic()
+        with pytest.raises(EmagUnavailableError) as info:
+            run_sync(engine, through_proxy, look_ahead=1, max_attempts=2, timeout_seconds=1)
+        elapsed = time.monotonic() - started
+        assert str(info.value) == (
+            "fbe: product_offer/read page 3: gave up after 2 attempts; last failure: ReadTimeout: no complete "
+            "answer within 1 s (EMAG_TIMEOUT_SECONDS bounds a whole request, from connect to the last byte)"
+        )
+        assert "\n" not in str(info.value) and 2.0 <= elapsed < 15.0
+        [run] = runs(engine)
+        assert run["status"] == "failed" and run["last_committed_page"] == 2
+        assert run["error"] == f"EmagUnavailableError: {info.value}"
+
+        trickling["on"] = False
+        resumed = run_sync(engine, through_proxy, resume=True, timeout_seconds=1)
+    assert resumed.status == "succeeded" and resumed.id == run["id"]
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+    assert written_once(engine)
+
+
+@pytest.mark.timeout(60)
+def test_a_trickling_count_ends_the_sync_command_in_one_line(
+    engine, db_env, sandbox_env, prefect_harness, monkeypatch
+):
+    """Fault: eMAG's answer to the preflight count trickles in a byte every 50 ms: the command fails in
+    one line after the timeout instead of hanging, and writes nothing."""
+    with TricklingServer("headers") as server:
+        monkeypatch.setenv("EMAG_API_URL", server.url + "/api-3")
+        monkeypatch.setenv("EMAG_TIMEOUT_SECONDS", "1")
+        monkeypatch.setenv("EMAG_MAX_ATTEMPTS", "2")
+        started = time.monotonic()
+        line = assert_one_line_error(invoke_sync("--account", "fbe"), "ReadTimeout", "within 1 s")
+        assert time.monotonic() - started < 15  # two attempts of 1 s, not 100 s each
+    assert "gave up after 2 attempts" in line
+    assert_nothing_written(engine)
+
+
 # --- two syncs of one account at once ------------------------------------------------------------------
 
 
@@ -640,6 +777,7 @@ def test_no_credential_in_logs_artifacts_errors_or_data_docs(
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("EMAG_SYNC_HOME", str(home))
         caplog.set_level(logging.DEBUG)
+        caplog.set_level(logging.DEBUG, logger="emag_sync")  # the project logger has its own level (INFO)
         with temporary_settings(updates={"logging.to_api.enabled": True, "logging.level": "DEBUG"}):
             clean = emag_product_sync(accounts="both", return_state=True)
             monkeypatch.setenv("EMAG_MAIN_PASSWORD", MAIN_WRONG_PASSWORD)

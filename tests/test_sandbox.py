@@ -495,3 +495,76 @@ def test_sandbox_env_points_settings_at_the_server(sandbox_env: Any) -> None:
 
     config = get_settings().account_config(FBE)
     assert config.api_url == sandbox_env.url and config.username == "sandbox-fbe"
+
+
+# --- hostile records --------------------------------------------------------------------------------
+
+
+def test_hostile_records_of_every_kind_are_served_on_every_read(
+    client: TestClient, sandbox_state: SandboxState
+) -> None:
+    """One record per kind, the same ones on every read; the JSON text is what a hostile eMAG sends."""
+    from emag_sandbox.hostile import HOSTILE_KINDS, hostile_records
+    from emag_sync.api.salvage import UnreadableRecord, parse_answer
+
+    clean = sandbox_state.catalogue_records(FBE)
+    sandbox_state.set_faults(FBE, hostile_records=["all"])
+    found = hostile_records(sandbox_state, FBE)
+    assert sorted(found.values()) == sorted(HOSTILE_KINDS) and len(found) == len(HOSTILE_KINDS)
+    pages = [
+        call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": page}) for page in (1, 2, 3)
+    ]
+    assert [p.content for p in pages] == [
+        call(client, sandbox_state, FBE, "product_offer/read", {"currentPage": page}).content
+        for page in (1, 2, 3)
+    ]
+    text = b"".join(p.content for p in pages).decode()  # the lone surrogate: an ASCII escape
+    served = [record for page in pages for record in parse_answer(page.content)["results"]]
+    assert len(served) == len(clean) == 250
+    by_kind = {kind: served[index] for index, kind in enumerate(
+        found.get(record["id"]) for record in clean) if kind}  # fmt: skip
+    assert "\\u0000 after a NUL" in text and by_kind["nul"]["description"].endswith("\x00 after a NUL")
+    assert '"Path C:\\\\u0000 (a backslash, then u0000)"' in text
+    assert by_kind["escaped_nul"]["description"] == "Path C:\\u0000 (a backslash, then u0000)"
+    assert (
+        "16 GB \\ud800" in text
+        and by_kind["lone_surrogate"]["characteristics"][-1]["value"] == "16 GB \ud800"
+    )
+    assert (
+        by_kind["big_integer"]["warranty"] == 2**64 + 24
+        and by_kind["big_integer"]["number_of_offers"] == 2**70
+    )
+    assert by_kind["big_id"]["id"] > 2**64
+    assert len(by_kind["long_part_number"]["part_number"]) > 3000
+    for kind in ("deep", "long_number", "nan"):
+        assert isinstance(by_kind[kind], UnreadableRecord), kind
+    assert "[" * 50_000 in text and "9" * 5000 in text and '"best_offer_sale_price":NaN' in text
+    assert by_kind["markup"]["part_number"] == "KIT[/2]"
+    assert "[/data] [sale_price] <img src=x onerror=alert(1)>" in by_kind["markup"]["name"]
+    untouched = [r for r in served if not isinstance(r, UnreadableRecord) and r not in by_kind.values()]
+    assert untouched == [r for r in clean if r["id"] not in found]
+
+
+def test_hostile_records_through_the_control_endpoint_and_unknown_kinds_refused(
+    client: TestClient, sandbox_state: SandboxState
+) -> None:
+    answer = client.post("/_sandbox/faults/main", json={"hostile_records": "nul, markup"})
+    assert answer.status_code == 200 and answer.json()["hostile_records"] == ["nul", "markup"]
+    assert sandbox_state.faults[MAIN] == Faults(hostile_records=["nul", "markup"])
+    refused = client.post("/_sandbox/faults/main", json={"hostile_records": ["nul", "emoji"]})
+    assert refused.status_code == 422 and "unknown hostile record kind 'emoji'" in refused.text
+    page = results(call(client, sandbox_state, MAIN, "product_offer/read"))
+    assert page[5]["description"].endswith("\x00 after a NUL") and page[28]["part_number"] == "KIT[/2]"
+
+
+def test_the_sandbox_command_serves_hostile_records() -> None:
+    from typer.testing import CliRunner
+
+    from emag_sandbox.server import serve_in_process
+    from emag_sync.cli import app
+
+    refused = CliRunner().invoke(app, ["sandbox", "--hostile-records", "nul,emoji"])
+    assert refused.exit_code == 1 and "unknown hostile record kind 'emoji'" in refused.stderr
+    with serve_in_process("--products", "40", "--no-rate-limit", "--hostile-records", "deep,nan") as sandbox:
+        faults = httpx.get(sandbox.control_url + "/faults").json()
+    assert faults["fbe"]["hostile_records"] == faults["main"]["hostile_records"] == ["deep", "nan"]

@@ -98,9 +98,9 @@ def test_quirks_normalised() -> None:
     assert neg["handling_time"] == 5  # the first warehouse's value
     assert neg["offer_validation_status"] == 2 and neg["visibility"] == "hidden"
     product = by_sku(frames.products, "Q-NEG")
-    assert product["name"] == "Badname"  # PostgreSQL refuses NUL characters
+    assert product["name"] == "Bad\\u0000name"  # a backslash, then "u0000": text, not a NUL
     assert product["ownership"] == 2 and product["ean"] is None
-    assert "\\u0000" not in product["raw_emag_data"]
+    assert json.loads(product["raw_emag_data"])["name"] == "Bad\\u0000name"
 
     zero = by_sku(frames.offers, "Q-ZERO")
     assert zero["visibility"] == "hidden" and zero["reserved_stock"] == 0
@@ -215,3 +215,122 @@ def test_prices_too_large_for_the_money_column_are_rejects_not_crashes(value: ob
     with pytest.raises(RecordRejected, match="sale_price out of range"):
         parse_money(value, "sale_price", required=True, positive=True)
     assert parse_money("9999999999.99994", "sale_price") == Decimal("9999999999.9999")
+
+
+# --- records PostgreSQL or Python cannot store: named rejects, the rest of the batch loads ---------------
+
+
+def _deep(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _with(**fields) -> dict:
+    return payload("record_fbe_emg469.json") | fields
+
+
+def _characteristics(value: object) -> list:
+    return [{"id": 6506, "value": "16 GB"}, {"id": 7802, "value": "1 TB"}, {"id": 7803, "value": value}]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (_with(description="<p>a\x00b</p>"),
+         "description contains a NUL character (\\u0000), which PostgreSQL cannot store"),
+        (_with(characteristics=_characteristics("x\ud800y")),
+         "characteristics[2].value contains a lone surrogate (\\ud800), which is not a Unicode character"),
+        (_with(name="\udfff"), "name contains a lone surrogate (\\udfff)"),
+        (_with(offer_details={"a\x00": 1}), "a key of offer_details contains a NUL character"),
+        (_with(part_number="EMG\x00469"), "part_number contains a NUL character"),
+        (_with(id=2**64 + 1), "id out of range (1..4294967295): 18446744073709551617"),
+        (_with(id=str(2**70)), "id out of range (1..4294967295): '1180591620717411303424'"),
+        (_with(part_number="P" * 1025), "part_number is 1025 bytes long; at most 1024 fit the catalogue's unique"),
+        (_with(part_number="Ș" * 513), "part_number is 1026 bytes long"),  # two bytes each in UTF-8
+        (_with(characteristics=_deep(255)), "characteristics is nested more than 255 levels deep"),
+        (_with(description=_deep(900)), "description is nested more than 255 levels deep"),
+    ],
+)  # fmt: skip
+def test_a_record_postgresql_cannot_store_is_a_named_reject_kept_losslessly(bad: dict, reason: str) -> None:
+    good = payload("record_fbe_emg469.json") | {"id": 200000001, "part_number": "EMG001"}
+    frames = transform_batch([good, bad], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT)
+    assert frames.products["sku"].tolist() == ["EMG001"] and len(frames.offers) == 1
+    [reject] = frames.rejects.to_dict("records")
+    assert reject["reason"].startswith(reason), reject["reason"]
+    assert reject["page"] == 2
+    stored = json.loads(reject["raw_payload"])  # what JSONB receives
+    if isinstance(stored, str):  # JSONB cannot hold the record as an object: its JSON text, as a string
+        stored = json.loads(stored)
+    assert stored == bad
+    for column in ("sku", "emag_id", "reason", "raw_payload"):  # every text column storable as it is
+        value = reject[column]
+        assert value is None or ("\x00" not in value and value.encode("utf-8")), column
+
+
+def test_a_reject_names_the_record_by_storable_text() -> None:
+    frames = transform_batch(
+        [_with(part_number="A\x00\ud800")], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+    )
+    [reject] = frames.rejects.to_dict("records")
+    assert reject["sku"] == "A\\u0000\\ud800" and reject["emag_id"] == "200001407"
+
+
+def test_an_escaped_backslash_before_u0000_is_text_and_stored_exactly_as_sent() -> None:
+    """JSON ``"C:\\\\u0000"`` is a backslash then "u0000", not a NUL: it loads, byte for byte."""
+    sent = '{"description": "C:\\\\u0000 and \\\\\\u0000", "name": "\\\\\\\\u0000"}'
+    record = payload("record_fbe_emg469.json") | json.loads(sent)
+    assert record["description"] == "C:\\u0000 and \\\x00"  # the second one is a real NUL
+    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    assert frames.rejects["reason"].tolist() == [
+        "description contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    ]
+    record["description"] = "C:\\u0000"
+    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    assert frames.rejects.empty
+    product = by_sku(frames.products, "EMG469")
+    assert product["name"] == "\\\\u0000"
+    assert json.loads(product["raw_emag_data"]) == record
+    assert '"C:\\\\u0000"' in product["raw_emag_data"]  # the escape eMAG sent, not a NUL
+
+
+def test_integers_beyond_64_bits_load_exactly_in_raw_json_and_as_null_in_informational_columns() -> None:
+    huge = 2**70 + 1
+    record = _with(
+        warranty=huge, number_of_offers=huge, category_id=-huge, family={"id": huge, "name": "F"},
+        images=[{"url": "u", "display_type": huge}],
+    )  # fmt: skip
+    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    assert frames.rejects.empty, frames.rejects["reason"].tolist()
+    product = by_sku(frames.products, "EMG469")
+    assert json.loads(product["raw_emag_data"]) == record  # JSONB keeps them as numeric, exactly
+    assert json.loads(product["images"])[0]["display_type"] == huge
+    assert (product["number_of_offers"], product["category_id"], product["family_id"]) == (None, None, None)
+    assert product["family_name"] == "F"
+    huge_text = _with(general_stock="9" * 5000)  # more digits than Python converts: NULL, not a crash
+    assert (
+        by_sku(transform_batch([huge_text], AccountType.FBE, synced_at=SYNCED_AT).offers, "EMG469")["stock"]
+        == 139
+    )  # the stock list is summed instead
+
+
+def test_a_record_the_page_parser_could_not_read_is_a_reject_with_its_text() -> None:
+    from emag_sync.api.salvage import UnreadableRecord
+
+    text = '{"id": 200000002, "part_number": "EMG002", "characteristics": ' + "[" * 5000 + "]" * 5000 + "}"
+    unreadable = UnreadableRecord(text, "characteristics is nested 5000 levels deep", 200000002, "EMG002")
+    frames = transform_batch(
+        [payload("record_fbe_emg469.json"), unreadable], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT
+    )
+    assert frames.products["sku"].tolist() == ["EMG469"]
+    [reject] = frames.rejects.to_dict("records")
+    assert reject["reason"] == "characteristics is nested 5000 levels deep"
+    assert (reject["emag_id"], reject["sku"], reject["page"]) == ("200000002", "EMG002", 2)
+    assert json.loads(reject["raw_payload"]) == text  # eMAG's text, as a JSON string
+
+
+def test_records_up_to_255_levels_deep_load() -> None:
+    record = _with(characteristics=_deep(254))  # the record itself is the 255th level
+    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    assert frames.rejects.empty and json.loads(by_sku(frames.products, "EMG469")["raw_emag_data"]) == record

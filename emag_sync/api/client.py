@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from emag_sync.api.deadline import DeadlineTransport, environment_proxy, request_deadline
 from emag_sync.api.paging import BY_ID, CatalogueCount, Page, PagePlan, PagingOverrun, check_items_per_page
 from emag_sync.api.ratelimit import Limiter
 from emag_sync.api.responses import CallSite, Envelope, Verdict, classify, parse_count, redact_headers
@@ -103,7 +104,9 @@ class EmagClient:
 
     Open one with ``emag_sync.api.open_client``, which brings the account's credentials and its shared rate
     budget. ``limiter`` paces every request (never optional: eMAG counts all of an account's calls);
-    ``transport`` lets tests hand in the sandbox; ``sleep`` and ``jitter`` replace backoff's waiting and
+    ``transport`` lets tests hand in the sandbox (the default ``DeadlineTransport`` is what bounds a whole
+    attempt by ``timeout_seconds``, through the environment's proxy if it sets one); ``sleep`` and
+    ``jitter`` replace backoff's waiting and
     randomness (tests make them instant or fixed); ``look_ahead`` is how many page requests
     ``iter_pages`` keeps in flight.
     """
@@ -134,7 +137,7 @@ class EmagClient:
                 config.timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, config.timeout_seconds)
             ),
             headers={"Accept": "application/json", "User-Agent": "emag-sync"},
-            transport=transport,
+            transport=transport or DeadlineTransport(proxy=environment_proxy(config.api_url)),
             event_hooks={"request": [_log_request]},
         )
 
@@ -251,8 +254,9 @@ class EmagClient:
 
     @staticmethod
     def _records(results: Any, site: CallSite) -> list[dict[str, Any]]:
-        # Only a page that is not a list is unreadable as a whole. A record in it that is not an object is
-        # the transform's to reject by name: failing the page for it would stop every sync of the account.
+        # Only a page that is not a list is unreadable as a whole. A record in it that is not an object (an
+        # UnreadableRecord among them: JSON Python could not parse) is the transform's to reject by name:
+        # failing the page for it would stop every sync of the account.
         if not isinstance(results, list):
             raise site.error(
                 EmagResponseFormatError, f"read results are not a list of records: {results!r:.200}"
@@ -360,7 +364,8 @@ class EmagClient:
         started = time.monotonic()
         sent_at = datetime.now(UTC)
         try:
-            response = self._http.post(site.resource, json={"data": data})
+            with request_deadline(self.config.timeout_seconds):
+                response = self._http.post(site.resource, json={"data": data})
         except httpx.TransportError as exc:
             self.stats.record(type(exc).__name__)
             verdict = classify(exc, site)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import httpx
 
 from emag_sync.accounts import AccountType
 from emag_sync.api.paging import CatalogueCount
+from emag_sync.api.salvage import parse_answer
 from emag_sync.errors import (
     EmagApiError,
     EmagAuthError,
@@ -153,7 +153,7 @@ def _classify_transport_error(exc: httpx.TransportError, site: CallSite) -> Verd
 def _classify_envelope(response: httpx.Response, site: CallSite) -> Verdict:
     status = response.status_code
     try:
-        body = json.loads(response.content)
+        body = parse_answer(response.content)
     except ValueError:
         reason = f"the answer is not JSON (HTTP {status}): {_preview(response)}"
         return _fatal(site, EmagResponseFormatError, reason, status, ())
@@ -180,7 +180,7 @@ def _preview(response: httpx.Response) -> str:
 def _body_messages(response: httpx.Response) -> list[object]:
     """eMAG's text from an error body ({"messages": [...]}, {"message": "..."}), else its first bytes."""
     try:
-        body = json.loads(response.content)
+        body = parse_answer(response.content)
     except ValueError:
         return [_preview(response)] if response.content else []
     if isinstance(body, dict):

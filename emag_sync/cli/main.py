@@ -248,6 +248,11 @@ def sandbox(
     shift_after_page: int | None = typer.Option(
         None, min=1, help="after serving read page N, remove a record already read and add one at the end"
     ),
+    hostile_records: str = typer.Option(
+        "",
+        help="records PostgreSQL or Python cannot store, and markup: comma-separated kinds or 'all' "
+        "(nul, escaped_nul, lone_surrogate, big_integer, big_id, long_part_number, deep, long_number, nan, markup)",
+    ),
     fault_account: str = typer.Option("both", help="account(s) the faults apply to: main, fbe or both"),
 ) -> None:
     """Run the eMAG API sandbox until Ctrl-C; prints the `export` lines that point emag-sync at it."""
@@ -270,6 +275,7 @@ def sandbox(
                     error_pages=set(error_page), force_429=force_429, fail_from_request=fail_from_request,
                     empty_catalogue=empty_catalogue, mutate_after_page=shift_after_page,
                     mutate_remove=1 if shift_after_page else 0, mutate_add=1 if shift_after_page else 0,
+                    hostile_records=[kind.strip() for kind in hostile_records.split(",") if kind.strip()],
                 ),
             )  # fmt: skip
     except (ValueError, EmagSyncError) as exc:
