@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -10,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from emag_sync.accounts import AccountType
 from emag_sync.errors import MissingCredentialsError
 from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND
+
+# A price update may move a sale price by at most this share of it unless the operator says it is intended
+# (--allow-large-change / allow_large_change): 35.00 typed for 350.00 is refused, not applied.
+DEFAULT_MAX_PRICE_CHANGE = Decimal("0.30")
 
 
 class AccountConfig(BaseModel):
@@ -52,6 +57,7 @@ class Settings(BaseSettings):
     emag_timeout_seconds: float = Field(default=60.0, gt=0)
     emag_sync_home: Path = Path(".emag-sync")
     emag_sync_database_url: SecretStr | None = None
+    emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0)
 
     @field_validator("emag_main_username", "emag_fbe_username", "emag_main_api_url", "emag_fbe_api_url")
     @classmethod
