@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from prefect import runtime, task
@@ -25,6 +26,11 @@ from emag_sync.settings import get_settings
 from tasks.outcomes import run_step
 
 ARTIFACT_KEY = "emag-price-updates"
+# The Prefect UI renders a table artifact's cells as markdown (links, HTML, headings); SKUs and eMAG's
+# messages are data. Backslash escapes every construct a cell could start; prices pass unchanged.
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>!|~&#])")
+_MARKDOWN_BLOCK_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)](\s|$)))")
+_AUTOLINK = re.compile(r"(?i)(?<=:)(//)|(?<=\bwww)(\.)")  # bare URLs become links otherwise
 # Refusals in the form's terms: its fields are the request's own (min_price, allow_large_change), which
 # is also how a PriceUpdateError words itself, so run_step's one line reads the same.
 FORM_FIXES: Mapping[PriceFix, str] = PARAMETER_FIXES
@@ -100,11 +106,25 @@ def publish_results(rows: Sequence[dict[str, str]]) -> str | None:
     if FlowRunContext.get() is None:
         return None
     artifact_id = create_table_artifact(
-        table=[dict(row) for row in rows],
+        table=[{column: markdown_text(value) for column, value in row.items()} for row in rows],
         key=ARTIFACT_KEY,
         description=f"eMAG price updates: {summary(rows)}",
     )
     return str(artifact_id)
+
+
+def markdown_text(value: str) -> str:
+    """A cell that markdown shows as the text it is: one line, every markup character escaped."""
+    text = _MARKDOWN_INLINE.sub(r"\\\1", " ".join(value.split()))
+    text = _AUTOLINK.sub(lambda m: "".join("\\" + c for c in m.group()), text)
+    block = _MARKDOWN_BLOCK_START.match(text)
+    if block is None:
+        return text
+    marker = block.group(2)
+    if marker.isdigit():  # "1. x" would start a list: escape the dot or parenthesis after the number
+        end = block.end()
+        return text[:end] + "\\" + text[end:]
+    return text[: block.start(2)] + "\\" + text[block.start(2) :]
 
 
 @task(name="update-offer-price", task_run_name="update-price-{account}-{sku}", cache_policy=NO_CACHE)

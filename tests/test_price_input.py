@@ -288,3 +288,31 @@ def test_the_form_takes_what_people_type_and_refuses_what_is_not_a_price():
             emag_update_offer_price.validate_parameters(
                 {"sku": "EMG469", "account": "fbe", "price": "1"} | bad
             )
+
+
+# ---------------------------------------------------------------------------------------------- the artifact
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("KIT[/2]", r"KIT\[/2\]"),
+        ("<img src=x onerror=alert(1)>", r"\<img src=x onerror=alert(1)\>"),
+        (
+            "[link](http://example.invalid) www.example.invalid",
+            r"\[link\](http:\/\/example.invalid) www\.example.invalid",
+        ),
+        ("**bold** `code` a|b ~x~ &amp;", r"\*\*bold\*\* \`code\` a\|b \~x\~ \&amp;"),
+        ("# heading", r"\# heading"),
+        ("- item", r"\- item"),
+        ("1. item", r"1\. item"),
+        ("line\nbreak", "line break"),
+        ("99.9000", "99.9000"),  # prices and plain messages stay as they are
+        ("eMAG refused: Offer 1: locked", "eMAG refused: Offer 1: locked"),
+    ],
+)
+def test_artifact_cells_are_text_for_the_prefect_ui_markdown(text, shown):
+    """The Prefect UI renders a table artifact's cells as markdown: operator and eMAG text is escaped."""
+    from tasks.prices import markdown_text
+
+    assert markdown_text(text) == shown

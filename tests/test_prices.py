@@ -507,13 +507,16 @@ def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandb
     assert audit["source"] == "flow" and audit["requested_by"].startswith("prefect:") and audit["flow_run_id"]
     assert sandbox.state.record_by_sku(FBE, "EMG469")["sale_price"] == "99.9000"
 
-    with pytest.raises(FailedRun, match="1 of 2 price update line"):
-        emag_update_offer_prices_bulk(csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\n")
+    with pytest.raises(FailedRun, match="2 of 3 price update line"):
+        emag_update_offer_prices_bulk(
+            csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\nKIT[/2],fbe,10\n"
+        )
     assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "250.0000"
     artifact = Artifact.get(tasks_prices.ARTIFACT_KEY)
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert [(r["line"], r["sku"], r["status"]) for r in table] == [
         ("2", "EMG470", "applied"),
         ("3", "EMG469", "invalid"),
+        ("4", r"KIT\[/2\]", "invalid"),  # the UI renders cells as markdown: text is escaped
     ]
-    assert "1 applied, 1 invalid" in artifact.description
+    assert "1 applied, 2 invalid" in artifact.description
