@@ -35,7 +35,6 @@ from emag_sync.prices.audit import (
     Outcome,
     Requester,
     Reread,
-    Source,
     Status,
     classify_reread,
     derive_status,
@@ -58,8 +57,6 @@ from emag_sync.schema import offers
 from emag_sync.settings import DEFAULT_MAX_PRICE_CHANGE, Settings
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Source", "Status"]
 
 RESULT_COLUMNS = (
     "line", "sku", "account", "old price", "new price", "currency", "status", "eMAG answer", "re-read",
