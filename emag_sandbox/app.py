@@ -213,6 +213,9 @@ async def _answer(
         else:
             await run_in_threadpool(state.save, account, resource, action, data)
             results = []
+            delay = state.faults[account].save_answer_delay_seconds
+            if delay > 0:  # applied, answered late: a writer killed meanwhile never learns it
+                await asyncio.sleep(delay)
     except RequestRefused as refused:
         return JSONResponse(envelope(messages=refused.messages, is_error=True), headers=headers)
     # rendered here, not by JSONResponse: hostile records hold what its json.dumps cannot write

@@ -90,20 +90,25 @@ class Faults:
     mutate_add: int = 0
     # kinds of emag_sandbox.hostile.HOSTILE_KINDS ("all": every kind), one record each, on every read
     hostile_records: list[str] = field(default_factory=list)
+    # offer id -> eMAG's message: a save naming the offer is refused whole with it, valid values or not
+    # (as eMAG answers "Offer ... is locked for editing")
+    refuse_saves: dict[int, str] = field(default_factory=dict)
+    save_answer_delay_seconds: float = 0.0  # an applied save is answered this much later
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "malformed_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"faults: {name} must be between 0 and 1, got {value}")
-        if self.latency_seconds < 0 or self.force_429 < 0:
-            raise ValueError("faults: latency_seconds and force_429 must be >= 0")
+        if self.latency_seconds < 0 or self.force_429 < 0 or self.save_answer_delay_seconds < 0:
+            raise ValueError("faults: latency_seconds, force_429 and save_answer_delay_seconds must be >= 0")
         if self.fail_from_request is not None and self.fail_from_request < 0:
             raise ValueError("faults: fail_from_request must be >= 0 or null")
         if self.mutate_remove < 0 or self.mutate_add < 0:
             raise ValueError("faults: mutate_remove and mutate_add must be >= 0")
         self.error_pages = {int(page) for page in self.error_pages}
         self.hostile_records = kinds_from(self.hostile_records)
+        self.refuse_saves = {int(offer_id): str(message) for offer_id, message in self.refuse_saves.items()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Faults:
@@ -123,6 +128,9 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["error_pages"] = sorted(self.error_pages)
+        data["refuse_saves"] = {
+            str(offer_id): message for offer_id, message in sorted(self.refuse_saves.items())
+        }
         return data
 
 
@@ -438,6 +446,7 @@ class SandboxState:
         required = PRODUCT_OFFER_SAVE_REQUIRED if resource == "product_offer" else ("id",)
         with self._lock:
             state = self._accounts[account]
+            refusals = self.faults[account].refuse_saves
             planned: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
             errors: list[str] = []
             for position, entity in enumerate(entities, start=1):
@@ -445,6 +454,10 @@ class SandboxState:
                     index, changes = self._validate_entity(state, entity, position, required)
                 except RequestRefused as refused:
                     errors.extend(refused.messages)
+                    continue
+                refusal = refusals.get(state.catalogue.id_of(index))
+                if refusal is not None:
+                    errors.append(refusal)
                     continue
                 planned.append((index, changes, dict(entity)))
             if errors:

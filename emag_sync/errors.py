@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 
 from emag_sync.accounts import AccountType
 
@@ -109,8 +110,59 @@ class DataQualityError(EmagSyncError):
     """A critical data-quality expectation failed; the message lists each failure with observed values."""
 
 
+class PriceFix(StrEnum):
+    """What the operator can do about a refused price. The rules name it; each caller words it in the terms
+    of its own interface (``--min-price`` on the command line, ``min_price`` in the Prefect form)."""
+
+    GIVE_MIN_PRICE = "give-min-price"
+    GIVE_MAX_PRICE = "give-max-price"
+    CHANGE_PRICE_OR_RANGE = "change-price-or-range"
+    ALLOW_LARGE_CHANGE = "allow-large-change"
+
+
+# The fixes in the names of the request's own fields, which are also the price flows' parameters.
+PARAMETER_FIXES: Mapping[PriceFix, str] = {
+    PriceFix.GIVE_MIN_PRICE: "give one in min_price",
+    PriceFix.GIVE_MAX_PRICE: "give one in max_price",
+    PriceFix.CHANGE_PRICE_OR_RANGE: "change the price or give min_price/max_price",
+    PriceFix.ALLOW_LARGE_CHANGE: "set allow_large_change to true if the change is intended",
+}
+
+
 class PriceUpdateError(EmagSyncError):
-    """A price update was refused before or by eMAG."""
+    """A price update was refused before or by eMAG.
+
+    ``subject`` (``EMG469 on eMAG FBE``) and ``fix`` (what the operator can do) are fields: a table row
+    shows the subject in its own columns, and each caller words the fix in its own terms (``worded``).
+    ``str()`` words it in the request's field names, which the price flows' parameters share.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        account: AccountType | None = None,
+        subject: str | None = None,
+        fix: PriceFix | None = None,
+    ) -> None:
+        super().__init__(message, account=account)
+        self.subject = subject
+        self.fix = fix
+
+    def worded(self, fixes: Mapping[PriceFix, str]) -> str:
+        """The whole message with its fix in ``fixes``' terms."""
+        text = f"{self.subject}: {self.detail}" if self.subject else self.detail
+        if self.account is not None:
+            text = f"{self.account.value}: {text}"
+        return with_fix(text, self.fix, fixes)
+
+    def __str__(self) -> str:
+        return self.worded(PARAMETER_FIXES)
+
+
+def with_fix(message: str, fix: PriceFix | None, fixes: Mapping[PriceFix, str]) -> str:
+    """``message; <the fix in the caller's terms>`` (the message alone when there is no fix)."""
+    return f"{message}; {fixes[fix]}" if fix is not None else message
 
 
 class OfferNotPublishedError(PriceUpdateError):

@@ -1,9 +1,10 @@
-"""The per-account PostgreSQL advisory lock that keeps two syncs of one account from writing at once."""
+"""PostgreSQL advisory locks: one per account keeps two syncs from writing at once; another tells the
+price runs that are still sending from the ones that died mid-way."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
@@ -106,6 +107,107 @@ def account_lock(engine: Engine, account: AccountType, *, wait: bool = False) ->
             log.warning(
                 "%s: releasing the sync lock failed (%s); dropping its connection", account.value, exc
             )
+            conn.invalidate()
+        finally:
+            conn.close()
+
+
+# --- price runs ---------------------------------------------------------------------------------------
+# Every price run holds its account's price lock SHARED while it sends (several may send at once); the
+# reconciler takes it EXCLUSIVE, without waiting, before it treats 'sending' audit rows as interrupted: it
+# gets it only when no price run of the account is alive, since PostgreSQL drops a dead process's locks.
+PRICE_LOCK_NAMESPACE = 0x656D6170  # "emap"
+
+_PRICE_SENDERS_SQL = text(
+    """
+SELECT DISTINCT l.objid
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock' AND l.database = (
+        SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = :namespace AND l.objsubid = 2
+"""
+)
+
+
+def _price_keys(account: AccountType) -> dict[str, int]:
+    return {"namespace": PRICE_LOCK_NAMESPACE, "key": _LOCK_KEYS[account]}
+
+
+def try_price_reconcile_lock(conn: Connection, account: AccountType) -> bool:
+    """Take the account's price lock exclusive on ``conn`` (session-level) if no price run holds it."""
+    return bool(
+        conn.execute(text("SELECT pg_try_advisory_lock(:namespace, :key)"), _price_keys(account)).scalar_one()
+    )
+
+
+def try_price_reconcile_xact_lock(conn: Connection, account: AccountType) -> bool:
+    """The same, for ``conn``'s transaction only (released at its commit or rollback)."""
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:namespace, :key)"), _price_keys(account)
+        ).scalar_one()
+    )
+
+
+def release_price_reconcile_lock(conn: Connection, account: AccountType) -> None:
+    conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), _price_keys(account))
+
+
+def hold_price_send_lock(conn: Connection, account: AccountType) -> None:
+    """Take the account's price lock shared on ``conn`` (waits only while a reconciler holds it)."""
+    conn.execute(text("SELECT pg_advisory_lock_shared(:namespace, :key)"), _price_keys(account))
+
+
+def release_price_send_lock(conn: Connection, account: AccountType) -> None:
+    conn.execute(text("SELECT pg_advisory_unlock_shared(:namespace, :key)"), _price_keys(account))
+
+
+def accounts_sending_prices(conn: Connection) -> set[AccountType]:
+    """The accounts a live price run is sending for right now (read from pg_locks, nothing taken)."""
+    keys = {key: account for account, key in _LOCK_KEYS.items()}
+    rows: list[int] = list(conn.execute(_PRICE_SENDERS_SQL, {"namespace": PRICE_LOCK_NAMESPACE}).scalars())
+    return {keys[key] for key in rows if key in keys}
+
+
+@contextmanager
+def price_run_lock(
+    engine: Engine, account: AccountType, reconcile: Callable[[], object] | None = None
+) -> Iterator[None]:
+    """Hold the account's price lock shared for the block, on a dedicated connection.
+
+    ``reconcile`` runs first with the lock exclusive, only when no other price run of the account is
+    alive: then every 'sending' row of the account belongs to a run that died. When another run is
+    sending, it is skipped (those rows may be that run's). Released on exit, or by PostgreSQL when the
+    process dies.
+    """
+    conn = engine.connect()
+    try:
+        if reconcile is not None and try_price_reconcile_lock(conn, account):
+            conn.commit()
+            try:
+                reconcile()
+                hold_price_send_lock(conn, account)  # the same session: granted at once
+            finally:
+                release_price_reconcile_lock(conn, account)
+        else:
+            if reconcile is not None:
+                log.info(
+                    "%s: another price run of this account is sending; its interrupted updates wait",
+                    account.value,
+                )
+            hold_price_send_lock(conn, account)
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    try:
+        yield
+    finally:
+        try:
+            release_price_send_lock(conn, account)
+            conn.commit()
+        except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
+            log.warning("%s: releasing the price lock failed (%s)", account.value, exc)
             conn.invalidate()
         finally:
             conn.close()

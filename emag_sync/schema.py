@@ -253,8 +253,33 @@ price_updates = Table(
     Column("new_sale_price", Money),
     Column("new_min_sale_price", Money),
     Column("new_max_sale_price", Money),
-    Column("status", Text, nullable=False, comment="applied, refused, uncertain"),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        comment="sending (intent written, no outcome yet), applied, refused, not-applied, uncertain",
+    ),
     Column("emag_response", JSONB),
+    # Written before the request (status sending), completed after it: a run killed in between leaves
+    # the intent visible, and the next price run or sync reconciles it by reading eMAG.
+    Column("sent_entity", JSONB, comment="the offer/save entity sent: id and the price fields asked for"),
+    Column("sent_at", DateTime(timezone=True), comment="when the intent was committed, just before sending"),
+    Column("answered_at", DateTime(timezone=True), comment="when eMAG's answer (or the failure) arrived"),
+    Column("emag_answer", Text, comment="accepted, refused, no-answer; null while sending"),
+    Column("emag_messages", JSONB, comment="eMAG's messages for this offer's request"),
+    Column("reread_at", DateTime(timezone=True), comment="when eMAG's prices were read back"),
+    Column("reread_source", Text, comment="save (right after it), reconcile (a later price run), sync"),
+    Column(
+        "reread_found", Text, comment="new prices, old prices, same prices, other prices, not found, failed"
+    ),
+    Column("reread_prices", JSONB, comment="the price fields eMAG held at reread_at"),
+    Column(
+        "large_change_allowed",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="the sale price moved by more than EMAG_MAX_PRICE_CHANGE and the operator allowed it",
+    ),
     _account_check("emag_price_updates"),
     Index("emag_price_updates_sku", "account_type", "sku"),
 )

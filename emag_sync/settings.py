@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -14,6 +15,9 @@ from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_
 # Where `emag-sync docs` serves the Data Docs site, and so the default base of the links to it.
 DATA_DOCS_PORT = 8766
 DEFAULT_DATA_DOCS_URL = f"http://127.0.0.1:{DATA_DOCS_PORT}/"
+# A price update may move a sale price by at most this share of it unless the operator says it is intended
+# (--allow-large-change / allow_large_change): 35.00 typed for 350.00 is refused, not applied.
+DEFAULT_MAX_PRICE_CHANGE = Decimal("0.30")
 
 
 class AccountConfig(BaseModel):
@@ -59,6 +63,7 @@ class Settings(BaseSettings):
     # Data Docs: the site folder (default: GX's own under EMAG_SYNC_HOME) and the URL it is read at.
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
+    emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0)
 
     @field_validator("emag_main_username", "emag_fbe_username", "emag_main_api_url", "emag_fbe_api_url")
     @classmethod

@@ -2,47 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 
+from emag_sync.accounts import AccountType
 from emag_sync.db import engine_from_settings
-from emag_sync.prices.apply import PriceUpdateResult, emag_writers, result_rows, run_bulk, run_single, summary
-from emag_sync.prices.csv_input import parse_price_csv
+from emag_sync.errors import PARAMETER_FIXES, PriceFix
+from emag_sync.prices.apply import (
+    PriceUpdateResult,
+    emag_writers,
+    result_rows,
+    run_bulk,
+    run_single,
+    summary,
+)
+from emag_sync.prices.audit import Requester
+from emag_sync.prices.csv_input import CsvProblem, parse_price_csv
 from emag_sync.prices.rules import PlannedUpdate, change_rows, make_request
 from emag_sync.settings import get_settings
 from tasks.outcomes import run_step
 
 ARTIFACT_KEY = "emag-price-updates"
+# The Prefect UI renders a table artifact's cells as markdown (links, HTML, headings); SKUs and eMAG's
+# messages are data. Backslash escapes every construct a cell could start; prices pass unchanged.
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>!|~&#])")
+_MARKDOWN_BLOCK_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)](\s|$)))")
+_AUTOLINK = re.compile(r"(?i)(?<=:)(//)|(?<=\bwww)(\.)")  # bare URLs become links otherwise
+# Refusals in the form's terms: its fields are the request's own (min_price, allow_large_change), which
+# is also how a PriceUpdateError words itself, so run_step's one line reads the same.
+FORM_FIXES: Mapping[PriceFix, str] = PARAMETER_FIXES
 
 
-def _who() -> tuple[str, str]:
-    """(requested_by, flow_run_id) for the audit rows of this flow run."""
-    return f"prefect:{runtime.flow_run.name}", str(runtime.flow_run.id)
+def _who() -> Requester:
+    """Who asks, for the audit rows of this flow run."""
+    return Requester(f"prefect:{runtime.flow_run.name}", "flow", str(runtime.flow_run.id))
+
+
+def result_rows_for_form(
+    results: Iterable[PriceUpdateResult], problems: Iterable[CsvProblem] = ()
+) -> list[dict[str, str]]:
+    """The verdict table, refusals worded for the Prefect form."""
+    return result_rows(results, problems, FORM_FIXES)
 
 
 def update_offer_price(
-    sku: str, account: str, price: str, min_price: str | None, max_price: str | None
+    sku: str,
+    account: str | AccountType,
+    price: str,
+    min_price: str | None,
+    max_price: str | None,
+    allow_large_change: bool = False,
 ) -> PriceUpdateResult:
     """Look up, validate and send one price; raises PriceUpdateError when refused before eMAG is asked."""
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
-    request = make_request(sku, account, price, min_price, max_price)
+    request = make_request(sku, account, price, min_price, max_price, allow_large_change=allow_large_change)
     settings = get_settings()
     engine = engine_from_settings(settings)
-    requested_by, flow_run_id = _who()
 
     def show(plan: PlannedUpdate) -> None:
         for name, now, new in change_rows(plan):
-            logger.info("%s %s: %s: %s -> %s", plan.offer.sku, plan.offer.account.label, name, now, new)
+            logger.info("%s: %s: %s -> %s", plan.request.where, name, now, new)
 
     try:
         with emag_writers(settings) as writer_for:
             result = run_single(
-                engine, request, writer_for,
-                requested_by=requested_by, source="flow", flow_run_id=flow_run_id, show=show,
+                engine, request, writer_for, _who(), max_change=settings.emag_max_price_change,
+                show=show, notify=logger.info,
             )  # fmt: skip
     finally:
         engine.dispose()
@@ -50,21 +80,22 @@ def update_offer_price(
     return result
 
 
-def update_offer_prices_bulk(csv_text: str) -> list[dict[str, str]]:
+def update_offer_prices_bulk(csv_text: str, allow_large_change: bool = False) -> list[dict[str, str]]:
     """Validate every CSV line, send the valid ones in chunks of at most 50; the per-line verdicts."""
-    parsed = parse_price_csv(csv_text)
+    from prefect.logging import get_run_logger
+
+    parsed = parse_price_csv(csv_text, allow_large_change=allow_large_change)
     settings = get_settings()
     engine = engine_from_settings(settings)
-    requested_by, flow_run_id = _who()
     try:
         with emag_writers(settings) as writer_for:
             results = run_bulk(
-                engine, parsed.requests, writer_for,
-                requested_by=requested_by, source="flow", flow_run_id=flow_run_id,
+                engine, parsed.requests, writer_for, _who(), max_change=settings.emag_max_price_change,
+                notify=get_run_logger().info,
             )  # fmt: skip
     finally:
         engine.dispose()
-    return result_rows(results, parsed.problems)
+    return result_rows_for_form(results, parsed.problems)
 
 
 def publish_results(rows: Sequence[dict[str, str]]) -> str | None:
@@ -75,25 +106,44 @@ def publish_results(rows: Sequence[dict[str, str]]) -> str | None:
     if FlowRunContext.get() is None:
         return None
     artifact_id = create_table_artifact(
-        table=[dict(row) for row in rows],
+        table=[{column: markdown_text(value) for column, value in row.items()} for row in rows],
         key=ARTIFACT_KEY,
         description=f"eMAG price updates: {summary(rows)}",
     )
     return str(artifact_id)
 
 
+def markdown_text(value: str) -> str:
+    """A cell that markdown shows as the text it is: one line, every markup character escaped."""
+    text = _MARKDOWN_INLINE.sub(r"\\\1", " ".join(value.split()))
+    text = _AUTOLINK.sub(lambda m: "".join("\\" + c for c in m.group()), text)
+    block = _MARKDOWN_BLOCK_START.match(text)
+    if block is None:
+        return text
+    marker = block.group(2)
+    if marker.isdigit():  # "1. x" would start a list: escape the dot or parenthesis after the number
+        end = block.end()
+        return text[:end] + "\\" + text[end:]
+    return text[: block.start(2)] + "\\" + text[block.start(2) :]
+
+
 @task(name="update-offer-price", task_run_name="update-price-{account}-{sku}", cache_policy=NO_CACHE)
 def update_offer_price_task(
-    sku: str, account: str, price: str, min_price: str | None, max_price: str | None
+    sku: str,
+    account: str | AccountType,
+    price: str,
+    min_price: str | None,
+    max_price: str | None,
+    allow_large_change: bool = False,
 ) -> PriceUpdateResult:
     """Prefect task: one price update; Failed in one line when it is refused before eMAG is asked."""
-    return run_step(update_offer_price, sku, account, price, min_price, max_price)
+    return run_step(update_offer_price, sku, account, price, min_price, max_price, allow_large_change)
 
 
 @task(name="update-offer-prices-bulk", task_run_name="update-offer-prices-bulk", cache_policy=NO_CACHE)
-def update_offer_prices_bulk_task(csv_text: str) -> list[dict[str, str]]:
+def update_offer_prices_bulk_task(csv_text: str, allow_large_change: bool = False) -> list[dict[str, str]]:
     """Prefect task: every CSV line validated, the valid ones sent; the per-line verdicts."""
-    return run_step(update_offer_prices_bulk, csv_text)
+    return run_step(update_offer_prices_bulk, csv_text, allow_large_change)
 
 
 @task(name="publish-price-results", task_run_name="publish-price-results", cache_policy=NO_CACHE)

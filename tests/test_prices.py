@@ -4,28 +4,36 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 import tasks.prices as tasks_prices
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
-from emag_sync.api import open_client
 from emag_sync.api.client import EmagClient
 from emag_sync.cli import app
 from emag_sync.errors import OfferNotPublishedError, PriceUpdateError
 from emag_sync.prices import apply, csv_input, rules
-from emag_sync.schema import offers, price_updates, products
+from emag_sync.prices.audit import Requester
+from emag_sync.schema import offers, price_updates
 from emag_sync.settings import get_settings
+from tests.price_helpers import (
+    PRODUCTS,
+    audit_rows,
+    client_for,
+    offer_row,
+    saves_sent,
+    seed_offers,
+    sync_account_once,
+    valid_rows,
+)
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
-PRODUCTS = 500  # FBE holds EMG469 (range 79.21..132.58, recommended 164.63) and EMG470 (139.66..411.16)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -41,86 +49,15 @@ def sandbox(monkeypatch):
         yield running
 
 
-def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
-    """Product and offer rows for every sandbox record of the account, as a sync would leave them."""
-    records = [r for r in state.catalogue_records(account) if r.get("part_number")]
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(products),
-            [
-                {
-                    "sku": r["part_number"],
-                    "account_type": account.value,
-                    "emag_id": r["id"],
-                    "raw_emag_data": {},
-                    "content_hash": "seed",
-                    "last_synced_at": now,
-                }
-                for r in records
-            ],
-        )
-        product_ids = dict(
-            conn.execute(
-                select(products.c.sku, products.c.id).where(products.c.account_type == account.value)
-            )
-            .tuples()
-            .all()
-        )
-        conn.execute(
-            insert(offers),
-            [
-                {
-                    "product_id": product_ids[r["part_number"]],
-                    "sku": r["part_number"],
-                    "account_type": account.value,
-                    "emag_offer_id": r["id"],
-                    "price": r["sale_price"],
-                    "sale_price": r["sale_price"],
-                    "recommended_price": r["recommended_price"],
-                    "min_sale_price": r["min_sale_price"],
-                    "max_sale_price": r["max_sale_price"],
-                    "currency": r["currency"],
-                    "vat_id": r["vat_id"],
-                    "status": r["status"],
-                    "content_hash": "seed",
-                    "last_synced_at": now,
-                }
-                for r in records
-            ],
-        )
-
-
-def offer_row(engine, sku: str, account: AccountType = FBE) -> dict:
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(offers).where(offers.c.sku == sku, offers.c.account_type == account.value)
-        ).mappings()
-        return dict(row.one())
-
-
-def audit_rows(engine) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(price_updates).order_by(price_updates.c.id)).mappings()]
-
-
-def saves_sent(state: SandboxState, account: AccountType | None = None) -> list:
-    return [
-        r
-        for r in state.request_log
-        if (r.resource, r.action) == ("offer", "save") and (account is None or r.account is account)
-    ]
+TESTER = Requester("tester", "cli")
+LIMIT = Decimal("0.30")
 
 
 def run_one(engine, request: rules.PriceRequest, **kwargs) -> apply.PriceUpdateResult:
     with apply.emag_writers(get_settings()) as writer_for:
-        result = apply.run_single(engine, request, writer_for, requested_by="tester", source="cli", **kwargs)
+        result = apply.run_single(engine, request, writer_for, TESTER, **kwargs)
     assert result is not None
     return result
-
-
-def client_for(account: AccountType, transport: httpx.BaseTransport | None = None) -> EmagClient:
-    return open_client(get_settings(), account, transport=transport)
 
 
 # ---------------------------------------------------------------------------------------------- pure rules
@@ -166,64 +103,37 @@ def _stored(**changes) -> rules.StoredOffer:
         (("70",), {}, "outside the allowed range"),
         (("100", "120", "110"), {}, "min_price 120 must be lower than max_price 110"),
         (("100", None, "90"), {}, r"outside the allowed range \[79.21, 90\]"),
-        (("100",), {"min_sale_price": None}, "no stored min_sale_price; give one with --min-price"),
+        (("100",), {"min_sale_price": None}, "no stored min_sale_price; give one in min_price"),
         (("120",), {"recommended_price": Decimal("119")}, "must be below the offer's recommended_price 119"),
     ],
 )
 def test_validation_refuses_what_emag_would(request_args, offer_changes, expected):
-    request = rules.make_request("EMG469", "fbe", *request_args)
+    request = rules.make_request("EMG469", "fbe", *request_args, allow_large_change=True)
     with pytest.raises(PriceUpdateError, match=expected) as caught:
-        rules.plan_update(request, _stored(**offer_changes))
+        rules.plan_update(request, _stored(**offer_changes), max_change=LIMIT)
     assert str(caught.value).startswith("EMG469 on eMAG FBE:")
 
 
 def test_new_min_max_widen_the_range_and_only_prices_are_sent():
-    plan = rules.plan_update(rules.make_request("EMG469", "fbe", "150", max_price="200"), _stored())
+    plan = rules.plan_update(
+        rules.make_request("EMG469", "fbe", "150", max_price="200"), _stored(), max_change=LIMIT
+    )
     assert plan.entity() == {"id": 200001405, "sale_price": "150.0000", "max_sale_price": "200.0000"}
     assert "stock" not in plan.entity()
 
 
 def test_changes_show_vat_inclusive_price_for_display():
-    plan = rules.plan_update(rules.make_request("EMG469", "fbe", "35.00", min_price="30"), _stored())
+    request = rules.make_request("EMG469", "fbe", "35.00", min_price="30", allow_large_change=True)
+    plan = rules.plan_update(request, _stored(), max_change=LIMIT)
     rows = {name: (now, new) for name, now, new in rules.change_rows(plan)}
     assert rows["sale price (ex-VAT)"] == ("118.0257", "35.0000")
     assert rows["price incl. VAT 21%"] == ("142.81", "42.35")
     assert rows["min sale price"] == ("79.2100", "30.0000")
     assert rows["max sale price"] == ("132.5800", "132.5800")
-    unknown = rules.plan_update(rules.make_request("EMG469", "fbe", "100"), _stored(vat_id=9))
-    assert any("vat_id 9: rate unknown" in name for name, _, _ in rules.change_rows(unknown))
-
-
-def test_csv_problems_are_reported_by_line_number():
-    text = (
-        "sku,account,price,min_price,max_price\n"
-        "EMG1,fbe,10.5,,\n"  # 2: fine
-        "EMG2,fbe\n"  # 3: missing columns
-        "EMG3,fbe,1O.5,,\n"  # 4: bad number
-        "EMG4,amazon,10,,\n"  # 5: unknown account
-        "EMG5,fbe,10,,\n"  # 6: duplicate with 8
-        "\n"  # 7: blank, skipped
-        "EMG5,FBE,11,,\n"  # 8
-        "EMG5,main,12,,\n"  # 9: same SKU, other account: fine
-        "EMG6,fbe,10.12345,,\n"  # 10: too many decimals
+    unknown = rules.plan_update(
+        rules.make_request("EMG469", "fbe", "100"), _stored(vat_id=9), max_change=LIMIT
     )
-    parsed = csv_input.parse_price_csv(text)
-    assert [(r.sku, r.account, r.line) for r in parsed.requests] == [("EMG1", FBE, 2), ("EMG5", MAIN, 9)]
-    problems = {p.line: p.message for p in parsed.problems}
-    assert sorted(problems) == [3, 4, 5, 6, 8, 10]
-    assert "expected 5 columns" in problems[3]
-    assert problems[4] == "line 4: EMG3 on eMAG FBE: price '1O.5' is not a number"
-    assert "account must be main or fbe" in problems[5]
-    assert "listed on lines 6, 8" in problems[6] and "listed on lines 6, 8" in problems[8]
-    assert "more than 4 decimals" in problems[10]
-
-
-def test_csv_header_must_name_the_required_columns():
-    parsed = csv_input.parse_price_csv("sku,price,colour\nEMG1,10,red\n")
-    assert not parsed.requests
-    assert parsed.problems[0].line == 1
-    assert "missing column(s) account" in parsed.problems[0].message
-    assert "unknown column(s) colour" in parsed.problems[0].message
+    assert any("vat_id 9: rate unknown" in name for name, _, _ in rules.change_rows(unknown))
 
 
 # ---------------------------------------------------------------------------------------------- single update
@@ -256,6 +166,12 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     assert after["updated_at"] > before["updated_at"]
     [audit] = audit_rows(engine)
     assert audit["status"] == "applied" and audit["requested_by"] == "tester" and audit["source"] == "cli"
+    # eMAG's answer arrived after the intent was committed; the offer row records when eMAG held the prices
+    assert audit["emag_answer"] == "accepted" and audit["reread_found"] is None
+    assert audit["sent_at"] <= audit["answered_at"] == after["prices_pushed_at"]
+    assert before["prices_pushed_at"] is None and after["prices_pushed_at"].tzinfo is not None
+    assert audit["sent_entity"] == {"id": 200001405, "sale_price": "100.5000", "min_sale_price": "80.0000"}
+    assert audit["large_change_allowed"] is False
     assert (audit["sku"], audit["account_type"], audit["emag_offer_id"]) == ("EMG469", "fbe", 200001405)
     assert audit["old_sale_price"] == Decimal("118.0257") and audit["new_sale_price"] == Decimal("100.5")
     assert audit["old_min_sale_price"] == Decimal("79.21") and audit["new_min_sale_price"] == Decimal("80")
@@ -264,46 +180,39 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     assert len(saves_sent(state)) == 1
 
 
-def test_database_failure_after_emag_applied_says_so_and_leaves_the_row_alone(sandbox, engine):
-    """eMAG accepted the save, then the database refused the write: the operator is told it is live on
-    eMAG but not recorded (no blind retry), nothing half-written stays, and the error names the cause."""
+def test_database_failure_after_emag_applied_says_so_and_leaves_the_intent(sandbox, engine):
+    """eMAG accepted the save, then the database refused the outcome: the operator is told it was sent
+    (no blind retry), the offer row is not half-written, and the intent row stays for reconciliation."""
     from sqlalchemy import text
 
     state = sandbox.state
     seed_offers(engine, state, FBE)
     before = offer_row(engine, "EMG469")
-    with engine.begin() as conn:  # the audit table gone: the chunk's transaction cannot commit
-        conn.execute(text("ALTER TABLE app.emag_price_updates RENAME TO emag_price_updates_gone"))
+    with engine.begin() as conn:  # intents can be written, outcomes cannot
+        conn.execute(
+            text(
+                "CREATE FUNCTION app.refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'disk full (test)'; END $$;"
+                "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON app.emag_price_updates "
+                "FOR EACH ROW EXECUTE FUNCTION app.refuse_outcome()"
+            )
+        )
 
     result = run_one(engine, rules.make_request("EMG469", "fbe", "100.50"))
 
     assert result.status == "uncertain"
-    assert "applied on eMAG, but the database and audit could not be written" in result.message
-    assert "emag_price_updates" in result.message and "a sync of fbe will record" in result.message
+    assert "sent to eMAG (its answer: accepted), but the outcome could not be written" in result.message
+    assert "disk full (test)" in result.message and "stays 'sending'" in result.message
     assert state.record_by_sku(FBE, "EMG469")["sale_price"] == "100.5000"
     assert offer_row(engine, "EMG469") == before  # rolled back whole: no half-written row
-
-
-def sync_account_once(engine, state: SandboxState, account: AccountType):
-    """What a sync's load does with the account's current catalogue: one run, one batch."""
-    from emag_sync.schema import sync_runs
-    from tasks.load import load_batch
-    from tasks.transform import transform_batch
-
-    with engine.begin() as conn:
-        run_id = conn.execute(
-            insert(sync_runs)
-            .values(account_type=account.value, status="running", items_per_page=100, pages_per_batch=5)
-            .returning(sync_runs.c.id)
-        ).scalar_one()
-    frames = transform_batch(state.catalogue_records(account), account, pages=1, synced_at=datetime.now(UTC))
-    return load_batch(engine, run_id, account, frames, last_page=1)
+    [audit] = audit_rows(engine)
+    assert (audit["status"], audit["id"]) == ("sending", result.audit_id)
 
 
 def test_a_following_sync_keeps_the_new_price(sandbox, engine):
     state = sandbox.state
     assert sync_account_once(engine, state, FBE).inserted == PRODUCTS
-    assert run_one(engine, rules.make_request("EMG470", "fbe", "300", max_price="420")).ok
+    assert run_one(engine, rules.make_request("EMG470", "fbe", "280", max_price="420")).ok
     # The row's hash is cleared, so the next sync rewrites the row from eMAG instead of skipping it.
     assert offer_row(engine, "EMG470")["content_hash"] == ""
 
@@ -312,8 +221,8 @@ def test_a_following_sync_keeps_the_new_price(sandbox, engine):
     assert result.updated == 1  # the updated offer is rewritten from eMAG's data, nothing else changed
     row = offer_row(engine, "EMG470")
     assert (row["price"], row["sale_price"], row["max_sale_price"]) == (
-        Decimal("300"),
-        Decimal("300"),
+        Decimal("280"),
+        Decimal("280"),
         Decimal("420"),
     )
     assert row["content_hash"] != ""
@@ -322,7 +231,7 @@ def test_a_following_sync_keeps_the_new_price(sandbox, engine):
 def test_out_of_range_price_is_refused_before_any_request(sandbox, engine):
     seed_offers(engine, sandbox.state, FBE)
     with pytest.raises(PriceUpdateError, match=r"EMG469 on eMAG FBE: price 35.00 is outside .*79.2100"):
-        run_one(engine, rules.make_request("EMG469", "fbe", "35.00"))
+        run_one(engine, rules.make_request("EMG469", "fbe", "35.00", allow_large_change=True))
     assert sandbox.state.request_log == []
     assert audit_rows(engine) == []
     assert offer_row(engine, "EMG469")["sale_price"] == Decimal("118.0257")
@@ -336,14 +245,17 @@ def test_emag_refusal_leaves_the_database_unchanged_and_is_audited(sandbox, engi
         conn.execute(update(offers).where(offers.c.sku == "EMG470").values(max_sale_price=Decimal("1000")))
     before = offer_row(engine, "EMG470")
 
-    result = run_one(engine, rules.make_request("EMG470", "fbe", "500"))
+    result = run_one(engine, rules.make_request("EMG470", "fbe", "500", allow_large_change=True))
 
-    assert result.status == "refused"
+    assert result.status == "refused" and (result.answer, result.found) == ("refused", "old prices")
     assert "sale_price 500.0000 is outside" in result.message and "max_sale_price 411.1600" in result.message
     assert offer_row(engine, "EMG470") == before
     assert state.record_by_sku(FBE, "EMG470")["sale_price"] == "223.1100"
     [audit] = audit_rows(engine)
     assert audit["status"] == "refused"
+    assert audit["emag_answer"] == "refused" and "outside" in audit["emag_messages"][0]
+    assert (audit["reread_found"], audit["reread_source"]) == ("old prices", "save")
+    assert audit["reread_prices"]["sale_price"] == "223.1100"
     assert audit["emag_response"]["isError"] is True
     assert "outside" in audit["emag_response"]["messages"][0]
     assert audit["emag_response"]["re_read"]["sale_price"] == "223.1100"
@@ -389,53 +301,49 @@ class LostAnswerTransport(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-@pytest.mark.parametrize(("delivered", "emag_holds"), [(True, "300.0000"), (False, "223.1100")])
-def test_lost_answer_is_uncertain_and_records_what_emag_holds(sandbox, engine, delivered, emag_holds):
+@pytest.mark.parametrize(
+    ("delivered", "status", "found", "emag_holds"),
+    [(True, "applied", "new prices", "280.0000"), (False, "not-applied", "old prices", "223.1100")],
+)
+def test_lost_answer_is_decided_by_what_the_re_read_finds(
+    sandbox, engine, delivered, status, found, emag_holds
+):
     seed_offers(engine, sandbox.state, FBE)
-    request = rules.make_request("EMG470", "fbe", "300")
+    request = rules.make_request("EMG470", "fbe", "280")
     with client_for(FBE, LostAnswerTransport(deliver=delivered)) as client:
-        result = apply.run_single(engine, request, lambda _: client, requested_by="tester", source="cli")
+        result = apply.run_single(engine, request, lambda _: client, TESTER)
 
-    assert result is not None and result.status == "uncertain"
-    assert f"eMAG now holds sale_price {emag_holds} RON" in result.message
+    assert result is not None and (result.status, result.answer, result.found) == (status, "no-answer", found)
+    assert "the answer was lost" in result.message
     reads = [r for r in sandbox.state.request_log if (r.resource, r.action) == ("product_offer", "read")]
     assert len(reads) == 1  # the re-read
-    assert offer_row(engine, "EMG470")["sale_price"] == Decimal(emag_holds)
+    row = offer_row(engine, "EMG470")
+    assert row["sale_price"] == Decimal(emag_holds)
     [audit] = audit_rows(engine)
-    assert audit["status"] == "uncertain" and audit["new_sale_price"] == Decimal("300")
-    assert audit["emag_response"]["re_read"]["sale_price"] == emag_holds
+    assert audit["status"] == status and audit["new_sale_price"] == Decimal("280")
+    assert audit["emag_answer"] == "no-answer" and audit["answered_at"] is None
+    assert audit["reread_found"] == found and audit["reread_prices"]["sale_price"] == emag_holds
     assert "ReadError" in audit["emag_response"]["error"]
+    # the re-read told us eMAG holds the new price: a sync page read before it must not take it back
+    assert (row["prices_pushed_at"] == audit["reread_at"]) if delivered else row["prices_pushed_at"] is None
 
 
 # ---------------------------------------------------------------------------------------------- bulk
-
-
-def _valid_rows(state: SandboxState, account: AccountType, n: int) -> list[tuple[str, str]]:
-    """(sku, new price) for n published offers: their min price, always allowed and a change."""
-    rows = []
-    for record in state.catalogue_records(account):
-        if record["status"] == 1 and record["sale_price"] != record["min_sale_price"]:
-            rows.append((record["part_number"], record["min_sale_price"]))
-        if len(rows) == n:
-            return rows
-    raise AssertionError("not enough published offers in the sandbox")
 
 
 def test_bulk_validates_every_line_and_sends_the_good_ones_in_chunks_of_50(sandbox, engine):
     state = sandbox.state
     seed_offers(engine, state, FBE)
     seed_offers(engine, state, MAIN)
-    good_fbe = _valid_rows(state, FBE, 60)
-    good_main = _valid_rows(state, MAIN, 2)
+    good_fbe = valid_rows(state, FBE, 60)
+    good_main = valid_rows(state, MAIN, 2)
     lines = ["sku,account,price"]
     lines += [f"{sku},fbe,{price}" for sku, price in good_fbe]
     lines += [f"{sku},main,{price}" for sku, price in good_main]
-    lines += ["EMG469,fbe,999", "EMG999,fbe,10", "EMG470,fbe,abc", "EMG470,fbe", f"{good_main[0][0]},main,5"]
+    lines += ["EMG469,fbe,140", "EMG999,fbe,10", "EMG470,fbe,abc", "EMG470,fbe", f"{good_main[0][0]},main,5"]
     parsed = csv_input.parse_price_csv("\n".join(lines) + "\n")
 
-    results = apply.run_bulk(
-        engine, parsed.requests, prices_writers(), requested_by="tester", source="cli-bulk"
-    )
+    results = apply.run_bulk(engine, parsed.requests, prices_writers(), Requester("tester", "cli-bulk"))
     rows = apply.result_rows(results, parsed.problems)
 
     by_line = {int(row["line"]): row for row in rows}
@@ -447,7 +355,12 @@ def test_bulk_validates_every_line_and_sends_the_good_ones_in_chunks_of_50(sandb
     )
     assert "outside the allowed range" in by_line[64]["message"]
     assert "EMG999 is not published on eMAG FBE" in by_line[65]["message"]
-    assert "not a number" in by_line[66]["message"] and "expected 3 columns" in by_line[67]["message"]
+    # 66 and 67 name the same SKU: each says what is wrong with it, and that it is listed twice
+    assert by_line[66]["message"] == "price 'abc' is not a number; also listed on lines 66, 67"
+    assert (
+        by_line[67]["message"].startswith("missing price")
+        and "listed on lines 66, 67" in by_line[67]["message"]
+    )
     assert "listed on lines 62, 68" in by_line[68]["message"] and by_line[62]["status"] == "invalid"
     # 60 FBE rows: one full chunk of 50 and one of 10; one MAIN row
     assert len(saves_sent(state, FBE)) == 2 and len(saves_sent(state, MAIN)) == 1
@@ -483,18 +396,22 @@ class PartialSaveTransport(httpx.BaseTransport):
 def test_is_error_on_a_chunk_re_reads_each_offer_and_keeps_what_was_saved(sandbox, engine):
     state = sandbox.state
     seed_offers(engine, state, FBE)
-    rows = _valid_rows(state, FBE, 3)
+    rows = valid_rows(state, FBE, 3)
     requests = [rules.make_request(sku, "fbe", price) for sku, price in rows]
     with client_for(FBE, PartialSaveTransport()) as client:
-        results = apply.run_bulk(engine, requests, lambda _: client, requested_by="t", source="cli-bulk")
+        results = apply.run_bulk(engine, requests, lambda _: client, Requester("t", "cli-bulk"))
 
-    assert [r.status for r in results] == ["refused", "applied", "applied"]
+    # eMAG refused the request: none of it is 'applied', though it saved two of the three offers
+    assert [r.status for r in results] == ["refused", "uncertain", "uncertain"]
+    assert [r.found for r in results] == ["old prices", "new prices", "new prices"]
     assert "eMAG refused: Offer id" in results[0].message
+    assert "the re-read shows the new prices on eMAG" in results[1].message
     for (sku, price), result in zip(rows, results, strict=True):
         emag = state.record_by_sku(FBE, sku)["sale_price"]
         assert offer_row(engine, sku)["sale_price"] == Decimal(emag)
-        assert (emag == price) == (result.status == "applied")
-    assert [a["status"] for a in audit_rows(engine)] == ["refused", "applied", "applied"]
+        assert (emag == price) == (result.status == "uncertain")
+    assert [a["status"] for a in audit_rows(engine)] == ["refused", "uncertain", "uncertain"]
+    assert all(a["emag_answer"] == "refused" for a in audit_rows(engine))
 
 
 def test_price_updates_and_a_concurrent_read_share_the_accounts_rate_limit(engine, monkeypatch):
@@ -504,19 +421,17 @@ def test_price_updates_and_a_concurrent_read_share_the_accounts_rate_limit(engin
         for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         seed_offers(engine, state, FBE)
-        requests = [rules.make_request(sku, "fbe", p) for sku, p in _valid_rows(state, FBE, 150)]
+        requests = [rules.make_request(sku, "fbe", p) for sku, p in valid_rows(state, FBE, 150)]
         outcome: dict[str, object] = {}
 
         def update() -> None:
             with apply.emag_writers(get_settings()) as writer_for:
-                outcome["results"] = apply.run_bulk(
-                    engine, requests, writer_for, requested_by="t", source="cli-bulk"
-                )
+                outcome["results"] = apply.run_bulk(engine, requests, writer_for, Requester("t", "cli-bulk"))
 
         def read() -> None:
             with client_for(FBE) as client:
                 outcome["records"] = sum(len(page.records) for page in client.iter_pages())
-                outcome["stats"] = client.stats.snapshot()
+                outcome["stats"] = client.stats.counters()
 
         threads = [threading.Thread(target=update), threading.Thread(target=read)]
         for thread in threads:
@@ -546,24 +461,27 @@ def test_cli_single_and_bulk(sandbox, engine, db_env, tmp_path):
 
     sent = len(saves_sent(sandbox.state))
     dry = runner.invoke(
-        app, ["update-price", "--sku", "EMG470", "--account", "fbe", "--price", "300", "--dry-run"]
+        app, ["update-price", "--sku", "EMG470", "--account", "fbe", "--price", "250", "--dry-run"]
     )
     assert dry.exit_code == 0 and "valid; nothing sent (--dry-run)" in dry.stdout
     assert len(saves_sent(sandbox.state)) == sent
 
-    refused = runner.invoke(app, ["update-price", "--sku", "EMG469", "--account", "fbe", "--price", "1000"])
+    refused = runner.invoke(
+        app, ["update-price", "--sku", "EMG469", "--account", "fbe", "--price", "125", "--max-price", "120"]
+    )
     assert refused.exit_code == 1
-    assert "EMG469 on eMAG FBE: price 1000 is outside the allowed range" in refused.stderr
+    assert "EMG469 on eMAG FBE: price 125 is outside the allowed range" in refused.stderr
+    assert "pass --min-price/--max-price" in refused.stderr
 
     missing = runner.invoke(app, ["update-price", "--sku", "EMG9999", "--account", "fbe", "--price", "10"])
     assert missing.exit_code == 1 and "EMG9999 is not published on eMAG FBE" in missing.stderr
 
     csv_file = tmp_path / "prices.csv"
-    csv_file.write_text("sku,account,price\nEMG470,fbe,300\nEMG469,fbe,x\n", encoding="utf-8")
+    csv_file.write_text("sku,account,price\nEMG470,fbe,250\nEMG469,fbe,x\n", encoding="utf-8")
     bulk = runner.invoke(app, ["update-price", "--file", str(csv_file)], terminal_width=200)
     assert bulk.exit_code == 1
     assert "1 applied, 1 invalid" in bulk.stdout
-    assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "300.0000"
+    assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "250.0000"
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(price_updates)) == 2
 
@@ -589,13 +507,16 @@ def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandb
     assert audit["source"] == "flow" and audit["requested_by"].startswith("prefect:") and audit["flow_run_id"]
     assert sandbox.state.record_by_sku(FBE, "EMG469")["sale_price"] == "99.9000"
 
-    with pytest.raises(FailedRun, match="1 of 2 price update line"):
-        emag_update_offer_prices_bulk(csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\n")
+    with pytest.raises(FailedRun, match="2 of 3 price update line"):
+        emag_update_offer_prices_bulk(
+            csv_text="sku,account,price\nEMG470,fbe,250\nEMG469,fbe,0\nKIT[/2],fbe,10\n"
+        )
     assert sandbox.state.record_by_sku(FBE, "EMG470")["sale_price"] == "250.0000"
     artifact = Artifact.get(tasks_prices.ARTIFACT_KEY)
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert [(r["line"], r["sku"], r["status"]) for r in table] == [
         ("2", "EMG470", "applied"),
         ("3", "EMG469", "invalid"),
+        ("4", r"KIT\[/2\]", "invalid"),  # the UI renders cells as markdown: text is escaped
     ]
-    assert "1 applied, 1 invalid" in artifact.description
+    assert "1 applied, 2 invalid" in artifact.description

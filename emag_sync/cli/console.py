@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,10 @@ from rich.text import Text
 from sqlalchemy import Engine, text
 
 from emag_sync.accounts import AccountType
-from emag_sync.prices.rules import PlannedUpdate, change_rows
+from emag_sync.locks import accounts_sending_prices
+from emag_sync.prices.apply import RESULT_COLUMNS
+from emag_sync.prices.audit import AuditRow, price_history
+from emag_sync.prices.rules import PlannedUpdate, change_rows, money_text
 from emag_sync.runs import COUNTER_LABELS, RunRow, recent_runs
 
 if TYPE_CHECKING:
@@ -178,8 +181,6 @@ def incident_queries_table(engine: Engine) -> Table:
 
 # --- price updates and data quality -------------------------------------------------------------------
 
-RESULT_COLUMNS = ("line", "sku", "account", "old price", "new price", "currency", "status", "message")
-
 
 def changes_table(plan: PlannedUpdate) -> Table:
     """What a single update changes."""
@@ -193,15 +194,101 @@ def changes_table(plan: PlannedUpdate) -> Table:
     return table
 
 
-def results_table(rows: Sequence[dict[str, str]]) -> Table:
-    """Per-line verdicts of a price update."""
+_STATUS_COLOURS = {
+    "applied": "green",
+    "invalid": "red",
+    "refused": "red",
+    "not-applied": "red",
+    "uncertain": "yellow",
+    "interrupted": "yellow",
+    "sending": "cyan",
+}
+
+
+def results_table(rows: Sequence[Mapping[str, str]]) -> Table:
+    """Per-line verdicts of a price update (every cell is text, never markup)."""
     table = Table(title="Price updates")
     for column in RESULT_COLUMNS:
         table.add_column(column, justify="right" if "price" in column or column == "line" else "left")
-    colours = {"applied": "green", "invalid": "red", "refused": "red", "uncertain": "yellow"}
     for row in rows:
-        table.add_row(*cells(row[c] for c in RESULT_COLUMNS), style=colours.get(row["status"]))
+        table.add_row(*cells(row[c] for c in RESULT_COLUMNS), style=_STATUS_COLOURS.get(row["status"]))
     return table
+
+
+def price_history_table(
+    engine: Engine, *, limit: int = 20, sku: str | None = None, account: AccountType | None = None
+) -> Table:
+    """The price-update audit, newest first; 'sending' rows of a run that is gone show as interrupted."""
+    rows = price_history(engine, limit=limit, sku=sku, account=account)
+    with engine.connect() as conn:
+        sending = accounts_sending_prices(conn)
+    table = Table(title="Price updates (newest first)", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for column in (
+        "id",
+        "when UTC",
+        "who",
+        "SKU",
+        "account",
+        "old -> new",
+        "status",
+        "eMAG answer",
+        "re-read",
+    ):
+        table.add_column(column, no_wrap=column in ("when UTC", "status"))
+    interrupted = 0
+    for row in rows:
+        status = row.status
+        if status == "sending" and row.account not in sending:
+            status, interrupted = "interrupted", interrupted + 1
+        table.add_row(
+            str(row.id),
+            f"{row.sent_at or row.requested_at:%Y-%m-%d %H:%M:%S}",
+            Text(f"{row.requested_by} ({row.source})"),
+            Text(row.sku),
+            row.account.label,
+            Text(_changes(row)),
+            Text(status + (" (large change allowed)" if row.large_change_allowed else "")),
+            Text(_answer(row)),
+            Text(_reread(row)),
+            style=_STATUS_COLOURS.get(status),
+        )
+    if interrupted:
+        table.caption = (
+            "interrupted: the run sending it stopped before eMAG answered; the next price run of the account "
+            "(or its next sync) reads eMAG and records what it holds"
+        )
+        table.caption_justify = "left"
+    return table
+
+
+def _changes(row: AuditRow) -> str:
+    names = {"sale_price": "price", "min_sale_price": "min", "max_sale_price": "max"}
+    lines = [
+        f"{names[name]} {money_text(row.old[name])} -> {money_text(row.new[name])}"
+        for name in names
+        if name == "sale_price" or row.old[name] != row.new[name]
+    ]
+    return "\n".join(lines) + (f" {row.currency}" if row.currency else "")
+
+
+def _answer(row: AuditRow) -> str:
+    if row.emag_answer is None:
+        return "-"
+    if row.emag_answer == "refused":
+        return "refused: " + "; ".join(row.emag_messages)
+    if row.emag_answer == "no-answer":
+        return f"no answer ({row.error})" if row.error else "no answer"
+    return row.emag_answer
+
+
+def _reread(row: AuditRow) -> str:
+    if row.reread_found is None:
+        return "-"
+    when = f", {row.reread_at:%m-%d %H:%M:%S}" if row.reread_at else ""
+    found = f"{row.reread_found} ({row.reread_source or 'save'}{when})"
+    if row.reread_found == "other prices" and row.reread_prices:
+        found += ": " + ", ".join(f"{k} {v}" for k, v in row.reread_prices.items())
+    return found
 
 
 def dq_table(result: DQResult) -> Table:

@@ -1,24 +1,50 @@
-"""Price updates sent to eMAG in chunks of 50, each outcome audited; refused or lost saves re-read."""
+"""Price updates sent to eMAG in chunks of 50: each chunk's intent committed before its request, its
+outcome after; refused or lost saves re-read; interrupted updates of dead runs reconciled first."""
 
 from __future__ import annotations
 
 import getpass
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy import Engine, select, tuple_
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from emag_sync.accounts import AccountType
 from emag_sync.api.responses import Envelope
-from emag_sync.errors import EmagApiError, EmagBusinessError, EmagUncertainWriteError, PriceUpdateError
+from emag_sync.errors import (
+    PARAMETER_FIXES,
+    EmagApiError,
+    EmagBusinessError,
+    EmagUncertainWriteError,
+    PriceFix,
+    PriceUpdateError,
+    with_fix,
+)
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
+from emag_sync.locks import price_run_lock
+from emag_sync.prices.audit import (
+    CHANGED_ON_EMAG,
+    Answer,
+    Found,
+    Outcome,
+    Requester,
+    Reread,
+    Status,
+    classify_reread,
+    derive_status,
+    prices_of,
+    record_outcome,
+    write_intents,
+    write_offer_prices,
+)
 from emag_sync.prices.csv_input import CsvProblem
+from emag_sync.prices.reconcile import describe_reconciled, reconcile_interrupted
 from emag_sync.prices.rules import (
     PlannedUpdate,
     PriceRequest,
@@ -27,13 +53,15 @@ from emag_sync.prices.rules import (
     money_text,
     plan_update,
 )
-from emag_sync.schema import PRICE_FIELDS, offers, price_updates
-from emag_sync.settings import Settings
+from emag_sync.schema import offers
+from emag_sync.settings import DEFAULT_MAX_PRICE_CHANGE, Settings
 
 log = logging.getLogger(__name__)
 
-Status = Literal["applied", "refused", "uncertain", "invalid", "not-sent"]
-Source = Literal["cli", "cli-bulk", "flow"]
+RESULT_COLUMNS = (
+    "line", "sku", "account", "old price", "new price", "currency", "status", "eMAG answer", "re-read",
+    "message",
+)  # fmt: skip
 
 
 class OfferWriter(Protocol):
@@ -50,18 +78,25 @@ class PriceUpdateResult:
 
     request: PriceRequest
     status: Status
-    message: str
+    message: str  # without the fix: each caller words that in its own terms
     old_price: Decimal | None = None
     new_price: Decimal | None = None
     currency: str | None = None
     emag_offer_id: int | None = None
     audit_id: int | None = None
+    answer: Answer | None = None
+    found: Found | None = None
+    fix: PriceFix | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "applied"
 
-    def as_row(self) -> dict[str, str]:
+    def text(self, fixes: Mapping[PriceFix, str] = PARAMETER_FIXES) -> str:
+        """The message with its fix in the caller's terms."""
+        return with_fix(self.message, self.fix, fixes)
+
+    def as_row(self, fixes: Mapping[PriceFix, str] = PARAMETER_FIXES) -> dict[str, str]:
         """One row of the result table (strings, so it renders the same on the terminal and in Prefect)."""
         return {
             "line": "" if self.request.line is None else str(self.request.line),
@@ -71,7 +106,9 @@ class PriceUpdateResult:
             "new price": money_text(self.new_price),
             "currency": self.currency or "",
             "status": self.status,
-            "message": self.message,
+            "eMAG answer": self.answer or "",
+            "re-read": self.found or "",
+            "message": self.text(fixes),
         }
 
 
@@ -106,7 +143,7 @@ def find_offers(
 
 
 def prepare_updates(
-    engine: Engine, requests: Sequence[PriceRequest]
+    engine: Engine, requests: Sequence[PriceRequest], *, max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE
 ) -> tuple[list[PlannedUpdate], list[PriceUpdateResult]]:
     """Look every request's offer up and validate it: (ready to send, refused with a reason)."""
     stored = find_offers(engine, [(r.sku, r.account) for r in requests])
@@ -115,17 +152,18 @@ def prepare_updates(
     for request in requests:
         offer = stored.get((request.sku, request.account))
         try:
-            planned.append(plan_update(request, check_published(request, offer)))
+            planned.append(plan_update(request, check_published(request, offer), max_change=max_change))
         except PriceUpdateError as exc:
             refused.append(
                 PriceUpdateResult(
                     request,
                     "invalid",
-                    str(exc),
+                    exc.detail,
                     old_price=offer.sale_price if offer else None,
                     new_price=request.price,
                     currency=offer.currency if offer else None,
                     emag_offer_id=offer.emag_offer_id if offer else None,
+                    fix=exc.fix,
                 )
             )
     return planned, refused
@@ -135,190 +173,165 @@ def apply_updates(
     engine: Engine,
     writer: OfferWriter,
     plans: Sequence[PlannedUpdate],
+    who: Requester,
     *,
-    requested_by: str,
-    source: Source,
-    flow_run_id: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[PriceUpdateResult]:
-    """Send one account's validated updates in chunks of at most 50; each chunk's outcome in one transaction.
+    """Send one account's validated updates in chunks of at most 50.
 
-    ``isError`` re-reads the chunk's offers, because eMAG may have saved part of it; a lost answer
-    (EmagUncertainWriteError) re-reads too and is recorded as uncertain with what eMAG really holds.
+    Per chunk: the intent rows ('sending') are committed, the request is sent, then the outcome and the
+    offer rows are written in one transaction. ``isError`` re-reads the chunk's offers, because eMAG may
+    have saved part of it; a lost answer (EmagUncertainWriteError) re-reads too. A process killed between
+    the two transactions leaves the intent rows, which the next price run or sync reconciles.
     """
-    accounts = {plan.request.account for plan in plans}
-    if len(accounts) > 1:
+    if len({plan.request.account for plan in plans}) > 1:
         raise ValueError("apply_updates takes one account's updates; group them first")
-    audit = _Audit(requested_by=requested_by, source=source, flow_run_id=flow_run_id)
     results: list[PriceUpdateResult] = []
     stop: str | None = None
-    chunks = list(_chunks(plans, MAX_ENTITIES_PER_SAVE))
+    chunks = [
+        plans[start : start + MAX_ENTITIES_PER_SAVE] for start in range(0, len(plans), MAX_ENTITIES_PER_SAVE)
+    ]
     for number, chunk in enumerate(chunks, start=1):
         if stop is not None:
             results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
             continue
-        ids = ", ".join(str(plan.emag_offer_id) for plan in chunk)
         try:
-            envelope = writer.save_offers(
+            audit_ids = write_intents(engine, chunk, who, clock())
+        except SQLAlchemyError as exc:
+            stop = f"the database could not record the intent ({_reason(exc)})"
+            results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
+            continue
+        ids = ", ".join(str(plan.emag_offer_id) for plan in chunk)
+        outcomes: list[Outcome]
+        try:
+            writer.save_offers(
                 [plan.entity() for plan in chunk], subject=f"chunk {number}/{len(chunks)} (offer ids {ids})"
             )
         except EmagBusinessError as exc:
-            results += _reconcile(engine, writer, chunk, audit, exc, uncertain_write=False)
+            outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
         except EmagUncertainWriteError as exc:
-            results += _reconcile(engine, writer, chunk, audit, exc, uncertain_write=True)
+            outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
         except EmagApiError as exc:
             # Refused before eMAG could act (auth, 4xx, outlasted retries): later chunks would fail alike.
             stop = str(exc)
-            results += [_result(p, "not-sent", f"not sent: {exc}") for p in chunk]
+            outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
         else:
-            response = {"isError": False, "messages": envelope.messages, "results": envelope.results}
-            try:
-                applied = []
-                with engine.begin() as conn:
-                    for plan in chunk:
-                        _write_offer(conn, plan.offer.row_id, plan.new_values)
-                        audit_id = audit.write(conn, plan, "applied", response)
-                        applied.append(
-                            _result(plan, "applied", "applied on eMAG and in the database", audit_id)
-                        )
-                results += applied
-            except SQLAlchemyError as exc:
-                # eMAG holds the new prices; the database could not take them. Say so per row (the operator
-                # must not retry blindly) and send nothing more that could not be recorded either.
-                reason = str(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc).splitlines()[0]
-                stop = f"the database failed after eMAG applied an earlier chunk ({reason})"
-                log.error("price updates applied on eMAG but not recorded in the database: %s", reason)
-                results += [
-                    _result(
-                        plan,
-                        "uncertain",
-                        f"applied on eMAG, but the database and audit could not be written ({reason}); "
-                        f"a sync of {plan.request.account.value} will record eMAG's price",
-                    )
-                    for plan in chunk
-                ]
+            outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
+        try:
+            results += _record(engine, chunk, audit_ids, outcomes)
+        except SQLAlchemyError as exc:
+            # eMAG may hold the new prices; the database could not take the outcome. The intent rows stay
+            # 'sending' for the next price run or sync to reconcile; send nothing more that could not be
+            # recorded either.
+            reason = _reason(exc)
+            stop = f"the database failed after an earlier chunk was sent ({reason})"
+            log.error("price updates sent to eMAG but their outcome not recorded: %s", reason)
+            results += [
+                _result(
+                    plan,
+                    "uncertain",
+                    f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
+                    f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
+                    f"of {plan.request.account.value} reconciles it",
+                    audit_id,
+                    outcome,
+                )
+                for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
+            ]
     return results
 
 
-def _reconcile(
-    engine: Engine,
+def _record(
+    engine: Engine, chunk: Sequence[PlannedUpdate], audit_ids: Sequence[int], outcomes: Sequence[Outcome]
+) -> list[PriceUpdateResult]:
+    """The chunk's outcome rows and offer rows, in one transaction."""
+    results = []
+    with engine.begin() as conn:
+        for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True):
+            record_outcome(conn, audit_id, outcome)
+            reread = outcome.reread
+            if outcome.answer == "accepted":
+                assert outcome.answered_at is not None
+                write_offer_prices(
+                    conn, plan.offer.account, plan.offer.sku, plan.new_values, outcome.answered_at
+                )
+            elif reread is not None and reread.prices is not None and reread.found in CHANGED_ON_EMAG:
+                assert reread.at is not None
+                write_offer_prices(conn, plan.offer.account, plan.offer.sku, reread.prices, reread.at)
+            results.append(_result(plan, outcome.status, _message(plan, outcome), audit_id, outcome))
+    return results
+
+
+def _reread_chunk(
     writer: OfferWriter,
     chunk: Sequence[PlannedUpdate],
-    audit: _Audit,
     error: EmagApiError,
-    *,
-    uncertain_write: bool,
-) -> list[PriceUpdateResult]:
-    """Re-read every offer of a chunk whose save failed and record, per offer, what eMAG holds."""
-    held: dict[int, dict[str, Decimal | None] | None] = {}
-    reread_errors: dict[int, str] = {}
+    answer: Answer,
+    clock: Callable[[], datetime],
+) -> list[Outcome]:
+    """Read back every offer of a chunk whose save was refused or lost: eMAG's answer beside what it holds."""
+    answered_at = clock()
+    outcomes = []
     for plan in chunk:
         try:
             record = writer.read_offer(plan.emag_offer_id)
         except EmagApiError as exc:
-            reread_errors[plan.emag_offer_id] = str(exc)
-            record = None
-        held[plan.emag_offer_id] = None if record is None else _prices_of(record)
-    results: list[PriceUpdateResult] = []
-    with engine.begin() as conn:
-        for plan in chunk:
-            now = held[plan.emag_offer_id]
-            reason = _failure_reason(error, plan.emag_offer_id, uncertain_write=uncertain_write)
-            response = {
-                "isError": None if uncertain_write else True,  # None: eMAG's answer never arrived
-                "messages": [str(m) for m in error.messages],
-                "error": str(error),
-                "re_read": None if now is None else {k: money_text(v) for k, v in now.items()},
-            }
-            if now is None:
-                why = reread_errors.get(plan.emag_offer_id, "eMAG did not return the offer")
-                status: Status = "uncertain"
-                message = f"{reason}; re-reading the offer failed ({why}): check it on eMAG, then sync"
-            else:
-                landed = [k for k, v in plan.new_values.items() if now.get(k) == v]
-                changed = [k for k, v in plan.new_values.items() if plan.old_values.get(k) != v]
-                if len(landed) == len(plan.new_values) and not uncertain_write:
-                    status, message = "applied", f"{reason}; but re-read shows the new prices saved"
-                elif not uncertain_write and not any(k in landed for k in changed):
-                    status, message = "refused", f"{reason}; nothing changed (re-read)"
-                else:
-                    status = "uncertain"
-                    message = f"{reason}; eMAG now holds {_describe(now, plan.offer.currency)}"
-                if status != "refused":
-                    _write_offer(conn, plan.offer.row_id, now)
-            audit_id = audit.write(conn, plan, status, response)
-            results.append(_result(plan, status, message, audit_id))
-    return results
-
-
-def _failure_reason(error: EmagApiError, emag_offer_id: int, *, uncertain_write: bool) -> str:
-    """Why a save failed, for one offer: eMAG's messages naming it (else all of them), or the lost answer."""
-    if uncertain_write:
-        return f"the answer was lost ({error})"
-    messages = [str(m) for m in error.messages]
-    mine = [m for m in messages if str(emag_offer_id) in m]
-    return f"eMAG refused: {'; '.join(mine or messages) or error}"
-
-
-@dataclass
-class _Audit:
-    requested_by: str
-    source: Source
-    flow_run_id: str | None
-
-    def write(self, conn: Connection, plan: PlannedUpdate, status: Status, response: dict[str, Any]) -> int:
-        """One app.emag_price_updates row: who asked, old values, the values asked for, eMAG's answer."""
-        offer = plan.offer
-        new_min = plan.request.min_price if plan.request.min_price is not None else offer.min_sale_price
-        new_max = plan.request.max_price if plan.request.max_price is not None else offer.max_sale_price
-        audit_id: int = conn.execute(
-            price_updates.insert()
-            .values(
-                requested_by=self.requested_by,
-                source=self.source,
-                flow_run_id=self.flow_run_id,
-                sku=offer.sku,
-                account_type=offer.account.value,
-                emag_offer_id=offer.emag_offer_id,
-                currency=offer.currency,
-                old_sale_price=offer.sale_price,
-                old_min_sale_price=offer.min_sale_price,
-                old_max_sale_price=offer.max_sale_price,
-                new_sale_price=plan.request.price,
-                new_min_sale_price=new_min,
-                new_max_sale_price=new_max,
-                status=status,
-                emag_response=json.loads(json.dumps(response, default=str)),
+            reread = Reread("read failed", clock(), "save", error=str(exc))
+        else:
+            held = None if record is None else prices_of(record)
+            reread = Reread(classify_reread(plan.entity(), plan.old_values, held), clock(), "save", held)
+        messages = _messages_for(error, plan.emag_offer_id) if answer == "refused" else []
+        outcomes.append(
+            Outcome(
+                answer,
+                derive_status(answer, reread.found),
+                answered_at if answer == "refused" else None,
+                messages,
+                str(error),
+                reread,
             )
-            .returning(price_updates.c.id)
-        ).scalar_one()
-        return audit_id
+        )
+    return outcomes
 
 
-def _write_offer(conn: Connection, row_id: int, values: Mapping[str, Decimal | None]) -> None:
-    """Set the offer row's prices to what eMAG now holds."""
-    changes: dict[str, Any] = {k: v for k, v in values.items() if k in PRICE_FIELDS and v is not None}
-    if "sale_price" in changes:
-        changes["price"] = changes["sale_price"]
-    # An empty hash never matches a record's, so the next sync rewrites this row from eMAG's data
-    # even if eMAG's values went back to what the row's old hash described.
-    changes |= {"updated_at": func.now(), "content_hash": ""}
-    conn.execute(offers.update().where(offers.c.id == row_id).values(**changes))
+def _messages_for(error: EmagApiError, emag_offer_id: int) -> list[str]:
+    """eMAG's messages naming this offer, else all of them (a refusal of the whole request)."""
+    messages = [str(m) for m in error.messages]
+    return [m for m in messages if str(emag_offer_id) in m] or messages or [str(error)]
 
 
-def _prices_of(record: dict[str, Any]) -> dict[str, Decimal | None]:
-    """The price fields of a product_offer/read record (decimals arrive as strings)."""
-    out: dict[str, Decimal | None] = {}
-    for name in PRICE_FIELDS:
-        raw = record.get(name)
-        try:
-            out[name] = None if raw in (None, "") else Decimal(str(raw))
-        except InvalidOperation:
-            out[name] = None
-    return out
+def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
+    """What the operator reads about one outcome: eMAG's answer, then what the re-read found."""
+    if outcome.answer == "accepted":
+        return "applied on eMAG and in the database"
+    said = (
+        f"eMAG refused: {'; '.join(outcome.messages)}"
+        if outcome.answer == "refused"
+        else f"the answer was lost ({outcome.error})"
+    )
+    reread = outcome.reread
+    if reread is None:
+        return said
+    if reread.found == "read failed":
+        return f"{said}; re-reading the offer failed ({reread.error}): check it on eMAG, then sync"
+    if reread.found == "not found":
+        return f"{said}; eMAG did not return the offer when re-read: check it on eMAG, then sync"
+    held = _describe(reread.prices or {}, plan.offer.currency)
+    seen = {
+        "new prices": "the re-read shows the new prices on eMAG",
+        "same prices": "the re-read shows the asked-for prices, which eMAG held already",
+        "old prices": "nothing changed (re-read)",
+        "other prices": f"eMAG now holds {held}",
+    }[reread.found]
+    return f"{said}; {seen}"
 
 
 def _result(
-    plan: PlannedUpdate, status: Status, message: str, audit_id: int | None = None
+    plan: PlannedUpdate,
+    status: Status,
+    message: str,
+    audit_id: int | None = None,
+    outcome: Outcome | None = None,
 ) -> PriceUpdateResult:
     return PriceUpdateResult(
         plan.request,
@@ -329,7 +342,13 @@ def _result(
         currency=plan.offer.currency,
         emag_offer_id=plan.offer.emag_offer_id,
         audit_id=audit_id,
+        answer=outcome.answer if outcome else None,
+        found=outcome.reread.found if outcome and outcome.reread else None,
     )
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc).splitlines()[0]
 
 
 def requested_by_os_user() -> str:
@@ -357,101 +376,126 @@ def emag_writers(settings: Settings) -> Iterator[Callable[[AccountType], OfferWr
         yield writer_for
 
 
+@contextmanager
+def sending_for(
+    engine: Engine,
+    account: AccountType,
+    writer_for: Callable[[AccountType], OfferWriter],
+    notify: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """A price run's hold on the account: interrupted updates of dead runs reconciled from eMAG first,
+    then the account's price lock held shared while this run sends."""
+
+    def reconcile() -> None:
+        done = reconcile_interrupted(engine, lambda: writer_for(account), account)
+        if done and notify is not None:
+            notify(f"{account.label}: {describe_reconciled(done)} (emag-sync price-history shows them)")
+
+    with price_run_lock(engine, account, reconcile):
+        yield
+
+
 def run_single(
     engine: Engine,
     request: PriceRequest,
     writer_for: Callable[[AccountType], OfferWriter],
+    who: Requester,
     *,
-    requested_by: str,
-    source: Source,
-    flow_run_id: str | None = None,
+    max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
     show: Callable[[PlannedUpdate], None] | None = None,
+    notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> PriceUpdateResult | None:
-    """Look up, show, validate and send one update; raises PriceUpdateError before anything is sent.
+    """Reconcile, look up, show, validate and send one update; PriceUpdateError before anything is sent.
 
-    Returns None on a dry run (shown and validated, not sent).
+    Returns None on a dry run (shown and validated; nothing sent, nothing reconciled).
     """
+    if dry_run:
+        _plan_single(engine, request, max_change, show)
+        return None
+    with sending_for(engine, request.account, writer_for, notify):
+        plan = _plan_single(engine, request, max_change, show)
+        [result] = apply_updates(engine, writer_for(request.account), [plan], who)
+    return result
+
+
+def _plan_single(
+    engine: Engine, request: PriceRequest, max_change: Decimal, show: Callable[[PlannedUpdate], None] | None
+) -> PlannedUpdate:
     offer = find_offers(engine, [(request.sku, request.account)]).get((request.sku, request.account))
     offer = check_published(request, offer)
     if show is not None:  # shown before validation, so a refused price is seen next to the stored range
         show(PlannedUpdate(request, offer))
-    plan = plan_update(request, offer)
-    if dry_run:
-        return None
-    writer = writer_for(request.account)
-    [result] = apply_updates(
-        engine, writer, [plan], requested_by=requested_by, source=source, flow_run_id=flow_run_id
-    )
-    return result
+    return plan_update(request, offer, max_change=max_change)
 
 
 def run_bulk(
     engine: Engine,
     requests: Sequence[PriceRequest],
     writer_for: Callable[[AccountType], OfferWriter],
+    who: Requester,
     *,
-    requested_by: str,
-    source: Source,
-    flow_run_id: str | None = None,
+    max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
+    notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> list[PriceUpdateResult]:
-    """Validate every request, then send the valid ones per account; results in input order.
+    """Per account: reconcile, validate every request, then send the valid ones; results in input order.
 
     On a dry run the valid ones come back as 'not-sent' after validation.
     """
-    planned, results = prepare_updates(engine, requests)
+    results: list[PriceUpdateResult] = []
     for account in AccountType:
-        mine = [plan for plan in planned if plan.request.account is account]
+        mine = [request for request in requests if request.account is account]
         if not mine:
             continue
         if dry_run:
-            results += [_result(plan, "not-sent", "valid (dry run, not sent)") for plan in mine]
+            planned, refused = prepare_updates(engine, mine, max_change=max_change)
+            results += refused + [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]
             continue
-        results += apply_updates(
-            engine,
-            writer_for(account),
-            mine,
-            requested_by=requested_by,
-            source=source,
-            flow_run_id=flow_run_id,
-        )
+        with sending_for(engine, account, writer_for, notify):
+            planned, refused = prepare_updates(engine, mine, max_change=max_change)
+            results += refused
+            if planned:
+                results += apply_updates(engine, writer_for(account), planned, who)
     order = {id(request): i for i, request in enumerate(requests)}
     return sorted(results, key=lambda r: order[id(r.request)])
 
 
 def result_rows(
-    results: Iterable[PriceUpdateResult], problems: Iterable[CsvProblem] = ()
+    results: Iterable[PriceUpdateResult],
+    problems: Iterable[CsvProblem] = (),
+    fixes: Mapping[PriceFix, str] = PARAMETER_FIXES,
 ) -> list[dict[str, str]]:
     """Every line's verdict as table rows (malformed CSV lines included), in file order."""
-    rows = [result.as_row() for result in results]
+    rows = [result.as_row(fixes) for result in results]
     rows += [
-        {
+        dict.fromkeys(RESULT_COLUMNS, "")
+        | {
             "line": str(p.line),
             "sku": p.sku,
             "account": p.account.upper(),
-            "old price": "",
-            "new price": "",
-            "currency": "",
             "status": "invalid",
-            "message": p.message,
+            "message": with_fix(p.message, p.fix, fixes),
         }
         for p in problems
     ]
     return sorted(rows, key=lambda row: int(row["line"] or 0))
 
 
-def _chunks(items: Sequence[PlannedUpdate], size: int) -> Iterator[Sequence[PlannedUpdate]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def failure_line(row: Mapping[str, str]) -> str:
+    """One result row as one line: ``line 7: EMG469 on eMAG FBE: invalid: <message>``."""
+    at = f"line {row['line']}: " if row["line"] else ""
+    known = row["account"] in {account.label for account in AccountType}
+    subject = f"{row['sku']} on eMAG {row['account']}" if row["sku"] and known else row["sku"]
+    return f"{at}{subject + ': ' if subject else ''}{row['status']}: {row['message']}"
 
 
-def _describe(values: dict[str, Decimal | None], currency: str | None) -> str:
+def _describe(values: Mapping[str, Decimal | None], currency: str | None) -> str:
     unit = f" {currency}" if currency else ""
     return ", ".join(f"{k} {money_text(v)}{unit}" for k, v in values.items())
 
 
-def summary(rows: Sequence[dict[str, str]]) -> str:
+def summary(rows: Sequence[Mapping[str, str]]) -> str:
     """'3 applied, 1 invalid' for logs and the artifact description."""
     counts: dict[str, int] = {}
     for row in rows:

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from emag_sync.accounts import AccountType
-from emag_sync.errors import OfferNotPublishedError, PriceUpdateError
+from emag_sync.errors import OfferNotPublishedError, PriceFix, PriceUpdateError
 from emag_sync.limits import OFFER_STATUS_ACTIVE, OFFER_STATUS_NAMES, PRICE_DECIMALS, PRICE_QUANTUM
 from emag_sync.schema import MAX_MONEY, PRICE_FIELDS
 
@@ -21,6 +21,9 @@ VAT_RATES: dict[str, dict[int, Decimal]] = {
     "HUF": {1: Decimal("0.27"), 2: Decimal("0.05"), 3: Decimal("0")},
 }
 
+# A price as operators type it in a form: digits, optionally a point and up to eMAG's 4 decimals.
+PRICE_TEXT_PATTERN = rf"^[0-9]+([.][0-9]{{1,{PRICE_DECIMALS}}})?$"
+
 
 @dataclass(frozen=True)
 class PriceRequest:
@@ -31,12 +34,12 @@ class PriceRequest:
     price: Decimal
     min_price: Decimal | None = None
     max_price: Decimal | None = None
-    line: int | None = None  # the CSV line, for bulk files
+    line: int | None = None  # the CSV line, for bulk files; shown in its own column, never in messages
+    allow_large_change: bool = False  # the operator means a change beyond EMAG_MAX_PRICE_CHANGE
 
     @property
     def where(self) -> str:
-        at = f"line {self.line}: " if self.line is not None else ""
-        return f"{at}{self.sku} on eMAG {self.account.label}"
+        return f"{self.sku} on eMAG {self.account.label}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class PlannedUpdate:
 
     request: PriceRequest
     offer: StoredOffer
+    large_change: bool = False  # beyond EMAG_MAX_PRICE_CHANGE, allowed by the request
 
     @property
     def emag_offer_id(self) -> int:
@@ -94,21 +98,21 @@ class PlannedUpdate:
 def parse_price(value: object, *, field_name: str, where: str) -> Decimal:
     """A price as eMAG takes it: a finite Decimal > 0 with at most 4 decimals (never via float)."""
     if isinstance(value, float):
-        raise PriceUpdateError(f"{where}: {field_name} must be given as text or Decimal, not a float")
+        raise PriceUpdateError(f"{field_name} must be given as text or Decimal, not a float", subject=where)
     try:
         price = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise PriceUpdateError(f"{where}: {field_name} {value!r} is not a number") from None
+        raise PriceUpdateError(f"{field_name} {value!r} is not a number", subject=where) from None
     if not price.is_finite():
-        raise PriceUpdateError(f"{where}: {field_name} {value!r} is not a number")
+        raise PriceUpdateError(f"{field_name} {value!r} is not a number", subject=where)
     if price <= 0:
-        raise PriceUpdateError(f"{where}: {field_name} must be greater than 0, got {price}")
+        raise PriceUpdateError(f"{field_name} must be greater than 0, got {price}", subject=where)
     if _decimals(price) > PRICE_DECIMALS:
         raise PriceUpdateError(
-            f"{where}: {field_name} {price} has more than {PRICE_DECIMALS} decimals (eMAG's maximum)"
+            f"{field_name} {price} has more than {PRICE_DECIMALS} decimals (eMAG's maximum)", subject=where
         )
     if price >= MAX_MONEY:
-        raise PriceUpdateError(f"{where}: {field_name} {price} is too large")
+        raise PriceUpdateError(f"{field_name} {price} is too large", subject=where)
     return price
 
 
@@ -117,7 +121,7 @@ def parse_account(value: str, *, where: str) -> AccountType:
     try:
         return AccountType(value.strip().lower())
     except ValueError:
-        raise PriceUpdateError(f"{where}: account must be main or fbe, got {value!r}") from None
+        raise PriceUpdateError(f"account must be main or fbe, got {value!r}", subject=where) from None
 
 
 def make_request(
@@ -128,14 +132,14 @@ def make_request(
     max_price: object | None = None,
     *,
     line: int | None = None,
+    allow_large_change: bool = False,
 ) -> PriceRequest:
     """A request from operator input (CLI options, flow form, CSV cells); errors name SKU/account/field."""
     sku = sku.strip()
-    at = f"line {line}: " if line is not None else ""
     if not sku:
-        raise PriceUpdateError(f"{at}sku is empty")
-    acct = account if isinstance(account, AccountType) else parse_account(account, where=f"{at}{sku}")
-    where = f"{at}{sku} on eMAG {acct.label}"
+        raise PriceUpdateError("sku is empty")
+    acct = account if isinstance(account, AccountType) else parse_account(account, where=sku)
+    where = f"{sku} on eMAG {acct.label}"
     return PriceRequest(
         sku=sku,
         account=acct,
@@ -143,6 +147,7 @@ def make_request(
         min_price=None if _blank(min_price) else parse_price(min_price, field_name="min_price", where=where),
         max_price=None if _blank(max_price) else parse_price(max_price, field_name="max_price", where=where),
         line=line,
+        allow_large_change=allow_large_change,
     )
 
 
@@ -151,8 +156,7 @@ def make_request(
 
 def check_published(request: PriceRequest, offer: StoredOffer | None) -> StoredOffer:
     """The offer, or OfferNotPublishedError in the operator's terms when it cannot take a price."""
-    prefix = f"line {request.line}: " if request.line is not None else ""
-    base = f"{prefix}{request.sku} is not published on eMAG {request.account.label}"
+    base = f"{request.sku} is not published on eMAG {request.account.label}"
     if offer is None:
         raise OfferNotPublishedError(f"{base} (no such offer in the database; run a sync if it is new)")
     if not offer.is_active:
@@ -165,32 +169,62 @@ def check_published(request: PriceRequest, offer: StoredOffer | None) -> StoredO
     return offer
 
 
-def plan_update(request: PriceRequest, offer: StoredOffer) -> PlannedUpdate:
-    """Validate the request against the stored offer, as eMAG would, before anything is sent."""
+def plan_update(request: PriceRequest, offer: StoredOffer, *, max_change: Decimal) -> PlannedUpdate:
+    """Validate the request against the stored offer, as eMAG would, before anything is sent.
+
+    ``max_change`` (EMAG_MAX_PRICE_CHANGE) is the largest share of the current sale price a change may
+    move it by unless the request allows a large change: a guard against typos (35.00 for 350.00).
+    """
     where = request.where
+    large = _is_large_change(offer.sale_price, request.price, max_change)
+    if large and not request.allow_large_change:
+        assert offer.sale_price is not None  # no current price, no large change
+        direction = "below" if request.price < offer.sale_price else "above"
+        share = abs(request.price - offer.sale_price) / offer.sale_price
+        raise PriceUpdateError(
+            f"price {request.price} is {_percent(share)} {direction} the current "
+            f"{money_text(offer.sale_price)} {offer.currency or ''}".rstrip()
+            + f", more than the {_percent(max_change)} EMAG_MAX_PRICE_CHANGE allows",
+            subject=where,
+            fix=PriceFix.ALLOW_LARGE_CHANGE,
+        )
     low = request.min_price if request.min_price is not None else offer.min_sale_price
     high = request.max_price if request.max_price is not None else offer.max_sale_price
     if low is None or high is None:
         absent = "min_sale_price" if low is None else "max_sale_price"
-        flag = "--min-price" if low is None else "--max-price"
-        raise PriceUpdateError(f"{where}: the offer has no stored {absent}; give one with {flag}")
+        fix = PriceFix.GIVE_MIN_PRICE if low is None else PriceFix.GIVE_MAX_PRICE
+        raise PriceUpdateError(f"the offer has no stored {absent}", subject=where, fix=fix)
     if low >= high:
         raise PriceUpdateError(
-            f"{where}: min_price {low} must be lower than max_price {high} (eMAG refuses min >= max)"
+            f"min_price {low} must be lower than max_price {high} (eMAG refuses min >= max)", subject=where
         )
     if not low <= request.price <= high:
         raise PriceUpdateError(
-            f"{where}: price {request.price} is outside the allowed range [{low}, {high}] "
-            f"{offer.currency or ''}".rstrip()
-            + "; change the price or pass --min-price/--max-price"
+            f"price {request.price} is outside the allowed range [{low}, {high}] {offer.currency or ''}".rstrip(),
+            subject=where,
+            fix=PriceFix.CHANGE_PRICE_OR_RANGE,
         )
     recommended = offer.recommended_price
     if recommended is not None and request.price >= recommended:
         raise PriceUpdateError(
-            f"{where}: price {request.price} must be below the offer's recommended_price {recommended} "
-            "(eMAG requires recommended_price > sale_price); change the recommended price on eMAG first"
+            f"price {request.price} must be below the offer's recommended_price {recommended} "
+            "(eMAG requires recommended_price > sale_price); change the recommended price on eMAG first",
+            subject=where,
         )
-    return PlannedUpdate(request, offer)
+    return PlannedUpdate(request, offer, large_change=large)
+
+
+def _is_large_change(current: Decimal | None, new: Decimal, max_change: Decimal) -> bool:
+    """Whether ``new`` moves ``current`` by more than ``max_change`` of it (no current price: never)."""
+    if current is None or current <= 0:
+        return False
+    return abs(new - current) > current * max_change
+
+
+def _percent(share: Decimal) -> str:
+    """0.4 -> '40%', 0.3049 -> '30.5%'."""
+    text = f"{(share * 100).quantize(Decimal('0.1')):f}"
+    return (text[:-2] if text.endswith(".0") else text) + "%"
 
 
 def vat_rate(offer: StoredOffer) -> Decimal | None:

@@ -1,0 +1,194 @@
+"""Interrupted price updates: audit rows left 'sending' by a run that died, resolved by what eMAG holds.
+
+Two ways in: a price run reads each such offer back from eMAG (``reconcile_interrupted``), and a sync
+that has just loaded the account uses the prices it read (``reconcile_interrupted_from_database``). Both
+act only when no price run of the account is alive (the price lock, ``emag_sync.locks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, Engine, and_, exists, or_, select
+
+from emag_sync.accounts import AccountType
+from emag_sync.errors import EmagApiError
+from emag_sync.locks import try_price_reconcile_xact_lock
+from emag_sync.prices.audit import (
+    CHANGED_ON_EMAG,
+    AuditRow,
+    Found,
+    Outcome,
+    Reread,
+    Status,
+    classify_reread,
+    derive_status,
+    prices_of,
+    record_outcome,
+    sending_rows,
+    write_offer_prices,
+)
+from emag_sync.schema import PRICE_FIELDS, offers, sync_rejects
+
+log = logging.getLogger(__name__)
+
+# A save whose writer died may still have been in flight at eMAG; eMAG answers saves within about a
+# second, so an intent this old has landed, or never will. Younger ones are waited for.
+SETTLE_SECONDS = 5.0
+
+
+class OfferReader(Protocol):
+    """What reconciling needs from emag_sync.api.EmagClient."""
+
+    def read_offer(self, emag_id: int) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One interrupted update and what it turned out to be."""
+
+    audit_id: int
+    sku: str
+    account: AccountType
+    status: Status
+    found: Found
+
+
+def reconcile_interrupted(
+    engine: Engine,
+    reader: Callable[[], OfferReader],
+    account: AccountType,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Reconciled]:
+    """Read back from eMAG every offer of the account's interrupted updates and record what it holds.
+
+    The caller holds the account's price lock exclusive (``locks.price_run_lock``), so every 'sending' row
+    is a dead run's. ``reader`` opens the account's client only when there is something to read (one
+    request per offer, on the account's shared rate budget). An offer that cannot be read stays 'sending'
+    for a later run; one whose intended prices landed becomes applied and its row takes them.
+    """
+    with engine.connect() as conn:
+        rows = sending_rows(conn, account)
+    if not rows:
+        return []
+    youngest = max((row.sent_at or row.requested_at) for row in rows)
+    wait = SETTLE_SECONDS - (clock() - youngest).total_seconds()
+    if wait > 0:
+        sleep(wait)
+    client = reader()
+    held: dict[int, tuple[dict[str, Decimal | None] | None, datetime]] = {}
+    for offer_id in dict.fromkeys(row.emag_offer_id for row in rows if row.emag_offer_id is not None):
+        try:
+            record = client.read_offer(offer_id)
+        except EmagApiError as exc:
+            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.value, offer_id, exc)
+            continue
+        held[offer_id] = (None if record is None else prices_of(record), clock())
+    done: list[Reconciled] = []
+    with engine.begin() as conn:
+        for row in rows:
+            if row.emag_offer_id not in held:
+                continue
+            prices, at = held[row.emag_offer_id]
+            reread = Reread(classify_reread(row.sent, row.old, prices), at, "reconcile", prices)
+            done.append(_resolve(conn, row, reread))
+            if prices is not None and reread.found in CHANGED_ON_EMAG:
+                write_offer_prices(conn, account, row.sku, prices, at)
+    _log(account, done, "eMAG")
+    return done
+
+
+def reconcile_interrupted_from_database(
+    conn_or_engine: Connection | Engine,
+    account: AccountType,
+    read_started_at: datetime,
+    *,
+    run_id: int | None = None,
+) -> list[Reconciled]:
+    """Resolve the account's interrupted updates with the prices a sync has just loaded (no eMAG request).
+
+    Call it after a COMPLETE read of the account has been loaded, with the time that read started. Only
+    intents sent at least SETTLE_SECONDS before it are resolved, against active offer rows whose prices
+    no later push replaced (prices_pushed_at before the read); offers rejected by ``run_id`` are left.
+    Nothing happens while a price run of the account is alive. With a Connection, it works in the
+    caller's transaction (the caller commits); with an Engine, in a transaction of its own.
+    """
+    if isinstance(conn_or_engine, Engine):
+        with conn_or_engine.begin() as conn:
+            return _from_database(conn, account, read_started_at, run_id)
+    return _from_database(conn_or_engine, account, read_started_at, run_id)
+
+
+def _from_database(
+    conn: Connection, account: AccountType, read_started_at: datetime, run_id: int | None
+) -> list[Reconciled]:
+    if not try_price_reconcile_xact_lock(conn, account):
+        log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.value)
+        return []
+    rows = sending_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
+    if not rows:
+        return []
+    loaded = _loaded_prices(conn, account, {row.sku for row in rows}, read_started_at, run_id)
+    done = [
+        _resolve(
+            conn,
+            row,
+            Reread(
+                classify_reread(row.sent, row.old, loaded[row.sku]), read_started_at, "sync", loaded[row.sku]
+            ),
+        )
+        for row in rows
+        if row.sku in loaded
+    ]
+    _log(account, done, "the sync's read")
+    return done
+
+
+def _loaded_prices(
+    conn: Connection, account: AccountType, skus: set[str], read_started_at: datetime, run_id: int | None
+) -> dict[str, dict[str, Decimal | None]]:
+    """The prices of active offer rows that hold what the read found (no push since it started)."""
+    query = select(offers.c.sku, *(offers.c[name] for name in PRICE_FIELDS)).where(
+        offers.c.account_type == account.value,
+        offers.c.sku.in_(skus),
+        offers.c.is_active,
+        or_(offers.c.prices_pushed_at.is_(None), offers.c.prices_pushed_at < read_started_at),
+    )
+    if run_id is not None:
+        query = query.where(
+            ~exists().where(and_(sync_rejects.c.run_id == run_id, sync_rejects.c.sku == offers.c.sku))
+        )
+    return {row.sku: {name: row._mapping[name] for name in PRICE_FIELDS} for row in conn.execute(query)}
+
+
+def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
+    status = derive_status("no-answer", reread.found)
+    outcome = Outcome(
+        answer="no-answer",
+        status=status,
+        answered_at=None,
+        error="the run sending it stopped before eMAG's answer arrived",
+        reread=reread,
+    )
+    record_outcome(conn, row.id, outcome)
+    return Reconciled(row.id, row.sku, row.account, status, reread.found)
+
+
+def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
+    if done:
+        log.info("%s: %s", account.value, describe_reconciled(done, source))
+
+
+def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
+    """'2 interrupted price updates reconciled from eMAG: 1 applied, 1 not-applied'."""
+    counts: Mapping[str, int] = {s: sum(1 for r in done if r.status == s) for s in {r.status for r in done}}
+    figures = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{len(done)} interrupted price update(s) reconciled from {source}: {figures}"
