@@ -21,6 +21,7 @@ from emag_sync.db import database_url, describe, first_line, make_engine
 from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, IncompleteReadError
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
+from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.runs import (
     BatchCounts,
     RunRow,
@@ -189,7 +190,7 @@ def _read_and_load(
     progress: ProgressReporter,
     meter: _Meter,
 ) -> RunRow:
-    started = time.monotonic()
+    started, read_started_at = time.monotonic(), datetime.now(UTC)
     expected_pages = get_run(engine, run_id).expected_pages or 0
     pages_done, records_done = 0, 0
     try:
@@ -204,6 +205,8 @@ def _read_and_load(
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
         deactivated = _settle_missing(engine, client, account, run_id, options, meter)
+        # Price updates whose process died before eMAG answered: this complete read shows what eMAG holds.
+        reconcile_interrupted_from_database(engine, account, read_started_at, run_id=run_id)
         finish_run(
             engine,
             run_id,

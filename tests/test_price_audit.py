@@ -442,3 +442,23 @@ def test_a_40_percent_cut_is_refused_without_the_flag_and_applied_with_it_flow(
         csv_text="sku,account,price,min_price\nEMG469,fbe,70,60\n", allow_large_change=True
     )
     assert rows[0]["status"] == "applied" and len(saves_sent(state)) == 2
+
+
+def test_a_full_sync_reconciles_interrupted_updates_on_its_own(sandbox, engine) -> None:
+    """An update whose process died before eMAG answered (eMAG did apply it): the account's next sync, whose
+    read starts after it, records what eMAG holds; no extra eMAG request for it."""
+    from emag_sync.api.client import EmagClient
+    from emag_sync.api.ratelimit import SlidingWindowLimiter
+    from emag_sync.options import SyncOptions
+    from tasks.sync_account import sync_account
+
+    state = sandbox.state
+    sync_account_once(engine, state, FBE)
+    die_while_sending(engine, {"EMG469": "99.90"})
+    age_intents(engine)
+    config = get_settings().account_config(FBE)
+    with EmagClient(config, limiter=SlidingWindowLimiter(1000, 100_000)) as client:
+        run = sync_account(engine, client, FBE, SyncOptions())
+    assert run.status == "succeeded"
+    [audit] = [a for a in audit_rows(engine) if a["sku"] == "EMG469"]
+    assert (audit["status"], audit["reread_source"]) == ("applied", "sync")
