@@ -106,7 +106,7 @@ def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
     Secret(value=SecretStr("block-fbe-user")).save("emag-fbe-username", overwrite=True)
     Secret(value=SecretStr("0123")).save("emag-fbe-password", overwrite=True)
     try:
-        with caplog.at_level(logging.DEBUG):
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="emag_sync"):
             fbe = resolve_account_config(_settings(), AccountType.FBE)
             main = resolve_account_config(_settings(), AccountType.MAIN)
     finally:
@@ -115,6 +115,12 @@ def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
     assert (main.username, main.password.get_secret_value()) == ("env-main-user", "env-main-pass-Zq81")
     assert "0123" not in repr(fbe) and "0123" not in str(fbe)
     logged = caplog.text
+    assert (
+        "fbe: username from Prefect Secret block emag-fbe-username; password from Prefect Secret block "
+        "emag-fbe-password" in logged
+    )
+    assert "main: username from the environment (EMAG_MAIN_USERNAME); password from the environment" in logged
+    assert "fbe: EMAG_FBE_PASSWORD in the environment differs from Secret block emag-fbe-password" in logged
     assert "emag-main-password" in logged  # the fallback was logged, by block name
     for secret in ("0123", "env-main-pass-Zq81", "env-fbe-pass-Kx27"):
         assert secret not in logged

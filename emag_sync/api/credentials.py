@@ -10,7 +10,7 @@ import httpx
 from pydantic import SecretStr
 
 from emag_sync.accounts import AccountType
-from emag_sync.settings import AccountConfig, Settings
+from emag_sync.settings import AccountConfig, Settings, credential_variable
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,54 @@ class _BlockReader:
 def resolve_account_config(settings: Settings, account: AccountType) -> AccountConfig:
     """The account's config, each credential from its Secret block when present, else from the environment.
 
-    Raises MissingCredentialsError (naming the environment variables) when neither source has it.
+    Secret blocks win. Where each credential came from is logged at INFO by name (never its value), and a
+    different value in the environment is a WARNING: an operator rotating a password in .env while the
+    block still holds the old one must hear of it. Raises MissingCredentialsError (naming the environment
+    variables) when neither source has it.
     """
-    username: str | None = None
-    password: SecretStr | None = None
+    from_blocks: dict[str, SecretStr | None] = {"username": None, "password": None}
     if prefect_api_configured():
         reader = _BlockReader()
-        block_username = reader.read(secret_block_name(account, "username"))
-        username = block_username.get_secret_value() if block_username else None
-        password = reader.read(secret_block_name(account, "password"))
-        log.debug(
-            "%s: username from %s, password from %s",
-            account.value,
-            "Secret block" if username else "environment",
-            "Secret block" if password else "environment",
-        )
-    return settings.account_config(account, password=password, username=username)
+        for field in from_blocks:
+            from_blocks[field] = reader.read(secret_block_name(account, field))
+    block_username = from_blocks["username"]
+    config = settings.account_config(
+        account,
+        password=from_blocks["password"],
+        username=block_username.get_secret_value() if block_username else None,
+    )
+    _log_sources(settings, account, from_blocks)
+    return config
+
+
+_logged: set[tuple[AccountType, str, tuple[bool, ...]]] = set()
+
+
+def _log_sources(settings: Settings, account: AccountType, from_blocks: dict[str, SecretStr | None]) -> None:
+    """Once per account, run (or process outside a run) and sources: where each credential came from."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = str(context.flow_run.id) if context and context.flow_run else ""
+    key = (account, run, tuple(value is not None for value in from_blocks.values()))
+    if key in _logged:
+        return
+    _logged.add(key)
+    sources = []
+    for field, block_value in from_blocks.items():
+        variable, block = credential_variable(account, field), secret_block_name(account, field)
+        env = settings.credential(account, field)
+        env_text = env.get_secret_value() if isinstance(env, SecretStr) else env
+        if block_value is None:
+            sources.append(f"{field} from the environment ({variable})")
+            continue
+        sources.append(f"{field} from Prefect Secret block {block}")
+        if env_text is not None and env_text != block_value.get_secret_value():
+            log.warning(
+                "%s: %s in the environment differs from Secret block %s, and the block wins; update the block "
+                "(emag-sync setup-prefect) or delete it to use the environment",
+                account.value,
+                variable,
+                block,
+            )
+    log.info("%s: %s", account.value, "; ".join(sources))
