@@ -89,6 +89,18 @@ class BatchCounts:
     duplicates: int
 
 
+# The summary artifact shows them in two tables that fit a browser: what the read found, what it cost.
+FOUND_FIGURES = (
+    "expected_items",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_rejected",
+    "rows_deactivated",
+)
+COST_FIGURES = tuple(column for column in COUNTER_LABELS if column not in FOUND_FIGURES)
+
+
 @dataclass(frozen=True)
 class RunRow:
     """One row of app.emag_sync_runs (field names are the column names)."""

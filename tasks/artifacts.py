@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from emag_sync.accounts import AccountType
 from emag_sync.escaping import markdown_text
-from emag_sync.runs import COUNTER_LABELS, RunRow
+from emag_sync.runs import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,22 @@ class ProgressReporter:
             f"{self.account.label}: {event.pages_done} of {event.pages_total} pages committed "
             f"({event.records_done} records)"
         )
+        key = f"emag-sync-progress-{self.account.value}"
         try:
             if self._artifact_id is None:
-                created = create_progress_artifact(
-                    progress=percent, key=f"emag-sync-progress-{self.account.value}", description=description
-                )
+                drop_earlier_attempts(key)
+                created = create_progress_artifact(progress=percent, key=key, description=description)
                 self._artifact_id = created if isinstance(created, UUID) else None
             else:
                 update_progress_artifact(self._artifact_id, progress=percent, description=description)
-        except Exception as exc:  # progress display must never fail a sync
-            log.warning("%s: could not update the progress artifact: %s", self.account.value, exc)
+        except Exception as exc:  # progress display must never fail or slow a sync: stop trying
+            self._prefect = False
+            log.warning(
+                "%s: the progress artifact cannot be updated (%s); the per-batch log lines show the progress for "
+                "the rest of the run",
+                self.account.value,
+                type(exc).__name__,
+            )
 
 
 # --- the run summary -------------------------------------------------------------------------------
@@ -108,21 +114,58 @@ SUMMARY_ARTIFACT_KEY = "emag-sync-summary"
 def summary_markdown(
     runs: Sequence[RunRow], dq_status: Mapping[str, str], failures: Mapping[str, str]
 ) -> str:
-    """One row per account, then the failures with their causes (eMAG's and the database's text, literal)."""
-    titles = ["account", "status", "data quality", *COUNTER_LABELS.values()]
-    lines = ["# eMAG product sync", "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    for run in runs:
-        cells = [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
-        cells += [run.figure(column) for column in COUNTER_LABELS]
-        lines.append("| " + " | ".join(markdown_text(cell) for cell in cells) + " |")
+    """Two tables, one row per account (what the read found; what it cost), then the failures with their
+    causes (eMAG's and the database's text, literal). Every figure is visible at 1400 px."""
+
+    def table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+        lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+        return lines + ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
+
+    found = [
+        [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
+        + [run.figure(column) for column in FOUND_FIGURES]
+        for run in runs
+    ]
+    cost = [[run.account_type, *(run.figure(column) for column in COST_FIGURES)] for run in runs]
+    lines = ["# eMAG product sync", ""]
+    lines += table(["account", "status", "data quality", *(COUNTER_LABELS[c] for c in FOUND_FIGURES)], found)
+    lines += ["", *table(["account", *(COUNTER_LABELS[c] for c in COST_FIGURES)], cost)]
     for account, error in failures.items():
         lines += ["", f"**{markdown_text(account)}: failed** — {markdown_text(error)}"]
     return "\n".join(lines) + "\n"
 
 
+def drop_earlier_attempts(key: str) -> None:
+    """Delete this flow run's artifacts with ``key`` made by an earlier attempt (a Retry re-runs the flow):
+    the run shows one summary and one progress bar per account, not one per attempt."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_context, task_context = FlowRunContext.get(), TaskRunContext.get()
+    flow_run_id = (
+        flow_context.flow_run.id
+        if flow_context and flow_context.flow_run
+        else task_context.task_run.flow_run_id
+        if task_context
+        else None
+    )
+    if flow_run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        earlier = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[key])
+            )
+        )
+        for artifact in earlier:
+            client.delete_artifact(artifact.id)
+
+
 @task(name="publish-summary", task_run_name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary_task(markdown: str) -> None:
-    """Attach the run summary to the current flow run (its Artifacts tab)."""
+    """Attach the run summary to the current flow run (its Artifacts tab), replacing an earlier attempt's."""
     from prefect.artifacts import create_markdown_artifact
 
+    drop_earlier_attempts(SUMMARY_ARTIFACT_KEY)
     create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT_KEY, description="eMAG sync summary")

@@ -175,7 +175,7 @@ def _load_pages(
         account,
         frames,
         last_page=catalogue_pages[-1] if catalogue_pages else None,
-        pages=len(catalogue_pages),
+        pages=sum(1 for page in pages if page.number != BY_ID and page.records),  # not the empty last one
         counters=meter.take(),
     )
 

@@ -183,6 +183,23 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
     ]
     engine.dispose()
 
+    # One summary for the whole flow run, resumed part included, and one progress bar per account.
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    keys = sorted(a.key for a in artifacts if a.key and a.key.startswith("emag-sync-"))
+    assert keys == ["emag-sync-progress-fbe", "emag-sync-progress-main", "emag-sync-summary"], keys
+    [summary] = [a for a in artifacts if a.key == "emag-sync-summary"]
+    assert r"| fbe | succeeded \(resumed\) |" in summary.data and "| main | succeeded |" in summary.data
+    assert r"| main | 3\/3 |" in summary.data  # pages holding records, of the 3 eMAG counted
+    [fbe_progress] = [a for a in artifacts if a.key == "emag-sync-progress-fbe"]
+    assert (
+        fbe_progress.data == 100.0 and fbe_progress.description == "FBE: 5 of 5 pages committed (480 records)"
+    )
+
 
 def test_incident_offers_silently_dropped_fails_the_flow_with_counts(
     flow_env, sandbox_state, database_url
