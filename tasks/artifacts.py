@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 from prefect import task
@@ -15,9 +16,11 @@ from prefect.cache_policies import NO_CACHE
 
 from emag_sync.accounts import AccountType
 from emag_sync.escaping import markdown_text
+from emag_sync.prefect_api import is_lost, mark_lost
 from emag_sync.runs import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Each artifact update is a Prefect API call. Against eMAG (3 requests/s) a batch of 5 pages takes at least
 # 1.7 s, so every batch is shown; without a rate limit (the sandbox at 200,000 records) batches commit every
@@ -33,6 +36,24 @@ class ProgressEvent:
     pages_done: int
     pages_total: int
     records_done: int
+
+
+def record_in_prefect(what: str, call: Callable[[], T]) -> T | None:
+    """Record ``what`` in Prefect (an artifact) unless its API is gone; never fails or stalls the run.
+
+    Prefect's client is asked without its retry loop (each retry sleeps seconds); a failure marks the API
+    lost for the rest of the process (said once) and ``what`` is skipped: the run's log lines carry it.
+    """
+    from prefect.settings import temporary_settings
+
+    if is_lost():
+        return None
+    try:
+        with temporary_settings(updates={"client.max_retries": 0}):
+            return call()
+    except Exception as exc:  # an artifact is a view; the data and the run's outcome do not depend on it
+        mark_lost(f"recording {what}: {type(exc).__name__}: {exc}")
+        return None
 
 
 Listener = Callable[[ProgressEvent], None]
@@ -89,21 +110,17 @@ class ProgressReporter:
             f"({event.records_done} records)"
         )
         key = f"emag-sync-progress-{self.account.value}"
-        try:
+
+        def publish() -> None:
             if self._artifact_id is None:
                 drop_earlier_attempts(key)
                 created = create_progress_artifact(progress=percent, key=key, description=description)
                 self._artifact_id = created if isinstance(created, UUID) else None
             else:
                 update_progress_artifact(self._artifact_id, progress=percent, description=description)
-        except Exception as exc:  # progress display must never fail or slow a sync: stop trying
-            self._prefect = False
-            log.warning(
-                "%s: the progress artifact cannot be updated (%s); the per-batch log lines show the progress for "
-                "the rest of the run",
-                self.account.value,
-                type(exc).__name__,
-            )
+
+        record_in_prefect(f"the progress of {self.account.value}", publish)
+        self._prefect = not is_lost()
 
 
 # --- the run summary -------------------------------------------------------------------------------
@@ -167,5 +184,9 @@ def publish_summary_task(markdown: str) -> None:
     """Attach the run summary to the current flow run (its Artifacts tab), replacing an earlier attempt's."""
     from prefect.artifacts import create_markdown_artifact
 
-    drop_earlier_attempts(SUMMARY_ARTIFACT_KEY)
-    create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT_KEY, description="eMAG sync summary")
+    def publish() -> None:
+        drop_earlier_attempts(SUMMARY_ARTIFACT_KEY)
+        create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT_KEY, description="eMAG sync summary")
+
+    if record_in_prefect("the run summary", publish) is None and is_lost():
+        log.info("the run summary (not recorded in Prefect):\n%s", markdown)

@@ -14,6 +14,7 @@ from emag_sync.settings import get_settings
 from expectations.checkpoint import DQResult, run_checkpoint
 from expectations.report import artifact_key, dq_markdown, report_link_text
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
+from tasks.artifacts import record_in_prefect
 from tasks.outcomes import run_step
 
 
@@ -50,18 +51,22 @@ def publish_dq_artifacts(result: DQResult) -> None:
     if FlowRunContext.get() is None and TaskRunContext.get() is None:
         return  # a plain call (CLI, tests): nothing to attach the artifacts to
     account = result.account.value
-    create_markdown_artifact(
-        markdown=dq_markdown(result),
-        key=artifact_key(account),
-        description=f"Data-quality checkpoint of {account}: {result.status}",
-    )
-    if result.report_url:
-        create_link_artifact(
-            link=markdown_url(result.report_url),
-            link_text=markdown_text(report_link_text(result)),
-            key=f"{artifact_key(account)}-docs",
-            description=f"This run's data-quality report of {account} in Great Expectations Data Docs",
+
+    def publish() -> None:
+        create_markdown_artifact(
+            markdown=dq_markdown(result),
+            key=artifact_key(account),
+            description=f"Data-quality checkpoint of {account}: {result.status}",
         )
+        if result.report_url:
+            create_link_artifact(
+                link=markdown_url(result.report_url),
+                link_text=markdown_text(report_link_text(result)),
+                key=f"{artifact_key(account)}-docs",
+                description=f"This run's data-quality report of {account} in Great Expectations Data Docs",
+            )
+
+    record_in_prefect(f"the data-quality artifacts of {account}", publish)
 
 
 @task(name="data-quality", task_run_name="data-quality-{account}", cache_policy=NO_CACHE)

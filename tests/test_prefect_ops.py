@@ -98,9 +98,13 @@ def test_missing_everywhere_names_the_environment_variables(dead_prefect_api: No
 
 
 def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
-    prefect_harness: None, caplog: pytest.LogCaptureFixture
+    prefect_harness: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.blocks.system import Secret
+
+    from emag_sync.api import credentials
+
+    monkeypatch.setattr(credentials, "_logged", set())  # sources are logged once per process and run
 
     # "0123" would become the number 123 through Secret.get(), which JSON-decodes.
     Secret(value=SecretStr("block-fbe-user")).save("emag-fbe-username", overwrite=True)

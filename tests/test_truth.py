@@ -398,3 +398,83 @@ def test_two_first_commands_at_once_on_a_fresh_embedded_database(tmp_path) -> No
         for child in children:
             _, err = child.communicate(timeout=120)
             assert child.returncode == 0, err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_prefect_server_dying_mid_run_leaves_the_sync_at_emags_pace(
+    serve_sandbox, database_url, tmp_path
+) -> None:
+    """Fault: the Prefect server (with the global rate limits of `emag-sync setup-prefect`) is killed a few
+    seconds into `emag-sync sync` at eMAG's 3 requests/s.
+
+    The sync goes on at eMAG's pace with the in-process limiter (no 429, no request waiting on the dead
+    API), succeeds, and says once that Prefect could not record the run; the command does not hang.
+    """
+    from emag_sync.api.global_limit import gcl_name
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_LOGGING_TO_API_ENABLED="true",
+        EMAG_SYNC_DATABASE_URL=database_url.render_as_string(hide_password=False),
+        EMAG_SYNC_HOME=str(tmp_path / "home"),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        state = SandboxState(products=900, main_products=10, rate_limit=True)
+        with serve_sandbox(state) as running:
+            env.update(running.env)
+            cli = [sys.executable, "-c", "from emag_sync.cli.main import run; run()"]
+            setup = subprocess.run(
+                [*cli, "setup-prefect", "--no-secrets"], env=env, capture_output=True, text=True
+            )
+            assert f"global concurrency limit {gcl_name(FBE)}: created" in setup.stdout, setup.stderr
+
+            sync = subprocess.Popen(
+                [*cli, "sync", "--account", "fbe", "--items-per-page", "25"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            while len([r for r in state.request_log if r.page]) < 5 and sync.poll() is None:
+                time.sleep(0.05)
+            killed_at = time.monotonic()
+            os.killpg(server.pid, signal.SIGKILL)
+            out, err = sync.communicate(timeout=240)
+            finished_at = time.monotonic()
+            reads = [r for r in state.request_log if r.account is FBE]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert sync.returncode == 0, err
+    assert [r for r in reads if r.status_code == 429] == []
+    assert "note: the Prefect API went away during the run" in err and "Traceback" not in err
+    assert "succeeded" in out
+    # 37 pages at 3/s: about 12 s; the remaining ~32 reads after the kill must not wait on the dead API.
+    after = [r.at for r in reads if r.page]
+    read_seconds = (after[-1] - after[0]).total_seconds()
+    assert read_seconds < 1.5 * len(after) / 3, read_seconds
+    assert finished_at - killed_at < 60

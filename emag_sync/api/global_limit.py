@@ -11,6 +11,7 @@ import httpx
 
 from emag_sync.accounts import AccountType
 from emag_sync.api.ratelimit import DEFAULT_MARGIN_SECONDS, SECOND_WINDOW, Limiter, limiter_for
+from emag_sync.prefect_api import mark_lost
 from emag_sync.settings import AccountConfig
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ GCL_LIMIT = 1
 # random, 0.25-0.43 s at 3/s (more as refusals pile up), about a whole slot lost on every refusal.
 GCL_RETRIES_PER_SLOT = 4
 HTTP_LOCKED = 423  # the Prefect API's answer when the slot is taken
+# A busy Prefect server (SQLite under load answers 503 now and then) is asked again like a refusal; this many
+# in a row (about 2 s at 3/s) and the process paces itself alone.
+GCL_BUSY_STATUSES = frozenset({429, 502, 503, 504})
+GCL_BUSY_ATTEMPTS = 24
+GCL_REQUEST_TIMEOUT_SECONDS = 2.0
 # A send at most this late (a busy GIL wakes a sleeping thread up to 5 ms late) keeps the next one on the even
 # grid, so small delays do not add up and lower the rate; it leaves the GCL ~23 ms instead of 1/30 s of
 # spacing to spare at 3/s. A later send (an idle caller, a refusal) starts the grid afresh from itself.
@@ -85,24 +91,32 @@ class PrefectRateLimiter:
             if wait > 0:
                 time.sleep(wait)
             self._take_slot()
+        if self._degraded and self.local is not None:
+            # The limit went away while this request waited for it, long after the local window let it go:
+            # requests queued that way would leave together. Pace it again, alone.
+            self.local.acquire()
 
     def _take_slot(self) -> None:
-        """Take the GCL's slot, asking again while another caller holds it."""
+        """Take the GCL's slot, asking again while another caller holds it or the server is briefly busy."""
         client = _prefect_client()
+        busy = 0
         while not self._degraded:
             sent = time.monotonic()
             try:
-                response = client.increment_concurrency_slots(
-                    names=[self.limit_name], slots=1, mode="rate_limit"
-                )
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code == HTTP_LOCKED:
-                    time.sleep(self._retry_wait)
-                    continue
-                self._degrade(f"HTTP {exc.response.status_code}")
+                response = _ask_once(client, self.limit_name)
+            except httpx.HTTPError as exc:  # unreachable or not answering in time: gone for this run
+                self._degrade(type(exc).__name__, lost=True)
                 return
-            except httpx.HTTPError as exc:
-                self._degrade(type(exc).__name__)
+            status = response.status_code
+            if status == HTTP_LOCKED or status in GCL_BUSY_STATUSES:
+                busy = busy + 1 if status != HTTP_LOCKED else 0
+                if busy > GCL_BUSY_ATTEMPTS:
+                    self._degrade(f"HTTP {status} {busy} times in a row", lost=True)
+                    return
+                time.sleep(self._retry_wait)
+                continue
+            if status >= 400:
+                self._degrade(f"HTTP {status}")
                 return
             if not response.json():  # the limit was deleted: the server grants nothing and says so
                 self._degrade("limit not found")
@@ -113,13 +127,32 @@ class PrefectRateLimiter:
             self._next_send = max((self._next_send if on_grid else sent) + self._spacing, decayed)
             return
 
-    def _degrade(self, reason: str) -> None:
+    def _degrade(self, reason: str, *, lost: bool = False) -> None:
         self._degraded = True
+        if lost:
+            mark_lost(f"its global rate limit {self.limit_name!r}: {reason}")
         log.warning(
             "global rate limit %r unavailable (%s); pacing this process alone from now on",
             self.limit_name,
             reason,
         )
+
+
+def _ask_once(client: SyncPrefectClient, name: str) -> httpx.Response:
+    """One slot request, answered or not within GCL_REQUEST_TIMEOUT_SECONDS.
+
+    Not through the Prefect client's own retry loop: it sleeps seconds per retry (and 2 s on a 503) while
+    every request of the account waits behind it, so a dead or busy API would slow the sync to a crawl.
+    Refusals and a busy server are asked again here, a fraction of a slot later.
+    """
+    http = client._client  # the client's httpx.Client: its base URL, headers and auth
+    request = http.build_request(
+        "POST",
+        "/v2/concurrency_limits/increment",
+        json={"names": [name], "slots": 1, "mode": "rate_limit"},
+        timeout=GCL_REQUEST_TIMEOUT_SECONDS,
+    )
+    return httpx.Client.send(http, request)
 
 
 _clients: dict[str, SyncPrefectClient] = {}

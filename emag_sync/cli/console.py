@@ -59,9 +59,13 @@ def terminal_owns_console() -> None:
 
     The command shows its own progress, summary and one-line cause; Prefect's lines (its state changes
     repeat that cause) still reach the Prefect UI. PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO brings
-    them back to the terminal.
+    them back to the terminal. Prefect's client retries a failed API call twice, not five times: a run whose
+    Prefect API went away ends in seconds, not minutes.
     """
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_INTERNAL_LEVEL", "CRITICAL")
+    # A dead Prefect API would otherwise hold the flow run's last state change for a minute of retries.
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "2")
 
 
 @contextmanager

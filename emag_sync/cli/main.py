@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -436,3 +438,46 @@ def check(
     failures = [result.message for result in results if result.critical_failures]
     if failures:
         _fail("; ".join(failures))
+
+
+# Commands that run a flow in this process, and how long their exit may wait for Prefect's background
+# queues (log lines and events not yet sent to the API).
+_FLOW_COMMANDS = frozenset({"sync", "demo"})
+_DRAIN_SECONDS = 5.0
+
+
+def run() -> None:
+    """The ``emag-sync`` console script: the typer app; a command that ran a flow then exits at once.
+
+    At interpreter exit Prefect waits for its queues of log lines and events with no bound (more than a
+    minute when its API went away mid-run), and tearing the interpreter down costs most of a second. So
+    once the command is done: output flushed, the queues given a bounded wait (none once the API is known
+    gone), the exit handlers run (the embedded PostgreSQL stops), and the process ends.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if len(sys.argv) > 1 and sys.argv[1] in _FLOW_COMMANDS and "prefect" in sys.modules:
+        _finish_quickly(code)
+    sys.exit(code)
+
+
+def _finish_quickly(code: int) -> None:
+    import atexit
+
+    from emag_sync.prefect_api import is_lost
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if not is_lost():
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=_DRAIN_SECONDS)
+        EventsWorker.drain_all(timeout=_DRAIN_SECONDS)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -14,7 +14,8 @@ from emag_sync.api.credentials import resolve_account_config
 from emag_sync.cli.console import console, dq_report_lines, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings, first_line
 from emag_sync.options import Accounts, SyncOptions
-from emag_sync.runs import latest_run_id
+from emag_sync.prefect_api import is_lost
+from emag_sync.runs import DqStatus, RunStatus, latest_run_id, recent_runs
 from emag_sync.settings import Settings
 
 
@@ -43,6 +44,22 @@ def flow_accounts(accounts: Sequence[AccountType]) -> Accounts:
     return "main" if accounts[0] is AccountType.MAIN else "fbe"
 
 
+def outcome_from_history(engine: Engine, accounts: Sequence[AccountType], since: int) -> str | None:
+    """The sync's outcome from the run history, when Prefect could not record its flow run's end."""
+    runs = {run.account: run for run in reversed(recent_runs(engine, limit=10)) if run.id > since}
+    problems = []
+    for account in accounts:
+        run = runs.get(account)
+        if run is None or run.status != RunStatus.SUCCEEDED:
+            problems.append(
+                f"{account.value}: {run.error if run and run.error else 'the sync did not finish'}"
+            )
+        elif run.dq_status == DqStatus.FAILED:
+            problems.append(f"{account.value}: data quality failed (emag-sync check shows why)")
+    note = "the Prefect API went away during the run, so Prefect does not know how it ended; the run history does"
+    return f"{'; '.join(problems)} ({note})" if problems else None
+
+
 def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOutcome:
     """Run ``emag-product-sync`` in-process with a progress bar, then print the runs it made."""
     targets = parse_accounts(accounts)
@@ -53,14 +70,28 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
         from flows.sync import emag_product_sync
 
         with sync_progress(targets):
-            state = emag_product_sync(accounts=flow_accounts(targets), options=options, return_state=True)
-        error = None if state.is_completed() else (state.message or f"the flow run ended {state.name}")
+            try:
+                state = emag_product_sync(accounts=flow_accounts(targets), options=options, return_state=True)
+                error = (
+                    None if state.is_completed() else (state.message or f"the flow run ended {state.name}")
+                )
+            except Exception:
+                if not is_lost():
+                    raise  # not the Prefect API going away: a bug, with its traceback
+                # The data went on; only Prefect could not record how the flow run ended: the run history can.
+                error = outcome_from_history(engine, targets, since)
         try:
             console.print(sync_summary_table(engine, since_id=since))
             for line in dq_report_lines(engine, since_id=since):
                 console.print(line, soft_wrap=True)
         except SQLAlchemyError as exc:  # the database went away: the run's own cause already says so
             error = error or f"the database at {describe(engine.url)} does not answer: {first_line(exc)}"
+        if is_lost() and not error:
+            err_console.print(
+                "note: the Prefect API went away during the run; the sync went on without it, so this run's "
+                "progress, artifacts and final state are not in Prefect (the run history above is complete)",
+                soft_wrap=True,
+            )
         if error:
             err_console.print(Text.assemble(("sync failed:", "red"), " ", error), soft_wrap=True)
         return SyncOutcome(ok=error is None, error=error)
