@@ -11,6 +11,7 @@ from emag_sync.accounts import parse_accounts
 from emag_sync.options import Accounts
 from expectations.checkpoint import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
+from tasks.alerts import report_dq_warnings
 from tasks.data_quality import check_account_quality_task
 from tasks.prepare_database import prepare_database_task
 
@@ -34,6 +35,7 @@ def emag_dq_check(
         results.append(state.result())
     for result in results:
         logger.info("%s (Data Docs: %s)", result.message, result.data_docs_index)
+    report_dq_warnings(results)
     failures = [result.message for result in results if result.critical_failures]
     if failures:
         return Failed(message="; ".join(failures))
