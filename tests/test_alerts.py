@@ -247,6 +247,7 @@ class Stack:
     sandbox: SandboxState
     database_url: object
     setup_outputs: list[str]
+    setup_options: list[str]  # those of the last two set-ups: the webhook and the test windows
     held_run: object  # sync-both of MAIN, waiting for the MAIN lock that the fixture holds
 
     def run(self, deployment: str, **parameters: object):
@@ -299,7 +300,7 @@ def stack(prefect_server, receiver, module_database, tmp_path_factory) -> Iterat
             ):
                 wait_for_deployment(name, child)
             held = run_deployment("emag-product-sync/sync-both", parameters={"accounts": "main"}, timeout=0)
-            yield Stack(prefect_server, receiver, state, module_database, outputs, held)
+            yield Stack(prefect_server, receiver, state, module_database, outputs, webhook, held)
         finally:
             # With the held run, before the lock goes, so it never syncs (serve would wait for it).
             os.killpg(child.pid, signal.SIGKILL)
@@ -348,6 +349,20 @@ def test_setup_creates_the_automations_once_and_never_prints_the_token(stack: St
     assert listed.returncode == 0, listed.stderr
     for name in NAMES:
         assert name in listed.stdout, listed.stdout
+
+
+def test_an_automation_switched_off_in_the_ui_stays_off(stack: Stack) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        [failed] = client.read_automations_by_name(NAMES[0])
+        client.pause_automation(failed.id)
+        try:
+            output = _setup(*stack.setup_options)
+            assert client.read_automation(failed.id).enabled is False
+        finally:
+            client.resume_automation(failed.id)
+    assert len(_lines(output, "unchanged")) == 5, output
 
 
 def test_setup_names_a_missing_or_wrong_block_in_one_line(stack: Stack) -> None:
