@@ -158,13 +158,32 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pass
             time.sleep(0.5)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield api_url
+            try:
+                yield api_url
+            finally:
+                _drain_events()
     finally:
         server.terminate()
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def _drain_events() -> None:
+    """Stop this process's events worker while its server still runs. Prefect keys the worker by client
+    type, not by URL: left running, it would carry later tests' events to this module's stopped server."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
 
 
 @dataclass
