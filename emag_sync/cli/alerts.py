@@ -24,7 +24,7 @@ WEBHOOK_URL_SECRET = "webhook_url"
 WEBHOOK_JSON = {"subject": "{{subject}}", "body": "{{body}}"}
 
 DEFAULT_STUCK_AFTER = timedelta(minutes=30)
-# Prefect's server evaluates a proactive trigger no sooner than 10 s after its window opens.
+# Prefect refuses a proactive trigger whose window is shorter than 10 s.
 MIN_WINDOW = timedelta(seconds=10)
 # The silence window is the schedule's longest gap plus a grace: the gap again, at most this much
 # (every 2 hours: 4 h; daily: 26 h). The grace also covers a run's own duration and DST shifts.
