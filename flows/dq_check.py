@@ -12,6 +12,7 @@ from emag_sync.options import Accounts
 from emag_sync.runs import DqStatus
 from expectations.checkpoint import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
+from tasks.alerts import report_dq_warnings
 from tasks.data_quality import check_account_quality_task
 from tasks.prepare_database import prepare_database_task
 
@@ -27,6 +28,7 @@ def emag_dq_check(
         return Failed(message=prepared.message)
     statuses: dict[str, str] = {}
     failures: list[str] = []
+    results: list[DQResult] = []
     for account in parse_accounts(accounts):  # each account checked, whatever the other's outcome
         state = check_account_quality_task(
             account, None, reject_threshold=reject_threshold, return_state=True
@@ -36,8 +38,10 @@ def emag_dq_check(
             statuses[account.value] = DqStatus.FAILED
             continue
         result: DQResult = state.result()
+        results.append(result)
         statuses[account.value] = result.status
         logger.info("%s", result.message)
+    report_dq_warnings(results)  # one notification per run when any warning fired
     if failures:
         return Failed(message="; ".join(failures))
     return statuses

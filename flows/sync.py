@@ -11,6 +11,7 @@ from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.runs import DqStatus, RunRow
 from expectations.checkpoint import DQResult
+from tasks.alerts import report_dq_warnings
 from tasks.artifacts import publish_summary_task, summary_markdown
 from tasks.data_quality import check_account_quality_task
 from tasks.preflight import Preflight, preflight_task
@@ -51,6 +52,7 @@ def emag_product_sync(
     # Checked once every read is over: the check's CPU work would otherwise delay the other account's
     # requests and bunch them up against eMAG's rate limit.
     dq_status: dict[str, str] = {}
+    dq_results: list[DQResult] = []
     for run in runs:
         quality = check_account_quality_task(run.account, run.id, return_state=True)
         if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
@@ -58,6 +60,7 @@ def emag_product_sync(
             dq_status[run.account_type] = DqStatus.FAILED
             continue
         result: DQResult = quality.result()
+        dq_results.append(result)
         dq_status[run.account_type] = result.status
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",
@@ -65,6 +68,7 @@ def emag_product_sync(
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
 
+    report_dq_warnings(dq_results)
     publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
     if failures:
         return Failed(message="; ".join(failures.values()))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 
+from emag_sync.cli.alerts import DEFAULT_STUCK_AFTER
 from emag_sync.cli.db import db_app
 from emag_sync.errors import EmagSyncError, PriceFix, PriceUpdateError
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
@@ -270,14 +272,47 @@ def setup_prefect(
     secrets: bool = typer.Option(
         True, "--secrets/--no-secrets", help="create Secret blocks from the environment"
     ),
+    notify_webhook: str | None = typer.Option(
+        None,
+        "--notify-webhook",
+        metavar="URL",
+        help="send alerts as a JSON POST (subject, body) to this URL, through the block emag-sync-alerts",
+    ),
+    notify_block: str | None = typer.Option(
+        None,
+        "--notify-block",
+        metavar="NAME",
+        help="send alerts through this existing Prefect notification block (Slack, Teams, e-mail, ...)",
+    ),
+    silence_hours: float | None = typer.Option(
+        None,
+        "--silence-hours",
+        min=0,
+        help="alert when a sync deployment has no completed run for this long "
+        "[default: its schedule's interval plus the interval again, at most 2 h more]",
+    ),
+    stuck_minutes: float = typer.Option(
+        DEFAULT_STUCK_AFTER.total_seconds() / 60,
+        "--stuck-minutes",
+        min=0,
+        help="alert when a sync run is still running after this long",
+    ),
 ) -> None:
     """Create or update, on the server at PREFECT_API_URL: the credentials' Secret blocks (from the
-    environment), the per-account rate limits emag-api-main/emag-api-fbe and the work pool. Idempotent."""
+    environment), the per-account rate limits emag-api-main/emag-api-fbe, the work pool and, with
+    --notify-webhook or --notify-block, the alerting automations. Idempotent."""
+    from emag_sync.cli.alerts import AlertOptions
     from emag_sync.cli.prefect_setup import setup_prefect as run_setup
     from emag_sync.settings import get_settings
 
     try:
-        done = run_setup(get_settings(), work_pool=work_pool, secrets=secrets)
+        alerts = AlertOptions(
+            notify_webhook=notify_webhook,
+            notify_block=notify_block,
+            silence=None if silence_hours is None else timedelta(hours=silence_hours),
+            stuck_after=timedelta(minutes=stuck_minutes),
+        )
+        done = run_setup(get_settings(), work_pool=work_pool, secrets=secrets, alerts=alerts)
     except EmagSyncError as exc:
         _fail(str(exc))
     for line in done:

@@ -1,4 +1,4 @@
-"""One idempotent set-up of a Prefect server for emag-sync: Secret blocks, rate limits, work pool."""
+"""One idempotent set-up of a Prefect server for emag-sync: Secret blocks, rate limits, work pool, alerts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pydantic import SecretStr
 from emag_sync.accounts import AccountType
 from emag_sync.api.credentials import secret_block_name
 from emag_sync.api.global_limit import GCL_LIMIT, gcl_name
+from emag_sync.cli.alerts import AlertOptions, register_alerts
+from emag_sync.cli.serve import deployment_specs
 from emag_sync.errors import ConfigError
 from emag_sync.redact import redact_url
 from emag_sync.settings import Settings, credential_variable
@@ -107,8 +109,15 @@ def _work_pool(name: str) -> list[str]:
     return [f"work pool {name}: exists (type {pool.type})"]
 
 
-def setup_prefect(settings: Settings, *, work_pool: str = WORK_POOL_NAME, secrets: bool = True) -> list[str]:
-    """Create or update the Secret blocks (from the environment), the rate limits and the work pool.
+def setup_prefect(
+    settings: Settings,
+    *,
+    work_pool: str = WORK_POOL_NAME,
+    secrets: bool = True,
+    alerts: AlertOptions = AlertOptions(),
+) -> list[str]:
+    """Create or update the Secret blocks (from the environment), the rate limits, the work pool and,
+    given a notification target, the alerting automations (emag_sync/cli/alerts.py).
 
     Safe to run again; returns one line per object saying what happened. Never returns a secret value.
     """
@@ -126,6 +135,7 @@ def setup_prefect(settings: Settings, *, work_pool: str = WORK_POOL_NAME, secret
             done += _secret_blocks(settings)
         done += _rate_limits(settings.emag_requests_per_second)
         done += _work_pool(work_pool)
+        done += register_alerts(alerts, deployment_specs())
     except httpx.TransportError as exc:
         raise ConfigError(
             f"Prefect API at {redact_url(api_url)} is unreachable ({type(exc).__name__}); "
