@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emag_sync.accounts import AccountType
 from emag_sync.errors import MissingCredentialsError
-from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND
+from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND, SECONDS_PER_MINUTE
 
 # Where `emag-sync docs` serves the Data Docs site, and so the default base of the links to it.
 DATA_DOCS_PORT = 8766
@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
     emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0)
+
+    @model_validator(mode="after")
+    def _per_minute_follows_per_second(self) -> Settings:
+        """EMAG_REQUESTS_PER_MINUTE is 60 x EMAG_REQUESTS_PER_SECOND unless set: raising the per-second
+        budget alone must not leave eMAG's 180/min in force (a 14 s run took 68 s that way)."""
+        if "emag_requests_per_minute" not in self.model_fields_set:
+            self.emag_requests_per_minute = max(1, int(self.emag_requests_per_second * SECONDS_PER_MINUTE))
+        return self
 
     @field_validator("emag_main_username", "emag_fbe_username", "emag_main_api_url", "emag_fbe_api_url")
     @classmethod

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import State, flow, get_run_logger, runtime
+from prefect.futures import as_completed
 from prefect.states import Failed
 
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.runs import DqStatus, RunRow
 from expectations.checkpoint import DQResult
+from expectations.checkpoint import preload as preload_great_expectations
 from tasks.alerts import report_dq_warnings
 from tasks.artifacts import publish_summary_task, summary_markdown
 from tasks.data_quality import check_account_quality_task
@@ -34,29 +36,29 @@ def emag_product_sync(
         return Failed(message=checked.message)
     preflight: Preflight = checked.result()
 
+    preload_great_expectations()  # its import (seconds) overlaps the reads, which mostly wait on eMAG
     futures = {
-        account: sync_account_task.submit(
+        sync_account_task.submit(
             account, options, runtime.flow_run.id, preflight.counts.get(account)
-        )
+        ): account
         for account in targets
     }
     runs: list[RunRow] = []
     failures: dict[AccountType, str] = {}
-    for account, future in futures.items():  # the other account's committed work stays; report both
-        future.wait()
-        if future.state.is_failed():
-            failures[account] = future.state.message or f"{account.value}: failed"
-        else:
-            runs.append(future.result())
-
-    # Checked once every read is over: the check's CPU work would otherwise delay the other account's
-    # requests and bunch them up against eMAG's rate limit.
     dq_status: dict[str, str] = {}
     dq_results: list[DQResult] = []
-    for run in runs:
+    # Each account is checked as soon as its own read ends, while the other may still be reading (the
+    # limiters pace requests on when they really leave, so the check's CPU work cannot bunch them up).
+    for future in as_completed(list(futures)):  # the other account's committed work stays; report both
+        account = futures[future]
+        if future.state.is_failed():
+            failures[account] = future.state.message or f"{account.value}: failed"
+            continue
+        run: RunRow = future.result()
+        runs.append(run)
         quality = check_account_quality_task(run.account, run.id, return_state=True)
         if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
-            failures[run.account] = quality.message or f"{run.account_type}: data quality failed"
+            failures[account] = quality.message or f"{account.value}: data quality failed"
             dq_status[run.account_type] = DqStatus.FAILED
             continue
         result: DQResult = quality.result()
@@ -68,6 +70,7 @@ def emag_product_sync(
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
 
+    runs.sort(key=lambda run: targets.index(run.account))
     report_dq_warnings(dq_results)
     publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
     if failures:

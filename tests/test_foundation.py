@@ -70,3 +70,15 @@ def test_a_database_of_an_earlier_version_gets_the_new_columns(engine) -> None:
         }
     assert ("emag_product_offers_v2", "prices_pushed_at") in columns
     assert columns[("emag_sync_runs", "resumed_count")] == "0"
+
+
+def test_requests_per_minute_follow_requests_per_second_unless_set(monkeypatch) -> None:
+    """Raising EMAG_REQUESTS_PER_SECOND alone must not leave eMAG's 180/min in force."""
+    assert Settings().emag_requests_per_minute == 180
+    monkeypatch.setenv("EMAG_REQUESTS_PER_SECOND", "10")
+    assert Settings().emag_requests_per_minute == 600
+    monkeypatch.setenv("EMAG_REQUESTS_PER_MINUTE", "200")
+    assert Settings().emag_requests_per_minute == 200
+    monkeypatch.setenv("EMAG_REQUESTS_PER_SECOND", "0.5")
+    monkeypatch.delenv("EMAG_REQUESTS_PER_MINUTE")
+    assert Settings().emag_requests_per_minute == 30
