@@ -228,8 +228,19 @@ def preload() -> None:
         if _preloading is not None or "great_expectations" in sys.modules:
             return
         _gx_analytics_off()  # here, not in the thread: the environment is not safe to write concurrently
+        # What Great Expectations imports and the sync threads import lazily (SQLAlchemy resolves its ORM
+        # modules on first use), completed here first: two threads importing the same package with
+        # circular imports can see it half-initialized ("partially initialized module sqlalchemy.orm.exc").
+        _complete_shared_imports()
         _preloading = threading.Thread(target=_import_in_background, name="gx-preload", daemon=True)
         _preloading.start()
+
+
+def _complete_shared_imports() -> None:
+    import sqlalchemy.orm  # noqa: F401
+    from sqlalchemy.util import preloaded
+
+    preloaded.import_prefix("sqlalchemy")
 
 
 def _import_in_background() -> None:

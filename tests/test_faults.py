@@ -692,6 +692,9 @@ def test_sync_process_killed_with_sigkill_then_resume_equals_a_clean_run(
         try:
             committed = lambda: any(r["last_committed_page"] >= 2 for r in runs(engine))  # noqa: E731
             wait_for(lambda: committed() or child.poll() is not None, 90, "two committed pages")
+            assert child.poll() is None, (
+                "the sync ended before it was killed:\n" + (tmp_path / "child.log").read_text()
+            )
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,7 @@ def resolve_account_config(settings: Settings, account: AccountType) -> AccountC
     """
     from_blocks: dict[str, SecretStr | None] = {"username": None, "password": None}
     if prefect_api_configured():
-        reader = _BlockReader()
-        for field in from_blocks:
-            from_blocks[field] = reader.read(secret_block_name(account, field))
+        from_blocks = _blocks_of(account)
     block_username = from_blocks["username"]
     config = settings.account_config(
         account,
@@ -91,6 +90,30 @@ def resolve_account_config(settings: Settings, account: AccountType) -> AccountC
     )
     _log_sources(settings, account, from_blocks)
     return config
+
+
+# The blocks read for an account within one flow run: its preflight and its sync resolve the account's
+# credentials one after the other (four API reads each); a new run reads them afresh.
+_block_cache: dict[tuple[str, AccountType, str], dict[str, SecretStr | None]] = {}
+_block_cache_lock = threading.Lock()
+
+
+def _blocks_of(account: AccountType) -> dict[str, SecretStr | None]:
+    from prefect.context import FlowRunContext
+    from prefect.settings import get_current_settings
+
+    context = FlowRunContext.get()
+    run = str(context.flow_run.id) if context and context.flow_run else ""
+    key = (get_current_settings().api.url or "", account, run)
+    with _block_cache_lock:
+        if run and key in _block_cache:
+            return dict(_block_cache[key])
+    reader = _BlockReader()
+    found = {field: reader.read(secret_block_name(account, field)) for field in ("username", "password")}
+    if run and not reader.unreachable:
+        with _block_cache_lock:
+            _block_cache[key] = dict(found)
+    return found
 
 
 _logged: set[tuple[AccountType, str, tuple[bool, ...]]] = set()

@@ -32,8 +32,11 @@ def check_configuration(settings: Settings, accounts: Sequence[AccountType]) -> 
 
     The flow's preflight then checks the accounts' locks and eMAG, the same way for every deployment.
     """
-    for account in accounts:
-        resolve_account_config(settings, account)
+    from emag_sync.api.credentials import prefect_api_configured
+
+    if not prefect_api_configured():  # with a Prefect server the flow's preflight reads the Secret blocks
+        for account in accounts:
+            resolve_account_config(settings, account)
     return engine_from_settings(settings)
 
 
@@ -67,9 +70,13 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
     try:
         since = latest_run_id(engine)
         console.print(f"database: {describe(engine.url)}")
+        from prefect.settings import temporary_settings
+
         from flows.sync import emag_product_sync
 
-        with sync_progress(targets):
+        # No heartbeats for a flow run in this process: they detect a crashed worker, and the run history
+        # shows a crashed command (its lock dies with it); joining the heartbeat thread costs up to a second.
+        with sync_progress(targets), temporary_settings(updates={"flows.heartbeat_frequency": None}):
             try:
                 state = emag_product_sync(accounts=flow_accounts(targets), options=options, return_state=True)
                 error = (
