@@ -51,6 +51,7 @@ def emag_product_sync(
     # limiters pace requests on when they really leave, so the check's CPU work cannot bunch them up).
     for future in as_completed(list(futures)):  # the other account's committed work stays; report both
         account = futures[future]
+        future.wait()  # keeps the task's own final state: unwaited, .state asks the API, which may lag behind
         if future.state.is_failed():
             failures[account] = future.state.message or f"{account.value}: failed"
             continue
