@@ -7,7 +7,7 @@ API calls and a task run in the UI for every few hundred records, so it stays a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from emag_sync.accounts import AccountType
 from emag_sync.api import RequestCounters
+from emag_sync.api.paging import BY_ID
 from emag_sync.runs import BatchCounts, lock_running_run, record_batch
 from emag_sync.schema import (
     OFFER_COLUMNS,
@@ -282,8 +283,41 @@ def load_batch(
             duplicates=frames.duplicates + seen.duplicates,
         )
         record_batch(conn, run_id, counts, counters, last_page=last_page)
+        if counts.rejected:
+            named = conn.execute(text(_THIS_BATCHS_REJECTS_SQL), {"run_id": run_id, "limit": REJECTS_NAMED})
+            log.warning(
+                "%s: %s", account.value, rejects_line(counts.rejected, named.mappings().all(), run_id)
+            )
     log.debug("%s: run %s batch to page %s committed: %s", account.value, run_id, last_page, counts)
     return counts
+
+
+REJECTS_NAMED = 5  # per transaction in the log; every reject is in the rejects table
+
+# The rejects this transaction wrote: created_at defaults to now(), the transaction's start time.
+_THIS_BATCHS_REJECTS_SQL = f"""
+SELECT page, emag_id, sku, reason FROM {_qualified(sync_rejects.name)}
+WHERE run_id = :run_id AND created_at = now() ORDER BY id LIMIT :limit
+"""
+
+
+def rejects_line(rejected: int, named: Sequence[Mapping[str, Any]], run_id: int) -> str:
+    """One log line for a transaction's rejects: the first few by page, id, SKU and reason (the reason
+    names the field and quotes the value as text), the rest counted."""
+
+    def one(reject: Mapping[str, Any]) -> str:
+        where = [f"page {reject['page']}" if reject["page"] not in (None, BY_ID) else "read by id"]
+        where.append(f"id {reject['emag_id']}" if reject["emag_id"] is not None else "no id")
+        sku = reject["sku"]
+        where.append(
+            ("SKU " + (repr(sku) if len(sku) <= 60 else repr(sku[:57]) + "...")) if sku else "no SKU"
+        )
+        return ", ".join(where) + ": " + " ".join(str(reject["reason"]).split())
+
+    more = f" (+{rejected - len(named)} more)" if rejected > len(named) else ""
+    noun = "record" if rejected == 1 else "records"
+    listed = "; ".join(one(reject) for reject in named)
+    return f"{rejected} {noun} rejected, kept in {_qualified(sync_rejects.name)} (run_id {run_id}): {listed}{more}"
 
 
 # Active rows the run neither loaded nor rejected: a reject naming the row's SKU or its id is still a record

@@ -320,7 +320,7 @@ class RewritingProxy(httpx.BaseTransport):
 
 
 def test_malformed_records_of_every_kind_are_rejected_by_name_and_the_rest_loaded(
-    engine, sandbox_server, sandbox_state
+    engine, sandbox_server, sandbox_state, caplog
 ):
     """Fault: records without part_number, with an unparsable price, without id (the sandbox's
     malformed_rate), a record that is not an object, and a SKU repeated under another id (in the same
@@ -381,6 +381,14 @@ def test_malformed_records_of_every_kind_are_rejected_by_name_and_the_rest_loade
     assert summary.rows_rejected == run["rows_rejected"] == len(expected_reasons)
     # the data-quality completeness check's figures: loaded + rejected = eMAG's count
     assert run["records_loaded"] + run["rows_rejected"] == run["expected_items"] == len(served)
+    # the log (the flow run's logs in the UI) names them too: one warning per transaction that had any
+    warned = [
+        r.getMessage() for r in caplog.records if "rejected, kept in app.emag_sync_rejects" in r.getMessage()
+    ]
+    assert all(r.levelname == "WARNING" for r in caplog.records if "rejected, kept in" in r.getMessage())
+    assert sum(int(message.split(": ", 1)[1].split()[0]) for message in warned) == len(expected_reasons)
+    assert any("no id, no SKU: record is not an object" in message for message in warned), warned
+    assert any(f"id {served[same_batch]['id']}, SKU '{served[first]['part_number']}'" in m for m in warned)
 
 
 # --- records PostgreSQL or Python cannot store, answers that never end -----------------------------------
