@@ -1,6 +1,6 @@
 """Benchmarks against the floor, every ratio measured in one run on one machine: ``python -m benchmarks.bench``.
 
-Parts (``--only load,e2e,limit,dq``):
+Parts (``--only load,e2e,limit,dq,verified,dlt``):
 
 - ``load``: upsert N products + N offers (frames shaped like the sandbox's) into an empty embedded
   PostgreSQL, then with 10% repriced, then unchanged, against the floor: binary COPY of the same frames
@@ -11,6 +11,10 @@ Parts (``--only load,e2e,limit,dq``):
 - ``limit``: the sandbox at eMAG's 3 requests/s with 300 ms responses, 2,550 + 2,550 records: wall time
   against the request floor, 429s received.
 - ``dq``: the data-quality checkpoint at the largest size, with and without importing Great Expectations.
+- ``verified``: time to verified data, the whole ``emag-sync sync --account both`` command and a served
+  deployment run, at eMAG's limit against the request floor and without a limit (benchmarks/verified.py).
+- ``dlt``: the whole command against a dlt ``rest_api`` pipeline on the same records and database, dlt
+  installed into a throwaway environment (benchmarks/dlt_compare.py).
 
 The figures go to a table on stdout and to ``benchmarks/results.json`` (``results-quick.json`` with
 ``--quick``). Not part of the test suite.
@@ -41,6 +45,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from benchmarks import dlt_compare, verified
+
 
 def _defaults() -> Any:
     from emag_sync.options import SyncOptions  # light: pydantic only
@@ -51,7 +57,7 @@ def _defaults() -> Any:
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 QUICK_RESULTS = Path(__file__).resolve().parent / "results-quick.json"
-PARTS = ("load", "e2e", "limit", "dq")
+PARTS = ("load", "e2e", "limit", "dq", "verified", "dlt")
 
 # The flow's defaults (records per page, pages per batch and transaction), from the one options model.
 ITEMS_PER_PAGE = _defaults().items_per_page
@@ -845,7 +851,7 @@ def render(results: dict[str, Any]) -> None:
         f"{machine['python']}, PostgreSQL {machine['postgresql']} (embedded), {machine['date']}; "
         f"load average at start {machine['load_average_at_start']} (shared machine: figures are noisy)"
     )
-    for note in NOTES:
+    for note in (*NOTES, *verified.NOTES, *dlt_compare.NOTES):
         console.print(f"- {note}", style="dim")
 
 
@@ -859,7 +865,7 @@ NOTES = (
     "flow = emag_product_sync against a local Prefect server. Prefect share = flow wall time outside the "
     "work bodies (sync_account, run_checkpoint, schema) / flow wall; cross-check: (flow - plain) / flow.",
     "limit: floor = (pages + count) / 3 s of one account (accounts run concurrently, each with its own "
-    "budget); wall = sync start to last commit. The limiter's safety margin (tasks.ratelimit.DEFAULT_MARGIN_SECONDS, 0.08 s) costs ~7% by itself.",
+    "budget); wall = sync start to last commit. The limiter's safety margin (emag_sync.api.ratelimit.DEFAULT_MARGIN_SECONDS, 0.08 s) costs ~7% by itself.",
 )
 
 
@@ -922,6 +928,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("dq", f"checkpoint, {n} x 2 accounts, excluding GX import",
                      f"{dq['excluding_import_seconds']:.1f} s", ""))  # fmt: skip
         rows.append(("dq", "same, including GX import", f"{dq['including_import_seconds']:.1f} s", ""))
+    if "verified" in results:
+        rows += verified.table_rows(results["verified"])
+    if "dlt" in results:
+        rows += dlt_compare.table_rows(results["dlt"])
     return rows
 
 
@@ -971,6 +981,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dq": lambda: bench_dq(
             workspace, max(sizes), results["e2e"]["dq_database"] if "e2e" in results else None, _status
         ),
+        "verified": lambda: verified.bench_verified(workspace, scale, _status),
+        "dlt": lambda: dlt_compare.bench_dlt(workspace, scale, _status),
     }
     for part in PARTS:
         if part in parts:
