@@ -872,3 +872,19 @@ def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_every
     summary = run_sync(engine, sandbox_server, resume=True)  # nothing to resume: a full read
     assert not summary.resumed_count and summary.rows_deactivated == 0
     assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+@pytest.mark.flow
+def test_the_deactivation_limit_given_on_the_command_line_is_the_one_applied(
+    engine, db_env, sandbox_env, sandbox_state, prefect_harness
+):
+    """`sync --max-deactivated-share` reaches the run: with 0, five offers gone from eMAG are not
+    deactivated and the command fails saying so; with the default (a larger share), they are."""
+    assert invoke_sync("--account", "fbe").exit_code == 0
+    sandbox_state.remove_records(FBE, 5)
+    line = assert_one_line_error(invoke_sync("--account", "fbe", "--max-deactivated-share", "0"), "fbe")
+    assert "one run may deactivate: nothing was deactivated" in line, line
+    assert runs(engine)[-1]["rows_deactivated"] == 0
+    assert invoke_sync("--account", "fbe").exit_code == 0
+    assert runs(engine)[-1]["rows_deactivated"] == 5
+    assert_matches_catalogue(engine, sandbox_state, FBE)

@@ -80,6 +80,7 @@ def sync(
         items_per_page=items_per_page,
         resume=resume,
         wait_for_lock=wait_for_lock,
+        max_deactivated_share=max_deactivated_share,
     )
     try:
         outcome = run_sync(get_settings(), account, options)
