@@ -307,6 +307,15 @@ def _hold_embedded_server(home: Path) -> tuple[subprocess.Popen[str], str]:
     return child, child.stdout.readline().strip()
 
 
+def _release_embedded_server(holder: subprocess.Popen[str], home: Path) -> None:
+    """End the holder and stop its server (a terminated holder runs no atexit, so the server would stay)."""
+    from emag_sync.db import stop_embedded
+
+    holder.terminate()
+    holder.wait(30)
+    stop_embedded(home)
+
+
 @pytest.mark.flow
 def test_postgresql_dying_mid_run_is_one_line_and_resume_continues(
     prefect_harness, sandbox_env, sandbox_state, tmp_path, monkeypatch
@@ -341,8 +350,7 @@ def test_postgresql_dying_mid_run_is_one_line_and_resume_continues(
         assert line.startswith("sync failed: fbe: the database at ") and "went away during the sync" in line
         assert "emag-sync sync --resume" in line
     finally:
-        holder.terminate()
-        holder.wait(30)
+        _release_embedded_server(holder, home)
 
     holder, url = _hold_embedded_server(home)  # the server is back (it recovers from the crash)
     try:
@@ -360,8 +368,7 @@ def test_postgresql_dying_mid_run_is_one_line_and_resume_continues(
         finally:
             db.dispose()
     finally:
-        holder.terminate()
-        holder.wait(30)
+        _release_embedded_server(holder, home)
 
 
 def test_a_password_in_the_database_urls_query_string_is_never_printed(
