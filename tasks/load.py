@@ -301,11 +301,11 @@ WHERE run_id = :run_id AND created_at = now() ORDER BY id LIMIT :limit
 """
 
 
-def rejects_line(rejected: int, named: Sequence[Mapping[str, Any]], run_id: int) -> str:
+def rejects_line(rejected: int, named: Sequence[Mapping[Any, Any]], run_id: int) -> str:
     """One log line for a transaction's rejects: the first few by page, id, SKU and reason (the reason
     names the field and quotes the value as text), the rest counted."""
 
-    def one(reject: Mapping[str, Any]) -> str:
+    def one(reject: Mapping[Any, Any]) -> str:
         where = [f"page {reject['page']}" if reject["page"] not in (None, BY_ID) else "read by id"]
         where.append(f"id {reject['emag_id']}" if reject["emag_id"] is not None else "no id")
         sku = reject["sku"]
