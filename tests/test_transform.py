@@ -210,7 +210,7 @@ def test_integers_sent_as_text_or_numbers(sent, stored) -> None:
 @pytest.mark.parametrize("value", ["1e30", 1e25, "9999999999.99999", "-1e40"])
 def test_prices_too_large_for_the_money_column_are_rejects_not_crashes(value: object) -> None:
     """Quantizing 1e30 raises InvalidOperation; it must become a named reject, and the batch must load."""
-    from tasks.transform import RecordRejected, parse_money
+    from emag_sync.records import RecordRejected, parse_money
 
     with pytest.raises(RecordRejected, match="sale_price out of range"):
         parse_money(value, "sale_price", required=True, positive=True)
