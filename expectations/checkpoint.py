@@ -8,8 +8,8 @@ import shutil
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,10 @@ from sqlalchemy.engine import URL
 
 from emag_sync.accounts import AccountType
 from emag_sync.db import make_engine, normalise_url
-from emag_sync.runs import DqStatus, RunStatus, record_dq
+from emag_sync.runs import RunStatus, record_dq
 from emag_sync.schema import products, sync_runs
 from emag_sync.settings import DEFAULT_DATA_DOCS_URL
+from expectations.results import DQResult, Facts, row_of, status_of
 from expectations.run_page import RUNS_SECTION, ValidationPage, run_page_path, write_run_page
 from expectations.suites import (
     ACTIVE_PRODUCT_COUNT,
@@ -30,7 +31,6 @@ from expectations.suites import (
     MAX_LISTED_SKUS,
     RUN,
     Check,
-    Severity,
     asset_query,
     checks_for,
 )
@@ -52,79 +52,6 @@ _PAGE_RENDERER = {
 }
 _preload_lock = threading.Lock()
 _preloading: threading.Thread | None = None
-
-
-@dataclass(frozen=True)
-class DQRow:
-    """The outcome of one expectation. ``passed`` is None when it did not apply (no sync run yet)."""
-
-    name: str
-    severity: Severity
-    passed: bool | None
-    observed: str
-    details: str = ""
-
-    @property
-    def outcome(self) -> str:
-        return "n/a" if self.passed is None else "pass" if self.passed else "FAIL"
-
-
-@dataclass(frozen=True)
-class DQResult:
-    """One account's checkpoint: every expectation's outcome, the overall status and its Data Docs.
-
-    ``report_page`` is this checkpoint's own page in the site and ``report_url`` its address under
-    EMAG_SYNC_DATA_DOCS_URL; ``data_docs_index`` is the site's index (every suite and run).
-    """
-
-    account: AccountType
-    status: DqStatus
-    rows: list[DQRow]
-    data_docs_index: Path
-    run_id: int | None = None
-    report_page: Path | None = None
-    report_url: str | None = None
-
-    @property
-    def critical_failures(self) -> list[DQRow]:
-        return [r for r in self.rows if r.passed is False and r.severity == "critical"]
-
-    @property
-    def warnings(self) -> list[DQRow]:
-        return [r for r in self.rows if r.passed is False and r.severity == "warning"]
-
-    @property
-    def message(self) -> str:
-        """Critical failures (else warnings), each naming the expectation's observed values."""
-        failing = self.critical_failures or self.warnings
-        if not failing:
-            skipped = sum(row.passed is None for row in self.rows)
-            note = f" ({skipped} not applicable)" if skipped else ""
-            return f"{self.account.value}: all {len(self.rows) - skipped} expectations passed{note}"
-        return "; ".join(dict.fromkeys(f"{self.account.value}: {row.details}" for row in failing))
-
-    def as_json(self) -> dict[str, Any]:
-        """Plain JSON: what the run-history row stores in ``dq_results``."""
-        return {
-            "account": self.account.value,
-            "status": self.status,
-            "message": self.message,
-            "run_id": self.run_id,
-            "data_docs_index": str(self.data_docs_index),
-            "report_page": str(self.report_page) if self.report_page else None,
-            "report_url": self.report_url,
-            "rows": [asdict(row) for row in self.rows],
-        }
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """What the checkpoint needs besides GX: the active product count and the run row, read once."""
-
-    active_products: int
-    run_id: int | None
-    run: Mapping[str, Any] | None
-    run_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,10 +92,10 @@ def run_checkpoint(
         facts = _read_facts(engine, account, run_id)
         with _GX_LOCK:
             outcomes, docs_run = _validate(gx, url, account, facts, checks, home / GX_DIR, site)
-        rows = [_row(check, outcomes.get(check.name), facts) for check in checks]
+        rows = [row_of(check, outcomes.get(check.name), facts) for check in checks]
         result = DQResult(
             account=account,
-            status=_status(rows),
+            status=status_of(rows),
             rows=rows,
             data_docs_index=site / "index.html",
             run_id=facts.run_id,
@@ -183,7 +110,7 @@ def run_checkpoint(
         engine.dispose()
 
 
-def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Facts:
+def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> Facts:
     with engine.connect() as conn:
         active_products = conn.scalar(
             select(func.count()).where(products.c.account_type == account.value, products.c.is_active)
@@ -198,7 +125,7 @@ def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> _Fa
         else:
             wanted = wanted.where(sync_runs.c.id == run_id)
         run = conn.execute(wanted).mappings().first()
-    return _Facts(
+    return Facts(
         active_products=int(active_products or 0),
         run_id=run["id"] if run else run_id,
         run=dict(run) if run else None,
@@ -283,7 +210,7 @@ def _context(gx: Any, root: Path, site: Path) -> Any:
 
 
 def _validate(
-    gx: Any, url: URL, account: AccountType, facts: _Facts, checks: Sequence[Check], root: Path, site: Path
+    gx: Any, url: URL, account: AccountType, facts: Facts, checks: Sequence[Check], root: Path, site: Path
 ) -> tuple[dict[str, Any], _DocsRun]:
     """Build the account's suites and checkpoint from ``checks``, run it, build its Data Docs pages, and
     return the results by check and what it left in Data Docs."""
@@ -446,88 +373,3 @@ def _prune_history(root: Path, site: Path, account: AccountType) -> None:
             shutil.rmtree(old, ignore_errors=True)
             if not any(old.parent.iterdir()):
                 old.parent.rmdir()
-
-
-def _row(check: Check, outcome: Any, facts: _Facts) -> DQRow:
-    """One report row from a GX result; run checks without a run are not applicable."""
-    if outcome is None and facts.run_missing:
-        # A run id that is not in the history cannot be complete; the reject share then does not apply.
-        passed = False if check.severity == "critical" else None
-        return DQRow(
-            check.name, check.severity, passed, "no such run", f"run {facts.run_id} is not in the run history"
-        )
-    if outcome is None:
-        return DQRow(check.name, check.severity, None, "not applicable", "no succeeded sync run yet")
-    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-        message = str(outcome.exception_info.get("exception_message") or "GX raised an error").splitlines()[0]
-        return DQRow(check.name, check.severity, False, "error", f"{check.name} could not run: {message}")
-    values = _values(outcome.result or {}, facts)
-    observed = _observed(check, values)
-    details = "" if outcome.success else check.failure.format_map(values)
-    return DQRow(check.name, check.severity, bool(outcome.success), observed, details)
-
-
-def _values(result: Mapping[str, Any], facts: _Facts) -> dict[str, Any]:
-    """Everything a failure template may name, from a GX result and the run row."""
-    run = facts.run or {}
-    seen = (run.get("records_loaded") or 0) + (run.get("rows_rejected") or 0)
-    expected_items = run.get("expected_items")
-    share_base = max(expected_items or 0, seen)
-    rows = (result.get("details") or {}).get("unexpected_rows") or []
-    skus = _skus(result, rows)
-    if result.get("unexpected_count") is not None:
-        count = int(result["unexpected_count"])
-    elif "details" in result:  # UnexpectedRowsExpectation: the observed value is the offending row count
-        count = int(result.get("observed_value") or 0)
-    else:
-        count = len(skus)
-    return {
-        "observed": result.get("observed_value"),
-        "expected": facts.active_products,
-        "unexpected": count,
-        "total": result.get("element_count"),
-        "skus": _sku_list(skus, count),
-        "run_id": facts.run_id,
-        "expected_items": expected_items,
-        "records_loaded": run.get("records_loaded"),
-        "rows_rejected": run.get("rows_rejected"),
-        "rows_deactivated": run.get("rows_deactivated"),
-        "reject_share": f"{(run.get('rows_rejected') or 0) / share_base:.2%}" if share_base else "n/a",
-    }
-
-
-def _skus(result: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    found = [row.get("sku") for row in rows]
-    for key in ("partial_unexpected_index_list", "partial_unexpected_list"):
-        found += [item.get("sku") for item in result.get(key) or [] if isinstance(item, Mapping)]
-    return list(dict.fromkeys(str(sku) for sku in found if sku is not None))
-
-
-def _sku_list(skus: list[str], count: int) -> str:
-    listed = skus[:MAX_LISTED_SKUS]
-    more = count - len(listed)
-    text = ", ".join(listed) if listed else "(no SKU)"
-    return f"{text} (+{more} more)" if more > 0 else text
-
-
-def _observed(check: Check, values: Mapping[str, Any]) -> str:
-    """A short observed value for tables: the count the expectation measured."""
-    if check.expectation == "ExpectTableRowCountToEqual":
-        return f"{values['observed']} active offers, {values['expected']} active products"
-    if check.asset == RUN:
-        return (
-            f"loaded {values['records_loaded']} + rejected {values['rows_rejected']}"
-            f" of eMAG count {values['expected_items']} (rejected {values['reject_share']})"
-        )
-    if values["total"] is not None:
-        return f"{values['unexpected']} of {values['total']} rows unexpected"
-    return f"{values['unexpected']} offending rows"
-
-
-def _status(rows: Iterable[DQRow]) -> DqStatus:
-    rows = list(rows)
-    if any(r.passed is False and r.severity == "critical" for r in rows):
-        return DqStatus.FAILED
-    if any(r.passed is False for r in rows):
-        return DqStatus.WARNING
-    return DqStatus.PASSED

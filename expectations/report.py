@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from emag_sync.escaping import markdown_link, markdown_text
 
 if TYPE_CHECKING:
-    from expectations.checkpoint import DQResult
+    from expectations.results import DQResult
 
 ARTIFACT_KEY_PREFIX = "emag-dq-"
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from emag_sync.accounts import AccountType
 
 if TYPE_CHECKING:
-    from expectations.checkpoint import DQRow
+    from expectations.results import DQRow
 
 # The site's folder of run pages: runs/emag_<account>/<run name>/<run time>/index.html.
 RUNS_SECTION = "runs"

@@ -10,7 +10,7 @@ from prefect.states import Failed
 from emag_sync.accounts import parse_accounts
 from emag_sync.options import Accounts
 from emag_sync.runs import DqStatus
-from expectations.checkpoint import DQResult
+from expectations.results import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.alerts import report_dq_warnings
 from tasks.data_quality import check_account_quality_task

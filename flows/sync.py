@@ -11,8 +11,8 @@ from prefect.states import Failed
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.runs import DqStatus, RunRow
-from expectations.checkpoint import DQResult
 from expectations.checkpoint import preload as preload_great_expectations
+from expectations.results import DQResult
 from tasks.alerts import report_dq_warnings
 from tasks.artifacts import publish_summary_task, summary_markdown
 from tasks.data_quality import check_account_quality_task

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from expectations.checkpoint import DQResult
+    from expectations.results import DQResult
 
 # The event the "data-quality warnings" automation (emag_sync/cli/alerts.py) turns into a notification; its
 # resource is f"{DQ_WARNING_RESOURCE}.{flow run id}", so the automation sees one resource per run.

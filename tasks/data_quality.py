@@ -11,8 +11,9 @@ from emag_sync.accounts import AccountType
 from emag_sync.db import database_url
 from emag_sync.escaping import markdown_text, markdown_url
 from emag_sync.settings import get_settings
-from expectations.checkpoint import DQResult, run_checkpoint
+from expectations.checkpoint import run_checkpoint
 from expectations.report import artifact_key, dq_markdown, report_link_text
+from expectations.results import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.artifacts import record_in_prefect
 from tasks.outcomes import run_step

@@ -23,8 +23,9 @@ from emag_sync.cli.docs import serving
 from emag_sync.db import make_engine
 from emag_sync.schema import offers, products, sync_runs
 from expectations import checkpoint
-from expectations.checkpoint import DQResult, data_docs_site, run_checkpoint
+from expectations.checkpoint import data_docs_site, run_checkpoint
 from expectations.report import dq_markdown
+from expectations.results import DQResult
 from tasks.data_quality import publish_dq_artifacts
 from tests.helpers import rendered_markdown
 

@@ -23,7 +23,7 @@ from emag_sync.prices.rules import PlannedUpdate, change_rows, money_text
 from emag_sync.runs import COUNTER_LABELS, RunRow, recent_runs
 
 if TYPE_CHECKING:
-    from expectations.checkpoint import DQResult
+    from expectations.results import DQResult
 
 # Piped output (logs, CI) has no terminal width; rich would assume 80 columns and squash the tables.
 PIPED_WIDTH = 140
