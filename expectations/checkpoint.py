@@ -20,7 +20,8 @@ from sqlalchemy.engine import URL
 
 from emag_sync.accounts import AccountType
 from emag_sync.db import make_engine, normalise_url
-from emag_sync.runs import RunStatus, record_dq
+from emag_sync.run_row import RunStatus
+from emag_sync.runs import record_dq
 from emag_sync.schema import products, sync_runs
 from emag_sync.settings import DEFAULT_DATA_DOCS_URL
 from expectations.results import DQResult, Facts, row_of, status_of

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emag_sync.accounts import AccountType
-from emag_sync.runs import DqStatus
+from emag_sync.run_row import DqStatus
 from expectations.suites import MAX_LISTED_SKUS, RUN, Check, Severity
 
 

@@ -9,7 +9,7 @@ from prefect.states import Failed
 
 from emag_sync.accounts import parse_accounts
 from emag_sync.options import Accounts
-from emag_sync.runs import DqStatus
+from emag_sync.run_row import DqStatus
 from expectations.results import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.alerts import report_dq_warnings

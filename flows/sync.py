@@ -10,7 +10,7 @@ from prefect.states import Failed
 
 from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
-from emag_sync.runs import DqStatus, RunRow
+from emag_sync.run_row import DqStatus, RunRow
 from expectations.checkpoint import preload as preload_great_expectations
 from expectations.results import DQResult
 from tasks.alerts import report_dq_warnings

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from emag_sync.accounts import AccountType
 from emag_sync.escaping import markdown_text
 from emag_sync.prefect_api import is_lost, mark_lost
-from emag_sync.runs import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
+from emag_sync.run_row import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

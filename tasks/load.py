@@ -34,7 +34,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from emag_sync.accounts import AccountType
 from emag_sync.api import RequestCounters
 from emag_sync.api.paging import BY_ID
-from emag_sync.runs import BatchCounts, lock_running_run, record_batch
+from emag_sync.run_row import BatchCounts
+from emag_sync.runs import lock_running_run, record_batch
 from emag_sync.schema import (
     OFFER_COLUMNS,
     PAGE,

@@ -22,9 +22,8 @@ from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, I
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
+from emag_sync.run_row import BatchCounts, RunRow
 from emag_sync.runs import (
-    BatchCounts,
-    RunRow,
     abandon_run,
     abandon_unfinished,
     fail_run,

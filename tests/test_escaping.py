@@ -21,7 +21,8 @@ from emag_sandbox.state import Faults, RequestRefused, SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
 from emag_sync.escaping import markdown_link, markdown_text
-from emag_sync.runs import COUNTER_LABELS, recent_runs
+from emag_sync.run_row import COUNTER_LABELS
+from emag_sync.runs import recent_runs
 from emag_sync.schema import offers, products, sync_runs
 from expectations.checkpoint import data_docs_site, run_checkpoint
 from expectations.report import dq_markdown

@@ -38,7 +38,7 @@ from emag_sync.errors import (
 )
 from emag_sync.locks import LOCK_NAMESPACE
 from emag_sync.options import SyncOptions
-from emag_sync.runs import RunRow
+from emag_sync.run_row import RunRow
 from emag_sync.schema import offers, products, sync_rejects, sync_runs
 from emag_sync.settings import AccountConfig
 from tasks.artifacts import ProgressReporter

@@ -15,7 +15,8 @@ from emag_sync.cli.console import console, dq_report_lines, err_console, sync_pr
 from emag_sync.db import describe, engine_from_settings, first_line
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.prefect_api import is_lost
-from emag_sync.runs import DqStatus, RunStatus, latest_run_id, recent_runs
+from emag_sync.run_row import DqStatus, RunStatus
+from emag_sync.runs import latest_run_id, recent_runs
 from emag_sync.settings import Settings
 
 
