@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
-from emag_sync.cli.main import CLI_FIXES
+from emag_sync.cli.prices import CLI_FIXES
 from emag_sync.errors import PriceFix, PriceUpdateError
 from emag_sync.prices import apply, csv_input, rules
 

@@ -9,6 +9,7 @@ import sys
 import typer
 from sqlalchemy.engine import URL
 
+from emag_sync.cli.exit import fail
 from emag_sync.db import (
     EMBEDDED_DATABASE,
     KEEP_RUNNING,
@@ -30,11 +31,6 @@ db_app = typer.Typer(
     help="The database: its URL, a psql command, and the embedded PostgreSQL kept running for other programs.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"emag-sync: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _external(settings: Settings) -> URL | None:
@@ -86,7 +82,7 @@ def url_command() -> None:
         settings = get_settings()
         url = _external(settings) or _embedded_url(settings)
     except EmagSyncError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(libpq_url(url))
 
@@ -98,7 +94,7 @@ def psql_command() -> None:
         settings = get_settings()
         url = _external(settings) or _embedded_url(settings)
     except EmagSyncError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     command, env, has_password = _psql_command(url)
     if sys.stdin.isatty() and sys.stdout.isatty():
@@ -112,14 +108,14 @@ def start_command() -> None:
     """Start the embedded PostgreSQL and keep it running after this command, until `emag-sync db stop`."""
     settings = get_settings()
     if settings.emag_sync_database_url is not None:
-        _fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
+        fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     (home / KEEP_RUNNING).write_text("kept running by `emag-sync db start`; `emag-sync db stop` stops it\n")
     try:
         url = embedded_server_url(home, EMBEDDED_DATABASE)
     except EmagSyncError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(f"embedded PostgreSQL running in {home / PGDATA}, kept up until `emag-sync db stop`")
     typer.echo(f"url: {libpq_url(url)}")
@@ -131,13 +127,13 @@ def stop_command() -> None:
     """Stop the embedded PostgreSQL (and no longer keep it running)."""
     settings = get_settings()
     if settings.emag_sync_database_url is not None:
-        _fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
+        fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
     home = settings.home
     (home / KEEP_RUNNING).unlink(missing_ok=True)
     try:
         stopped = stop_embedded(home)
     except EmagSyncError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(f"embedded PostgreSQL in {home / PGDATA}: {'stopped' if stopped else 'was not running'}")
 
@@ -151,7 +147,7 @@ def status_command() -> None:
         try:
             make_engine(external).dispose()
         except EmagSyncError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(f"database (EMAG_SYNC_DATABASE_URL): answering at {libpq_url(external)}")
         return
     home = settings.home

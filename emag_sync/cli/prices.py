@@ -1,0 +1,142 @@
+"""``emag-sync update-price`` and ``price-history``: the price rules, CSV input and audit of
+``emag_sync.prices`` in the command line's terms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from emag_sync.cli.exit import fail
+from emag_sync.errors import EmagSyncError, PriceFix, PriceUpdateError
+
+# Refusals in the command line's terms (the rules name the fix, see emag_sync.errors.PriceFix).
+CLI_FIXES: dict[PriceFix, str] = {
+    PriceFix.GIVE_MIN_PRICE: "give one with --min-price",
+    PriceFix.GIVE_MAX_PRICE: "give one with --max-price",
+    PriceFix.CHANGE_PRICE_OR_RANGE: "change the price or pass --min-price/--max-price",
+    PriceFix.ALLOW_LARGE_CHANGE: "pass --allow-large-change if the change is intended",
+}
+
+
+def _fail_price(exc: EmagSyncError) -> NoReturn:
+    fail(exc.worded(CLI_FIXES) if isinstance(exc, PriceUpdateError) else str(exc))
+
+
+def update_price(
+    sku: str | None = typer.Option(None, "--sku", help="the offer's SKU (part_number), e.g. EMG469"),
+    account: str | None = typer.Option(None, "--account", help="main or fbe"),
+    price: str | None = typer.Option(None, "--price", help="new sale price ex-VAT, e.g. 99.90"),
+    min_price: str | None = typer.Option(None, "--min-price", help="new min_sale_price, else the stored"),
+    max_price: str | None = typer.Option(None, "--max-price", help="new max_sale_price, else the stored"),
+    file: Path | None = typer.Option(
+        None, "--file", help="CSV with columns sku,account,price[,min_price,max_price] for a bulk update"
+    ),
+    encoding: str | None = typer.Option(
+        None,
+        "--encoding",
+        help="the --file's encoding when it is neither UTF-8 nor UTF-16 with a BOM, e.g. cp1250 (Excel, RO)",
+    ),
+    allow_large_change: bool = typer.Option(
+        False,
+        "--allow-large-change",
+        help="allow sale prices further than EMAG_MAX_PRICE_CHANGE (default 30%) from the current ones",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="look up, show and validate; send nothing"),
+) -> None:
+    """Set offer prices on eMAG (offer/save) and in the database, audited: one offer, or a CSV of many."""
+
+    from emag_sync.cli import console as screen
+    from emag_sync.db import engine_from_settings
+    from emag_sync.prices import apply, rules
+    from emag_sync.prices.audit import Requester
+    from emag_sync.prices.csv_input import parse_price_csv, read_price_file
+    from emag_sync.settings import get_settings
+
+    console = screen.console
+
+    single = [name for name, value in (("--sku", sku), ("--account", account), ("--price", price)) if value]
+    if file is not None and (single or min_price or max_price):
+        fail("give either --file or --sku/--account/--price, not both")
+    if file is None and len(single) < 3:
+        fail("give --sku, --account and --price (or --file prices.csv)")
+    if encoding is not None and file is None:
+        fail("--encoding is for --file")
+    try:
+        csv_text = read_price_file(file, encoding) if file is not None else None
+        request = None
+        if file is None:
+            request = rules.make_request(
+                sku or "", account or "", price, min_price, max_price, allow_large_change=allow_large_change
+            )
+        settings = get_settings()
+        engine = engine_from_settings(settings)
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}")
+    except EmagSyncError as exc:
+        _fail_price(exc)
+
+    def notify(line: str) -> None:
+        console.print(line)
+
+    limit = settings.emag_max_price_change
+    try:
+        with apply.emag_writers(settings) as writer_for:
+            if request is not None:
+                result = apply.run_single(
+                    engine, request, writer_for, Requester(apply.requested_by_os_user(), "cli"),
+                    max_change=limit, show=lambda plan: console.print(screen.changes_table(plan)),
+                    notify=notify, dry_run=dry_run,
+                )  # fmt: skip
+                if result is None:
+                    console.print(f"{request.where}: valid; nothing sent (--dry-run)")
+                elif not result.ok:
+                    fail(f"{request.where}: {result.status}: {result.text(CLI_FIXES)}")
+                else:
+                    console.print(f"{request.where}: {result.text(CLI_FIXES)}")
+                return
+            parsed = parse_price_csv(csv_text or "", allow_large_change=allow_large_change)
+            results = apply.run_bulk(
+                engine, parsed.requests, writer_for, Requester(apply.requested_by_os_user(), "cli-bulk"),
+                max_change=limit, notify=notify, dry_run=dry_run,
+            )  # fmt: skip
+    except EmagSyncError as exc:
+        _fail_price(exc)
+    finally:
+        engine.dispose()
+    rows = apply.result_rows(results, parsed.problems, CLI_FIXES)
+    console.print(screen.results_table(rows))
+    console.print(f"price updates: {apply.summary(rows)}")
+    ok = {"applied", "not-sent"} if dry_run else {"applied"}
+    if any(row["status"] not in ok for row in rows):
+        raise typer.Exit(1)
+
+
+def price_history(
+    limit: int = typer.Option(20, "--limit", min=1, help="how many price updates to show"),
+    sku: str | None = typer.Option(None, "--sku", help="only this SKU"),
+    account: str | None = typer.Option(None, "--account", help="only this account: main or fbe"),
+) -> None:
+    """Recent price updates, newest first: who, old -> new, eMAG's answer, what a re-read found.
+
+    Updates whose run stopped before eMAG answered show as interrupted until the next price run of the
+    account (or a sync) reads eMAG and records what it holds.
+    """
+    from emag_sync.accounts import AccountType
+    from emag_sync.cli.console import console, price_history_table
+    from emag_sync.db import engine_from_settings
+    from emag_sync.settings import get_settings
+
+    try:
+        which = None if account is None else AccountType(account.strip().lower())
+    except ValueError:
+        fail(f"--account must be main or fbe, got {account!r}")
+    try:
+        engine = engine_from_settings(get_settings())
+    except EmagSyncError as exc:
+        fail(str(exc))
+    try:
+        console.print(price_history_table(engine, limit=limit, sku=sku, account=which))
+    finally:
+        engine.dispose()
