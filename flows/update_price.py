@@ -7,8 +7,8 @@ from typing import Any
 from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 
-from emag_sync.prices.apply import PriceUpdateResult, failure_line, summary
 from emag_sync.prices.form import Account, CsvText, OptionalPriceText, PriceText, Sku
+from emag_sync.prices.results import PriceUpdateResult, failure_line, summary
 from tasks.prices import (
     FORM_FIXES,
     publish_results_task,

@@ -11,16 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from emag_sync.accounts import AccountType
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import PARAMETER_FIXES, PriceFix
-from emag_sync.prices.apply import (
-    PriceUpdateResult,
-    emag_writers,
-    result_rows,
-    run_bulk,
-    run_single,
-    summary,
-)
+from emag_sync.prices.apply import emag_writers, run_bulk, run_single
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.csv_input import CsvProblem, parse_price_csv
+from emag_sync.prices.results import PriceUpdateResult, result_rows, summary
 from emag_sync.prices.rules import PlannedUpdate, change_rows, make_request
 from emag_sync.settings import get_settings
 from tasks.outcomes import run_step

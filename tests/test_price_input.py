@@ -13,7 +13,8 @@ from emag_sync.accounts import AccountType
 from emag_sync.cli import app
 from emag_sync.cli.prices import CLI_FIXES
 from emag_sync.errors import PriceFix, PriceUpdateError
-from emag_sync.prices import apply, csv_input, rules
+from emag_sync.prices import csv_input, rules
+from emag_sync.prices.results import failure_line, result_rows
 
 FBE, MAIN = AccountType.FBE, AccountType.MAIN
 LIMIT = Decimal("0.30")
@@ -97,8 +98,8 @@ def test_problems_name_their_line_once_and_no_bad_row_hides_another():
     assert problems[11] == "price 'x' is not a number; also listed on lines 10, 11"
     assert not any(message.startswith("line") for message in problems.values())
 
-    rows = apply.result_rows([], csv_input.parse_price_csv(text).problems)
-    lines = [apply.failure_line(row) for row in rows]
+    rows = result_rows([], csv_input.parse_price_csv(text).problems)
+    lines = [failure_line(row) for row in rows]
     assert lines[1] == "line 4: EMG3 on eMAG FBE: invalid: price '1O.5' is not a number"
     assert lines[2] == "line 5: EMG4: invalid: account must be main or fbe, got 'amazon'"
     assert all(line.count("line ") == 1 for line in lines if "listed on" not in line)

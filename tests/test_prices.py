@@ -20,6 +20,7 @@ from emag_sync.cli import app
 from emag_sync.errors import OfferNotPublishedError, PriceUpdateError
 from emag_sync.prices import apply, csv_input, rules
 from emag_sync.prices.audit import Requester
+from emag_sync.prices.results import PriceUpdateResult, result_rows
 from emag_sync.schema import offers, price_updates
 from emag_sync.settings import get_settings
 from tests.price_helpers import (
@@ -53,7 +54,7 @@ TESTER = Requester("tester", "cli")
 LIMIT = Decimal("0.30")
 
 
-def run_one(engine, request: rules.PriceRequest, **kwargs) -> apply.PriceUpdateResult:
+def run_one(engine, request: rules.PriceRequest, **kwargs) -> PriceUpdateResult:
     with apply.emag_writers(get_settings()) as writer_for:
         result = apply.run_single(engine, request, writer_for, TESTER, **kwargs)
     assert result is not None
@@ -344,7 +345,7 @@ def test_bulk_validates_every_line_and_sends_the_good_ones_in_chunks_of_50(sandb
     parsed = csv_input.parse_price_csv("\n".join(lines) + "\n")
 
     results = apply.run_bulk(engine, parsed.requests, prices_writers(), Requester("tester", "cli-bulk"))
-    rows = apply.result_rows(results, parsed.problems)
+    rows = result_rows(results, parsed.problems)
 
     by_line = {int(row["line"]): row for row in rows}
     assert len(rows) == 67

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, text
 
 from emag_sync.accounts import AccountType
 from emag_sync.locks import accounts_sending_prices
-from emag_sync.prices.apply import RESULT_COLUMNS
 from emag_sync.prices.audit import AuditRow, price_history
+from emag_sync.prices.results import RESULT_COLUMNS
 from emag_sync.prices.rules import PlannedUpdate, change_rows, money_text
 from emag_sync.run_row import COUNTER_LABELS, RunRow
 from emag_sync.runs import recent_runs

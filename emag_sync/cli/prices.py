@@ -52,6 +52,7 @@ def update_price(
     from emag_sync.prices import apply, rules
     from emag_sync.prices.audit import Requester
     from emag_sync.prices.csv_input import parse_price_csv, read_price_file
+    from emag_sync.prices.results import result_rows, summary
     from emag_sync.settings import get_settings
 
     console = screen.console
@@ -105,9 +106,9 @@ def update_price(
         _fail_price(exc)
     finally:
         engine.dispose()
-    rows = apply.result_rows(results, parsed.problems, CLI_FIXES)
+    rows = result_rows(results, parsed.problems, CLI_FIXES)
     console.print(screen.results_table(rows))
-    console.print(f"price updates: {apply.summary(rows)}")
+    console.print(f"price updates: {summary(rows)}")
     ok = {"applied", "not-sent"} if dry_run else {"applied"}
     if any(row["status"] not in ok for row in rows):
         raise typer.Exit(1)

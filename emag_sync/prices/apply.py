@@ -7,7 +7,6 @@ import getpass
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -18,20 +17,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from emag_sync.accounts import AccountType
 from emag_sync.api.responses import Envelope
 from emag_sync.errors import (
-    PARAMETER_FIXES,
     EmagApiError,
     EmagBusinessError,
     EmagUncertainWriteError,
-    PriceFix,
     PriceUpdateError,
-    with_fix,
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
 from emag_sync.locks import price_run_lock
 from emag_sync.prices.audit import (
     CHANGED_ON_EMAG,
     Answer,
-    Found,
     Outcome,
     Requester,
     Reread,
@@ -43,25 +38,19 @@ from emag_sync.prices.audit import (
     write_intents,
     write_offer_prices,
 )
-from emag_sync.prices.csv_input import CsvProblem
 from emag_sync.prices.reconcile import describe_reconciled, reconcile_interrupted
+from emag_sync.prices.results import PriceUpdateResult, describe_prices
 from emag_sync.prices.rules import (
     PlannedUpdate,
     PriceRequest,
     StoredOffer,
     check_published,
-    money_text,
     plan_update,
 )
 from emag_sync.schema import offers
 from emag_sync.settings import DEFAULT_MAX_PRICE_CHANGE, Settings
 
 log = logging.getLogger(__name__)
-
-RESULT_COLUMNS = (
-    "line", "sku", "account", "old price", "new price", "currency", "status", "eMAG answer", "re-read",
-    "message",
-)  # fmt: skip
 
 
 class OfferWriter(Protocol):
@@ -70,46 +59,6 @@ class OfferWriter(Protocol):
     def save_offers(self, entities: Sequence[Mapping[str, Any]], *, subject: str = "") -> Envelope: ...
 
     def read_offer(self, emag_id: int) -> dict[str, Any] | None: ...
-
-
-@dataclass
-class PriceUpdateResult:
-    """The verdict for one request: what happened, and what eMAG and the database now hold."""
-
-    request: PriceRequest
-    status: Status
-    message: str  # without the fix: each caller words that in its own terms
-    old_price: Decimal | None = None
-    new_price: Decimal | None = None
-    currency: str | None = None
-    emag_offer_id: int | None = None
-    audit_id: int | None = None
-    answer: Answer | None = None
-    found: Found | None = None
-    fix: PriceFix | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "applied"
-
-    def text(self, fixes: Mapping[PriceFix, str] = PARAMETER_FIXES) -> str:
-        """The message with its fix in the caller's terms."""
-        return with_fix(self.message, self.fix, fixes)
-
-    def as_row(self, fixes: Mapping[PriceFix, str] = PARAMETER_FIXES) -> dict[str, str]:
-        """One row of the result table (strings, so it renders the same on the terminal and in Prefect)."""
-        return {
-            "line": "" if self.request.line is None else str(self.request.line),
-            "sku": self.request.sku,
-            "account": self.request.account.label,
-            "old price": money_text(self.old_price),
-            "new price": money_text(self.new_price),
-            "currency": self.currency or "",
-            "status": self.status,
-            "eMAG answer": self.answer or "",
-            "re-read": self.found or "",
-            "message": self.text(fixes),
-        }
 
 
 def find_offers(
@@ -316,7 +265,7 @@ def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
         return f"{said}; re-reading the offer failed ({reread.error}): check it on eMAG, then sync"
     if reread.found == "not found":
         return f"{said}; eMAG did not return the offer when re-read: check it on eMAG, then sync"
-    held = _describe(reread.prices or {}, plan.offer.currency)
+    held = describe_prices(reread.prices or {}, plan.offer.currency)
     seen = {
         "new prices": "the re-read shows the new prices on eMAG",
         "same prices": "the re-read shows the asked-for prices, which eMAG held already",
@@ -459,45 +408,3 @@ def run_bulk(
                 results += apply_updates(engine, writer_for(account), planned, who)
     order = {id(request): i for i, request in enumerate(requests)}
     return sorted(results, key=lambda r: order[id(r.request)])
-
-
-def result_rows(
-    results: Iterable[PriceUpdateResult],
-    problems: Iterable[CsvProblem] = (),
-    fixes: Mapping[PriceFix, str] = PARAMETER_FIXES,
-) -> list[dict[str, str]]:
-    """Every line's verdict as table rows (malformed CSV lines included), in file order."""
-    rows = [result.as_row(fixes) for result in results]
-    rows += [
-        dict.fromkeys(RESULT_COLUMNS, "")
-        | {
-            "line": str(p.line),
-            "sku": p.sku,
-            "account": p.account.upper(),
-            "status": "invalid",
-            "message": with_fix(p.message, p.fix, fixes),
-        }
-        for p in problems
-    ]
-    return sorted(rows, key=lambda row: int(row["line"] or 0))
-
-
-def failure_line(row: Mapping[str, str]) -> str:
-    """One result row as one line: ``line 7: EMG469 on eMAG FBE: invalid: <message>``."""
-    at = f"line {row['line']}: " if row["line"] else ""
-    known = row["account"] in {account.label for account in AccountType}
-    subject = f"{row['sku']} on eMAG {row['account']}" if row["sku"] and known else row["sku"]
-    return f"{at}{subject + ': ' if subject else ''}{row['status']}: {row['message']}"
-
-
-def _describe(values: Mapping[str, Decimal | None], currency: str | None) -> str:
-    unit = f" {currency}" if currency else ""
-    return ", ".join(f"{k} {money_text(v)}{unit}" for k, v in values.items())
-
-
-def summary(rows: Sequence[Mapping[str, str]]) -> str:
-    """'3 applied, 1 invalid' for logs and the artifact description."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to do"
