@@ -284,11 +284,12 @@ def load_batch(
             duplicates=frames.duplicates + seen.duplicates,
         )
         record_batch(conn, run_id, counts, counters, last_page=last_page)
+        named: Sequence[Mapping[Any, Any]] = ()
         if counts.rejected:
-            named = conn.execute(text(_THIS_BATCHS_REJECTS_SQL), {"run_id": run_id, "limit": REJECTS_NAMED})
-            log.warning(
-                "%s: %s", account.value, rejects_line(counts.rejected, named.mappings().all(), run_id)
-            )
+            params = {"run_id": run_id, "limit": REJECTS_NAMED}
+            named = conn.execute(text(_THIS_BATCHS_REJECTS_SQL), params).mappings().all()
+    if counts.rejected:  # once committed: the line says they are kept
+        log.warning("%s: %s", account.value, rejects_line(counts.rejected, named, run_id))
     log.debug("%s: run %s batch to page %s committed: %s", account.value, run_id, last_page, counts)
     return counts
 
