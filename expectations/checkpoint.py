@@ -51,6 +51,9 @@ _PAGE_RENDERER = {
     "module_name": "expectations.docs_render",
     "class_name": "EscapingValidationResultsPageRenderer",
 }
+# Views that compile each page template once per process, not once per view and build.
+_PAGE_VIEW = {"module_name": "expectations.docs_views", "class_name": "CachedJinjaPageView"}
+_INDEX_VIEW = {"module_name": "expectations.docs_views", "class_name": "CachedJinjaIndexPageView"}
 _preload_lock = threading.Lock()
 _preloading: threading.Thread | None = None
 
@@ -201,7 +204,12 @@ def _context(gx: Any, root: Path, site: Path) -> Any:
     docs = defaults.data_docs_sites[DATA_DOCS_SITE]
     docs["show_how_to_buttons"] = False
     docs["store_backend"] = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)}
-    docs["site_section_builders"] = {"validations": {"renderer": _PAGE_RENDERER}, "profiling": "None"}
+    docs["site_section_builders"] = {
+        "validations": {"renderer": _PAGE_RENDERER, "view": _PAGE_VIEW},
+        "expectations": {"view": _PAGE_VIEW},
+        "profiling": "None",
+    }
+    docs["site_index_builder"] = {"class_name": "DefaultSiteIndexBuilder", "view": _INDEX_VIEW}
     config = DataContextConfig(
         store_backend_defaults=defaults,
         analytics_enabled=False,
