@@ -63,11 +63,29 @@ class _PlannedFailureFilter(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], FailedRun))
 
 
+class _NoExceptionStubFilter(logging.Filter):
+    """Drops the empty traceback of a record that asks for one outside any exception.
+
+    A task that returns a Failed state has Prefect's task engine log "Task run failed with state: ..."
+    with ``exc_info=True`` while no exception is being handled, which appends ``NoneType: None`` to the
+    line in the UI. The line itself stays; a record with a real exception keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
 def keep_planned_failures_to_one_line() -> None:
-    """Install the filter on Prefect's flow-run logger (idempotent)."""
+    """Install the filters on Prefect's flow-run and task-run loggers (idempotent)."""
     flow_runs = logging.getLogger("prefect.flow_runs")
     if not any(isinstance(f, _PlannedFailureFilter) for f in flow_runs.filters):
         flow_runs.addFilter(_PlannedFailureFilter())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoExceptionStubFilter) for f in logger.filters):
+            logger.addFilter(_NoExceptionStubFilter())
 
 
 # The project's own loggers (module loggers: __name__ under these packages).
