@@ -89,6 +89,19 @@ def succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str
         return conn.scalar(query)
 
 
+def latest_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str) -> RunRow | None:
+    """The account's latest run made by this Prefect flow run, whatever its status."""
+    query = (
+        select(sync_runs)
+        .where(sync_runs.c.account_type == account.value, sync_runs.c.flow_run_id == flow_run_id)
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).one_or_none()
+    return RunRow.from_row(row) if row is not None else None
+
+
 def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str | None) -> RunRow | None:
     """The run a rerun should continue, or None.
 

@@ -14,7 +14,7 @@ from emag_sync.run_row import DqStatus, RunRow
 from expectations.checkpoint import preload as preload_great_expectations
 from expectations.results import DQResult
 from tasks.alerts import report_dq_warnings
-from tasks.artifacts import publish_summary_task, summary_markdown
+from tasks.artifacts import failed_runs, publish_summary_task, summary_markdown
 from tasks.data_quality import check_account_quality_task
 from tasks.preflight import Preflight, preflight_task
 from tasks.sync_account import sync_account_task
@@ -71,6 +71,8 @@ def emag_product_sync(
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
 
+    unsynced = [account for account in failures if account not in {run.account for run in runs}]
+    runs += failed_runs(unsynced, runtime.flow_run.id)  # the summary then has a row for every account
     runs.sort(key=lambda run: targets.index(run.account))
     report_dq_warnings(dq_results)
     publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))

@@ -152,6 +152,33 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+def failed_runs(accounts: Sequence[AccountType], flow_run_id: str) -> list[RunRow]:
+    """The run rows this flow run left for accounts whose sync failed, for the summary's tables (what the
+    run got through before it failed: pages, requests, 429s). None when the database cannot say (the
+    failure may be the database itself): the summary then gives the causes alone."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from emag_sync.db import engine_from_settings
+    from emag_sync.errors import EmagSyncError
+    from emag_sync.runs import latest_in_flow_run
+    from emag_sync.settings import get_settings
+
+    if not accounts:
+        return []
+    try:
+        engine = engine_from_settings(get_settings())
+    except EmagSyncError:
+        return []
+    try:
+        found = [latest_in_flow_run(engine, account, flow_run_id) for account in accounts]
+    except SQLAlchemyError as exc:
+        log.debug("the failed runs' rows could not be read for the summary: %s", exc)
+        return []
+    finally:
+        engine.dispose()
+    return [run for run in found if run is not None]
+
+
 def drop_earlier_attempts(key: str) -> None:
     """Delete this flow run's artifacts with ``key`` made by an earlier attempt (a Retry re-runs the flow):
     the run shows one summary and one progress bar per account, not one per attempt."""

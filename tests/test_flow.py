@@ -157,6 +157,20 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
     state = emag_product_sync(accounts="both", options=SyncOptions(pages_per_batch=1), return_state=True)
     assert state.is_failed()
     flow_run_id = state.state_details.flow_run_id
+    # The failed attempt's summary has FBE's row too: how far it got before page 3 failed.
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [failed_summary] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                key=ArtifactFilterKey(any_=["emag-sync-summary"]),
+            )
+        )
+    assert "| fbe | failed | not run | 480 | 200 | 0 | 0 | 0 | 0 |" in failed_summary.data, (
+        failed_summary.data
+    )
+    assert r"| fbe | 2\/5 | 3 | 0 | 0 |" in failed_summary.data, failed_summary.data
 
     sandbox_state.set_faults(FBE, Faults())
     sandbox_state.request_log.clear()
@@ -184,7 +198,6 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
     engine.dispose()
 
     # One summary for the whole flow run, resumed part included, and one progress bar per account.
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
