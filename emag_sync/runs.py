@@ -338,9 +338,8 @@ def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
             .all()
         )
     if ids:
-        log.warning(
-            "%s: runs %s were left running by a process that died: marked crashed", account.value, ids
-        )
+        which = f"run {ids[0]} was" if len(ids) == 1 else f"runs {', '.join(map(str, ids))} were"
+        log.warning("%s: %s left running by a process that died: marked crashed", account.value, which)
     return list(ids)
 
 

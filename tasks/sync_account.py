@@ -118,9 +118,10 @@ def sync_account(
                 expected_pages=_pages_of(count, items_per_page),
             )
             run_id, resume_after = run.id, run.last_committed_page
+            again = f"after page {resume_after} (then re-reading {page_ranges(range(1, resume_after + 1))})"
             _logger().info(
-                "%s: resuming run %s after page %s (then re-reading pages 1-%s)",
-                account.value, run_id, resume_after, resume_after,
+                "%s: resuming run %s %s", account.value, run_id,
+                again if resume_after else "from the first page (it had committed none)",
             )  # fmt: skip
         else:
             if options.resume:
@@ -138,6 +139,19 @@ def sync_account(
             abandon_unfinished(engine, account, except_run_id=run_id)
         pages = _catalogue(client, items_per_page, count, resume_after)
         return _read_and_load(engine, client, account, run_id, pages, options, progress, meter)
+
+
+def page_ranges(numbers: Iterable[int]) -> str:
+    """Page numbers in the order read, consecutive ones as a range: ``page 7``, ``pages 1-5``, ``pages 26,
+    1-4`` (a resumed read's last page, then the committed ones read again)."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+    return ("page " if len(spans) == 1 and spans[0][0] == spans[0][1] else "pages ") + text
 
 
 def _pages_of(count: CatalogueCount, items_per_page: int) -> int:
@@ -198,8 +212,8 @@ def _read_and_load(
                 counts = _load_pages(engine, account, run_id, batch, meter)
                 pages_done, records_done = pages_done + len(batch), records_done + counts.read
                 _logger().info(
-                    "%s: pages %s-%s committed: %s inserted, %s updated, %s unchanged, %s rejected",
-                    account.value, batch[0].number, batch[-1].number,
+                    "%s: %s committed: %s inserted, %s updated, %s unchanged, %s rejected",
+                    account.value, page_ranges(page.number for page in batch),
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)

@@ -88,3 +88,18 @@ def test_page_size_limits(size: int) -> None:
 def test_start_page_must_be_positive() -> None:
     with pytest.raises(ValueError, match="start_page"):
         PagePlan(items_per_page=100, start_page=0, expected_items=10)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "shown"),
+    [
+        ([7], "page 7"),
+        ([1, 2, 3, 4, 5], "pages 1-5"),
+        ([26, 1, 2, 3, 4], "pages 26, 1-4"),  # a resumed read's last page, then the committed ones again
+        ([3, 5, 6], "pages 3, 5-6"),
+    ],
+)
+def test_a_batchs_pages_read_as_ranges_in_the_order_read(numbers: list[int], shown: str) -> None:
+    from tasks.sync_account import page_ranges
+
+    assert page_ranges(numbers) == shown
