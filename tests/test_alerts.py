@@ -344,6 +344,7 @@ NAMES = [
 def test_setup_creates_the_automations_once_and_never_prints_the_token(stack: Stack) -> None:
     by_block, by_webhook, again = stack.setup_outputs
     assert "notification block ops-hook (custom-webhook): exists" in by_block
+    assert "Secret blocks: left as they are (--no-secrets)" in by_block
     assert [line.split('"')[1] for line in _lines(by_block, "created")] == NAMES
     assert f"POST {stack.receiver.url}/hook?token=***): created" in by_webhook
     # The new target changes every action; the shorter windows change the silence and stuck triggers.

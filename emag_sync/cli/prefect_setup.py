@@ -106,6 +106,11 @@ def _work_pool(name: str) -> list[str]:
                 )
             )
             return [f"work pool {name}: created (type {WORK_POOL_TYPE})"]
+    if pool.type != WORK_POOL_TYPE:
+        return [
+            f"work pool {name}: exists with type {pool.type}, left as it is; a worker of prefect.yaml's "
+            f"deployments needs a {WORK_POOL_TYPE} pool (delete this one to have it created)"
+        ]
     return [f"work pool {name}: exists (type {pool.type})"]
 
 
@@ -131,8 +136,7 @@ def setup_prefect(
         )
     try:
         done = [f"Prefect API: {redact_url(api_url)}"]
-        if secrets:
-            done += _secret_blocks(settings)
+        done += _secret_blocks(settings) if secrets else ["Secret blocks: left as they are (--no-secrets)"]
         done += _rate_limits(settings.emag_requests_per_second)
         done += _work_pool(work_pool)
         done += register_alerts(alerts, deployment_specs())
