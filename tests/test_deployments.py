@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,8 @@ from emag_sync.cli import app
 
 SERVE_STARTUP_SECONDS = 90
 RUN_TIMEOUT_SECONDS = 180
+# The last log lines of a run may reach the server a few seconds after its final state.
+LOGS_TIMEOUT_SECONDS = 30
 
 
 def served_env(running: RunningSandbox, database_url, home: Path, **extra: str) -> dict[str, str]:
@@ -72,17 +74,25 @@ def wait_for_deployment(name: str, child: subprocess.Popen[bytes]) -> None:
     pytest.fail(f"deployment {name} was not registered within {SERVE_STARTUP_SECONDS} s")
 
 
-def run_logs(flow_run_id) -> list:
-    """Every log line of a flow run (its tasks' included), as the UI shows them."""
+def run_logs(flow_run_id, until: Callable[[list[str]], bool] = lambda messages: True) -> list:
+    """Every log line of a flow run (its tasks' included), as the UI shows them, once ``until`` holds for
+    their messages (or after LOGS_TIMEOUT_SECONDS). The run's process sends its logs in batches, so the
+    last ones may reach the server after the run's final state does."""
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    logs: list = []
-    with get_client(sync_client=True) as client:
-        only = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        while page := client.read_logs(log_filter=only, offset=len(logs)):
-            logs.extend(page)
-    return logs
+    deadline = time.monotonic() + LOGS_TIMEOUT_SECONDS
+    while True:
+        logs: list = []
+        with get_client(sync_client=True) as client:
+            only = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            while page := client.read_logs(log_filter=only, offset=len(logs)):
+                logs.extend(page)
+        if until([log.message for log in logs]) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.5)
 
 
 @pytest.mark.flow
@@ -118,7 +128,7 @@ def test_a_deployed_sync_with_a_wrong_api_url_fails_like_the_cli_in_one_line(
     cli = CliRunner().invoke(app, ["sync", "--account", "fbe"])
     assert cli.exit_code == 1 and cli.stderr.strip() == f"sync failed: {message}"
 
-    logs = run_logs(flow_run.id)
+    logs = run_logs(flow_run.id, until=lambda messages: any(message in m for m in messages))
     assert any(message in log.message for log in logs), [log.message for log in logs]
     assert not [log.message for log in logs if "Traceback" in log.message], "\n".join(
         log.message[-900:] for log in logs if "Traceback" in log.message
@@ -155,7 +165,13 @@ def test_a_served_sync_shows_its_retries_and_accounts_and_fails_on_an_error_page
     state.set_faults(AccountType.FBE, Faults(force_429=2))
     clean = run_deployment("emag-product-sync/sync-fbe", timeout=RUN_TIMEOUT_SECONDS)
     assert clean.state is not None and clean.state.is_completed(), clean.state
-    messages = [log.message for log in run_logs(clean.id)]
+    messages = [
+        log.message
+        for log in run_logs(
+            clean.id,
+            until=lambda found: any("retry 1/" in m for m in found) and any("committed" in m for m in found),
+        )
+    ]
     assert any("rate limited (HTTP 429); retry 1/" in m for m in messages), messages
     assert any(m.startswith("fbe: pages 1-") and "committed" in m for m in messages)
     assert {"preflight", "sync-fbe", "data-quality-fbe"} <= task_run_names(clean.id)
@@ -167,6 +183,8 @@ def test_a_served_sync_shows_its_retries_and_accounts_and_fails_on_an_error_page
     assert (
         cause.startswith("fbe: product_offer/read page 2: eMAG answered isError: true") and "\n" not in cause
     )
-    logs = run_logs(failed.id)
+    logs = run_logs(
+        failed.id, until=lambda found: any(m.startswith("Finished in state Failed") for m in found)
+    )
     assert any(cause in log.message for log in logs)
     assert not [log.message for log in logs if "Traceback" in log.message or "NoneType: None" in log.message]
