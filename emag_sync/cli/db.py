@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import typer
 from sqlalchemy.engine import URL
@@ -75,27 +76,34 @@ def _psql_command(url: URL) -> tuple[list[str], dict[str, str], bool]:
     return [str(POSTGRES_BIN_PATH / "psql"), libpq_url(bare, hide_password=False)], env, password is not None
 
 
+def _configured_url() -> URL:
+    """The database's URL as configured: EMAG_SYNC_DATABASE_URL, else the embedded server's (started)."""
+    try:
+        settings = get_settings()
+        return _external(settings) or _embedded_url(settings)
+    except EmagSyncError as exc:
+        fail(str(exc))
+
+
+def _embedded_home() -> Path:
+    """EMAG_SYNC_HOME, whose embedded server start/stop manage; refused for a server of the user's."""
+    settings = get_settings()
+    if settings.emag_sync_database_url is not None:
+        fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
+    return settings.home
+
+
 @db_app.command("url")
 def url_command() -> None:
     """Print the database's URL (without its password), as psql and an ERP take it."""
-    try:
-        settings = get_settings()
-        url = _external(settings) or _embedded_url(settings)
-    except EmagSyncError as exc:
-        fail(str(exc))
-        return
+    url = _configured_url()
     typer.echo(libpq_url(url))
 
 
 @db_app.command("psql")
 def psql_command() -> None:
     """Open psql on the database (on a terminal), or print the psql command to run (otherwise)."""
-    try:
-        settings = get_settings()
-        url = _external(settings) or _embedded_url(settings)
-    except EmagSyncError as exc:
-        fail(str(exc))
-        return
+    url = _configured_url()
     command, env, has_password = _psql_command(url)
     if sys.stdin.isatty() and sys.stdout.isatty():
         os.execve(command[0], command, env)  # this process becomes psql
@@ -106,17 +114,13 @@ def psql_command() -> None:
 @db_app.command("start")
 def start_command() -> None:
     """Start the embedded PostgreSQL and keep it running after this command, until `emag-sync db stop`."""
-    settings = get_settings()
-    if settings.emag_sync_database_url is not None:
-        fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
-    home = settings.home
+    home = _embedded_home()
     home.mkdir(parents=True, exist_ok=True)
     (home / KEEP_RUNNING).write_text("kept running by `emag-sync db start`; `emag-sync db stop` stops it\n")
     try:
         url = embedded_server_url(home, EMBEDDED_DATABASE)
     except EmagSyncError as exc:
         fail(str(exc))
-        return
     typer.echo(f"embedded PostgreSQL running in {home / PGDATA}, kept up until `emag-sync db stop`")
     typer.echo(f"url: {libpq_url(url)}")
     typer.echo(f"psql: {shlex.join(_psql_command(url)[0])}")
@@ -125,16 +129,12 @@ def start_command() -> None:
 @db_app.command("stop")
 def stop_command() -> None:
     """Stop the embedded PostgreSQL (and no longer keep it running)."""
-    settings = get_settings()
-    if settings.emag_sync_database_url is not None:
-        fail("EMAG_SYNC_DATABASE_URL names a server of yours: emag-sync does not start or stop it")
-    home = settings.home
+    home = _embedded_home()
     (home / KEEP_RUNNING).unlink(missing_ok=True)
     try:
         stopped = stop_embedded(home)
     except EmagSyncError as exc:
         fail(str(exc))
-        return
     typer.echo(f"embedded PostgreSQL in {home / PGDATA}: {'stopped' if stopped else 'was not running'}")
 
 
