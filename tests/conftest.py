@@ -25,19 +25,19 @@ for _name in [n for n in os.environ if n.startswith("EMAG_") and n != "EMAG_SYNC
     del os.environ[_name]  # a developer's real credentials or database must never leak into tests
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from emag_sync.db import create_schema, embedded_server_url, make_engine
+from tests.helpers import SCHEMA_TEMPLATE, scratch_database
 
-_TEMPLATE = "emag_sync_template"
 _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[URL]:
     """One embedded PostgreSQL for the session, with a template database that has the schema."""
-    template_url = embedded_server_url(_SESSION_DIR / "pg", database=_TEMPLATE)
+    template_url = embedded_server_url(_SESSION_DIR / "pg", database=SCHEMA_TEMPLATE)
     engine = make_engine(template_url)
     create_schema(engine)
     engine.dispose()
@@ -47,16 +47,8 @@ def pg_admin_url() -> Iterator[URL]:
 @pytest.fixture
 def database_url(pg_admin_url: URL) -> Iterator[URL]:
     """A fresh database with the schema in place, dropped after the test."""
-    name = f"t_{os.getpid()}_{next(_counter)}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"'))
-    try:
-        yield pg_admin_url.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(pg_admin_url, f"t_{os.getpid()}_{next(_counter)}") as url:
+        yield url
 
 
 @pytest.fixture

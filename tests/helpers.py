@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy.engine import URL
 
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
@@ -95,3 +96,21 @@ def rendered_markdown(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)
+
+
+# The session's template database, schema in place (tests/conftest.py creates it).
+SCHEMA_TEMPLATE = "emag_sync_template"
+
+
+@contextmanager
+def scratch_database(admin_url: URL, name: str) -> Iterator[URL]:
+    """A database ``name`` copied from the schema template, dropped (connections closed) afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{SCHEMA_TEMPLATE}"'))
+    try:
+        yield admin_url.set(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

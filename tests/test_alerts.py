@@ -26,7 +26,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, delete, text
+from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
@@ -47,6 +47,7 @@ from emag_sync.db import make_engine
 from emag_sync.errors import ConfigError
 from emag_sync.locks import account_lock
 from emag_sync.schema import offers
+from tests.helpers import scratch_database
 from tests.test_deployments import served_env, wait_for_deployment
 
 SERVER_STARTUP_SECONDS = 120
@@ -248,16 +249,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def module_database(pg_admin_url):
     """One database for the module's runs (the served flows and the test share it)."""
-    name = f"alerts_{os.getpid()}"
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "emag_sync_template"'))
-    try:
-        yield pg_admin_url.set(database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(pg_admin_url, f"alerts_{os.getpid()}") as url:
+        yield url
 
 
 @dataclass
