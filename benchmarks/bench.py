@@ -135,7 +135,8 @@ class Workspace:
         """An empty database ``name`` (dropped first if present) with the schema; returns its URL."""
         from sqlalchemy import create_engine, text
 
-        from emag_sync.db import create_schema, make_engine
+        from emag_sync.db import make_engine
+        from emag_sync.schema_version import upgrade
 
         admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
@@ -147,7 +148,7 @@ class Workspace:
         url = self.admin_url.set(database=name)
         engine = make_engine(url)
         try:
-            create_schema(engine)
+            upgrade(engine)
         finally:
             engine.dispose()
         return url

@@ -6,20 +6,16 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Index, Table, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from emag_sync.errors import DatabaseUnavailableError
 from emag_sync.redact import redact_url
-from emag_sync.schema import SCHEMA, metadata
 from emag_sync.settings import Settings
 
 EMBEDDED_DATABASE = "emag_sync"
-# Serialises CREATE SCHEMA / CREATE TABLE when two processes start on an empty database at once.
-_SCHEMA_LOCK_KEY = 0x656D6167  # "emag"
 
 log = logging.getLogger(__name__)
 
@@ -156,79 +152,15 @@ def make_engine(url: URL, **kwargs: object) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create schema ``app`` and every table if missing, and add columns declared since; safe on every start."""
-    with engine.begin() as conn:
-        existing = _existing_columns(conn)
-        complete = all(table.name in existing for table in metadata.sorted_tables)
-        if complete and not _missing_columns(existing) and not _missing_indexes(conn):
-            return  # the common case: two catalogue queries, no lock, no DDL
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
-        conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-        metadata.create_all(conn, checkfirst=True)
-        for table, column in _missing_columns(_existing_columns(conn)):
-            _add_column(conn, table, column)
-        for index in _missing_indexes(conn):
-            index.create(conn)
-            log.info("database: created index %s (schema upgrade)", index.name)
-
-
-def _missing_indexes(conn: Connection) -> list[Index]:
-    """Declared indexes that tables created by an earlier version do not have yet."""
-    query = text("SELECT indexname FROM pg_indexes WHERE schemaname = :schema")
-    present: set[str] = set(conn.execute(query, {"schema": SCHEMA}).scalars())
-    return [index for table in metadata.sorted_tables for index in table.indexes if index.name not in present]
-
-
-def _existing_columns(conn: Connection) -> dict[str, set[str]]:
-    """The columns of each table of schema ``app`` as the database has them."""
-    existing: dict[str, set[str]] = {}
-    query = text(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = :schema"
-    )
-    for row in conn.execute(query, {"schema": SCHEMA}):
-        existing.setdefault(row.table_name, set()).add(row.column_name)
-    return existing
-
-
-def _missing_columns(existing: dict[str, set[str]]) -> list[tuple[Table, Column[Any]]]:
-    """Declared columns that a table created by an earlier version does not have yet."""
-    return [
-        (table, column)
-        for table in metadata.sorted_tables
-        if table.name in existing
-        for column in table.columns
-        if column.name not in existing[table.name]
-    ]
-
-
-def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
-    """Additive upgrade of a table from an earlier version: the column with its type and default.
-
-    Only additive changes happen here (a new column, nullable or with a server default); anything else
-    needs a migration of its own.
-    """
-    if not column.nullable and column.server_default is None:
-        raise DatabaseUnavailableError(
-            f"{table.fullname}.{column.name} is a new NOT NULL column without a default: the schema cannot be "
-            "upgraded in place"
-        )
-    column_type = column.type.compile(dialect=conn.dialect)
-    default = ""
-    if column.server_default is not None:
-        arg: Any = getattr(column.server_default, "arg", None)
-        default = f" DEFAULT {arg if isinstance(arg, str) else arg.compile(dialect=conn.dialect)}"
-    not_null = "" if column.nullable else " NOT NULL"
-    conn.execute(
-        text(
-            f'ALTER TABLE {table.fullname} ADD COLUMN IF NOT EXISTS "{column.name}" {column_type}{default}{not_null}'
-        )
-    )
-    log.info("database: added column %s.%s (schema upgrade)", table.fullname, column.name)
-
-
 def engine_from_settings(settings: Settings) -> Engine:
-    """The configured database, connected and with its schema in place."""
+    """The configured database, connected, its schema at the revision this code needs (upgraded first
+    unless EMAG_SYNC_AUTO_MIGRATE=false; see ``emag_sync.schema_version``)."""
+    from emag_sync.schema_version import ensure_current
+
     engine = make_engine(database_url(settings))
-    create_schema(engine)
+    try:
+        ensure_current(engine, auto_migrate=settings.emag_sync_auto_migrate)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

@@ -36,6 +36,10 @@ class DatabaseUnavailableError(ConfigError):
     """The database named by EMAG_SYNC_DATABASE_URL (or the embedded one) cannot be reached."""
 
 
+class SchemaVersionError(ConfigError):
+    """The database schema is not at the revision this code needs and cannot (or may not) be brought there."""
+
+
 class EmagApiError(EmagSyncError):
     """A call to the eMAG Marketplace API failed; carries the account, resource and page."""
 

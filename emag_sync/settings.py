@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     emag_timeout_seconds: float = Field(default=60.0, gt=0)
     emag_sync_home: Path = Path(".emag-sync")
     emag_sync_database_url: SecretStr | None = None
+    # Every command brings an outdated schema to head on start; false (a DBA reviews migrations first)
+    # stops it instead, naming `emag-sync db upgrade`.
+    emag_sync_auto_migrate: bool = True
     # Data Docs: the site folder (default: GX's own under EMAG_SYNC_HOME) and the URL it is read at.
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL

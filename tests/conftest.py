@@ -28,7 +28,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from emag_sync.db import create_schema, embedded_server_url, make_engine
+from emag_sync.db import embedded_server_url, make_engine
+from emag_sync.schema_version import upgrade
 from tests.helpers import SCHEMA_TEMPLATE, scratch_database
 
 _counter = itertools.count()
@@ -39,7 +40,7 @@ def pg_admin_url() -> Iterator[URL]:
     """One embedded PostgreSQL for the session, with a template database that has the schema."""
     template_url = embedded_server_url(_SESSION_DIR / "pg", database=SCHEMA_TEMPLATE)
     engine = make_engine(template_url)
-    create_schema(engine)
+    upgrade(engine)
     engine.dispose()
     yield template_url.set(database="postgres")
 

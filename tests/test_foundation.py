@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from emag_sync.accounts import AccountType, parse_accounts
-from emag_sync.db import create_schema, make_engine, normalise_url
+from emag_sync.db import make_engine, normalise_url
 from emag_sync.errors import ConfigError, DatabaseUnavailableError, MissingCredentialsError
 from emag_sync.schema import SCHEMA
 from emag_sync.settings import Settings
@@ -50,26 +50,6 @@ def test_unreachable_database_names_the_setting_without_password() -> None:
     with pytest.raises(DatabaseUnavailableError, match="EMAG_SYNC_DATABASE_URL") as info:
         make_engine(url)
     assert "s3cret" not in str(info.value)
-
-
-def test_a_database_of_an_earlier_version_gets_the_new_columns(engine) -> None:
-    """A table created before a column was declared gets it on the next start, with its default."""
-    with engine.begin() as conn:
-        conn.execute(text("ALTER TABLE app.emag_product_offers_v2 DROP COLUMN prices_pushed_at"))
-        conn.execute(text("ALTER TABLE app.emag_sync_runs DROP COLUMN resumed_count"))
-    create_schema(engine)
-    create_schema(engine)  # and again: nothing left to do
-    with engine.connect() as conn:
-        columns = {
-            (row.table_name, row.column_name): row.column_default
-            for row in conn.execute(
-                text(
-                    "SELECT table_name, column_name, column_default FROM information_schema.columns WHERE table_schema = 'app'"
-                )
-            )
-        }
-    assert ("emag_product_offers_v2", "prices_pushed_at") in columns
-    assert columns[("emag_sync_runs", "resumed_count")] == "0"
 
 
 def test_requests_per_minute_follow_requests_per_second_unless_set(monkeypatch) -> None:

@@ -55,6 +55,24 @@ def offline_prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+# What changes the database's schema says so on the terminal, however the command reached it.
+SCHEMA_LOGGERS = ("emag_sync.schema_version", "emag_sync.migrations")
+
+
+def say_schema_changes() -> None:
+    """A schema upgrade (or adoption) done on the way is one line on stderr: ``emag-sync: database: ...``."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("emag-sync: %(message)s"))
+    for name in SCHEMA_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(getattr(h, "_emag_schema", False) for h in logger.handlers):
+            handler._emag_schema = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
 def terminal_owns_console() -> None:
     """Prefect's console lines off for a flow run in this process (before Prefect is imported).
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from emag_sync.cli.exit import fail
@@ -29,7 +30,7 @@ from emag_sync.settings import Settings, get_settings
 
 db_app = typer.Typer(
     name="db",
-    help="The database: its URL, a psql command, and the embedded PostgreSQL kept running for other programs.",
+    help="The database: its URL, a psql command, the embedded PostgreSQL kept running for other programs, and its schema's revision (upgrade, downgrade, current, history).",
     no_args_is_help=True,
 )
 
@@ -158,3 +159,83 @@ def status_command() -> None:
     url = database_url(settings)
     typer.echo(f"embedded PostgreSQL in {home / PGDATA}: running{kept}")
     typer.echo(f"url: {libpq_url(url)}")
+
+
+# --- the schema's version (Alembic) ------------------------------------------------------------------
+
+
+def _unmigrated_engine() -> Engine:
+    """The configured database, connected, its schema left as it is (these commands manage it)."""
+    try:
+        return make_engine(database_url(get_settings()))
+    except EmagSyncError as exc:
+        fail(str(exc))
+
+
+@db_app.command("current")
+def current_command() -> None:
+    """The schema's revision, this emag-sync's head, and whether an upgrade is pending."""
+    from emag_sync.schema_version import describe_state, schema_state
+
+    engine = _unmigrated_engine()
+    try:
+        state = schema_state(engine)
+    finally:
+        engine.dispose()
+    for line in describe_state(state):
+        typer.echo(line)
+
+
+@db_app.command("history")
+def history_command() -> None:
+    """Every revision of the schema, oldest first, and whether the database has it."""
+    from emag_sync.schema_version import history
+
+    engine = _unmigrated_engine()
+    try:
+        entries = history(engine)
+    finally:
+        engine.dispose()
+    width = max(len(entry.revision) for entry in entries)
+    for entry in entries:
+        typer.echo(f"{entry.revision:<{width}}  {entry.state:<8}  {entry.description}")
+
+
+@db_app.command("upgrade")
+def upgrade_command(
+    revision: str = typer.Argument("head", help="the revision to upgrade to [default: the newest]"),
+    sql: bool = typer.Option(
+        False, "--sql", help="print the SQL the upgrade would run instead of running it"
+    ),
+) -> None:
+    """Bring the schema to REVISION (default: head), one transaction per revision; --sql only prints it."""
+    from emag_sync.schema_version import describe_state, upgrade, upgrade_sql
+
+    engine = _unmigrated_engine()
+    try:
+        if sql:
+            typer.echo(upgrade_sql(engine, revision), nl=False)
+            return
+        state = upgrade(engine, revision)
+    except EmagSyncError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    typer.echo(describe_state(state)[0])
+
+
+@db_app.command("downgrade")
+def downgrade_command(
+    revision: str = typer.Argument(..., help="the earlier revision to go back to (`base`: no tables)"),
+) -> None:
+    """Take the schema back to an earlier REVISION, one transaction per revision (for an older emag-sync)."""
+    from emag_sync.schema_version import describe_state, downgrade
+
+    engine = _unmigrated_engine()
+    try:
+        state = downgrade(engine, revision)
+    except EmagSyncError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    typer.echo(describe_state(state)[0])

@@ -33,9 +33,10 @@ app.add_typer(db_app)
 @app.callback()
 def main() -> None:
     """emag-sync: sync eMAG MAIN and FBE catalogues into PostgreSQL and check what was loaded."""
-    from emag_sync.cli.console import offline_prefect_defaults
+    from emag_sync.cli.console import offline_prefect_defaults, say_schema_changes
 
     offline_prefect_defaults()
+    say_schema_changes()
 
 
 @app.command()
