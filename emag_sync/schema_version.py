@@ -25,13 +25,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from emag_sync.errors import SchemaVersionError
+from emag_sync.migrations import VERSION_TABLE
 from emag_sync.migrations.legacy import adopt, app_tables
 from emag_sync.schema import SCHEMA
 
 log = logging.getLogger(__name__)
 
 SCRIPT_LOCATION = "emag_sync:migrations"
-VERSION_TABLE = "alembic_version"
 # Serialises upgrades: two first commands, or two workers starting at once, must not both migrate.
 MIGRATION_LOCK_KEY = 0x656D6167  # "emag"
 # How long a process waits for another one's upgrade before it gives up (a revision that rewrites a
@@ -214,7 +214,7 @@ def upgrade(engine: Engine, target: str = "head") -> SchemaState:
     the one before it; the SchemaVersionError says which revision failed and where the database stands.
     """
     with engine.connect() as conn, migration_lock(conn):
-        state = read_state(conn)  # again, under the lock: another process may have migrated meanwhile
+        state = _read_and_end(conn)  # again, under the lock: another process may have migrated meanwhile
         if not state.known:
             raise newer_schema_error(state)
         if state.adoptable:
@@ -222,7 +222,7 @@ def upgrade(engine: Engine, target: str = "head") -> SchemaState:
                 adopt(conn)
                 stamp_legacy(conn)
             log.info("database: schema made before migrations adopted at revision %s", _named("0001"))
-            state = read_state(conn)
+            state = _read_and_end(conn)
         wanted = state.head if target == "head" else _resolve(target)
         if state.current == wanted:
             return state
@@ -247,10 +247,17 @@ def upgrade(engine: Engine, target: str = "head") -> SchemaState:
         return after
 
 
+def _read_and_end(conn: Connection) -> SchemaState:
+    """The state, with the read's transaction ended: each revision (and an adoption) runs in its own."""
+    state = read_state(conn)
+    conn.commit()
+    return state
+
+
 def downgrade(engine: Engine, target: str) -> SchemaState:
     """Take the schema back to ``target`` (a revision, or ``base`` for nothing), one transaction per step."""
     with engine.connect() as conn, migration_lock(conn):
-        state = read_state(conn)
+        state = _read_and_end(conn)
         if not state.known:
             raise newer_schema_error(state)
         if not state.versioned or state.current is None:

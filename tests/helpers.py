@@ -103,11 +103,12 @@ SCHEMA_TEMPLATE = "emag_sync_template"
 
 
 @contextmanager
-def scratch_database(admin_url: URL, name: str) -> Iterator[URL]:
-    """A database ``name`` copied from the schema template, dropped (connections closed) afterwards."""
+def scratch_database(admin_url: URL, name: str, template: str = SCHEMA_TEMPLATE) -> Iterator[URL]:
+    """A database ``name`` copied from ``template`` (default: the schema template; ``template0``: an empty
+    database), dropped (connections closed) afterwards."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{SCHEMA_TEMPLATE}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     try:
         yield admin_url.set(database=name)
     finally:

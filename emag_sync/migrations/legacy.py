@@ -236,14 +236,14 @@ _INDEXES_SQL = text(
     """
 SELECT i.indexname, i.indexdef FROM pg_indexes i
 WHERE i.schemaname = :schema AND i.tablename = ANY(:tables)
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conname = i.indexname AND k.connamespace = :schema::regnamespace)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conname = i.indexname AND k.connamespace = CAST(:schema AS regnamespace))
 """
 )
 _CONSTRAINTS_SQL = text(
     """
 SELECT r.relname AS table_name, k.conname AS name, pg_get_constraintdef(k.oid) AS definition
 FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid
-WHERE k.connamespace = :schema::regnamespace AND r.relname = ANY(:tables) AND k.contype <> 'n'
+WHERE k.connamespace = CAST(:schema AS regnamespace) AND r.relname = ANY(:tables) AND k.contype <> 'n'
 """
 )
 
