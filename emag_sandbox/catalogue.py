@@ -10,6 +10,7 @@ from typing import Any
 
 from emag_sync.accounts import AccountType
 from emag_sync.limits import PRICE_DECIMALS
+from emag_sync.platforms import platform_named
 
 # Prices are kept as integers of 1/10,000 of a currency unit: eMAG allows up to four decimals.
 PRICE_SCALE = 10**PRICE_DECIMALS
@@ -17,11 +18,13 @@ DEFAULT_PRODUCTS = 2550
 # MAIN is "somewhat smaller" than FBE by default.
 MAIN_SHARE = 0.85
 
-# platform -> (currency, factor from the RON price grid, price step in 1/10,000)
-PLATFORMS: dict[str, tuple[str, float, int]] = {
-    "ro": ("RON", 1.0, 100),
-    "bg": ("BGN", 0.39, 100),
-    "hu": ("HUF", 78.5, PRICE_SCALE),  # HUF prices are whole forints
+# Prices per currency: (factor from the RON price grid, price step in 1/10,000). The currency is the
+# platform's today (emag_sync.platforms: eMAG BG and Fashion Days BG price in EUR since 2026-01-01).
+PRICE_GRID: dict[str, tuple[float, int]] = {
+    "RON": (1.0, 100),
+    "BGN": (0.39, 100),
+    "EUR": (0.2, 100),
+    "HUF": (78.5, PRICE_SCALE),  # HUF prices are whole forints
 }
 
 # Seller ids: MAIN and FBE live in separate ranges so one id never names records in both accounts.
@@ -134,12 +137,11 @@ class Catalogue:
     def __post_init__(self) -> None:
         if self.size < 0:
             raise ValueError(f"{self.account.label}: catalogue size must be >= 0, got {self.size}")
-        if self.platform not in PLATFORMS:
-            raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got {self.platform!r}")
+        platform_named(self.platform)  # ValueError naming the platforms
 
     @property
     def currency(self) -> str:
-        return PLATFORMS[self.platform][0]
+        return platform_named(self.platform).currency()
 
     # --- identity: index <-> id, SKU, PNK ---------------------------------------------------------
     def id_of(self, index: int) -> int:
@@ -245,7 +247,8 @@ class Catalogue:
         The draw order is part of the catalogue: changing it changes every seed's records.
         """
         rng = random.Random((self.seed * 4 + _ACCOUNT_KEY[self.account]) * 4_294_967_296 + index)
-        currency, factor, step = PLATFORMS[self.platform]
+        currency = self.currency
+        factor, step = PRICE_GRID[currency]
         ron = math.exp(rng.uniform(math.log(10), math.log(5000))) * PRICE_SCALE
         sale = _round_to(ron * factor, step)
         if step < PRICE_SCALE and rng.random() < 0.3:  # ex-VAT prices often carry four decimals

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-# Hosts (section 1.1); the pipeline defaults to eMAG Romania.
-DEFAULT_API_URL = "https://marketplace-api.emag.ro/api-3"
+from emag_sync.platforms import DEFAULT_PLATFORM, all_currencies
+
+# Hosts (section 1.1, all five in emag_sync.platforms); the pipeline defaults to eMAG Romania.
+DEFAULT_API_URL = DEFAULT_PLATFORM.api_url
 
 # Section 1.5: everything but orders shares 3 requests/s and 180/min per account (reads and writes together).
 REQUESTS_PER_SECOND = 3.0
@@ -35,5 +37,5 @@ OFFER_VALIDATION_SALEABLE = 1
 SELLABLE_VALIDATION_STATUSES = frozenset({3, 9, 11, 12})
 # ownership: 1 eligible for content updates, 2 not (observed as true/false too).
 OWNERSHIP_ELIGIBLE, OWNERSHIP_NOT_ELIGIBLE = 1, 2
-# Currencies of the eMAG platforms (RO, BG, HU) plus EUR, which eMAG accepts on every platform.
-PLATFORM_CURRENCIES = ("RON", "BGN", "HUF", "EUR")
+# Currencies of the eMAG platforms (RO, BG, HU, Fashion Days; BGN before 2026) plus EUR, accepted everywhere.
+PLATFORM_CURRENCIES = all_currencies()

@@ -182,8 +182,11 @@ def test_records_carry_the_observed_quirks() -> None:
     assert {r["status"] for r in records} == {0, 1, 2}
 
 
-@pytest.mark.parametrize(("platform", "currency"), [("bg", "BGN"), ("hu", "HUF")])
+@pytest.mark.parametrize(
+    ("platform", "currency"), [("bg", "EUR"), ("hu", "HUF"), ("fd-bg", "EUR"), ("fd-ro", "RON")]
+)
 def test_platform_sets_the_currency(platform: str, currency: str) -> None:
+    """The platform's currency today: Bulgaria's platforms price in EUR since 2026-01-01."""
     records = SandboxState(products=20, platform=platform).catalogue_records(MAIN)
     assert {r["currency"] for r in records} == {currency}
     if platform == "hu":

@@ -208,7 +208,9 @@ def sandbox(
     products: int = typer.Option(2550, min=0, help="FBE catalogue size"),
     main_products: int | None = typer.Option(None, min=0, help="MAIN catalogue size [default: 85% of FBE]"),
     seed: int = typer.Option(7, help="catalogue seed: same seed and sizes, same catalogues"),
-    platform: str = typer.Option("ro", help="ro (RON), bg (BGN) or hu (HUF)"),
+    platform: str = typer.Option(
+        "emag-ro", help="emag-ro, emag-bg, emag-hu, fd-ro or fd-bg (ro, bg, hu for short): its currency today"
+    ),
     no_rate_limit: bool = typer.Option(False, "--no-rate-limit", help="turn off eMAG's per-account limit"),
     requests_per_second: float = typer.Option(3.0, min=0.01, help="per-account limit (eMAG: 3/s, 180/min)"),
     latency: float = typer.Option(0.0, min=0.0, help="seconds added to every answer"),

@@ -9,17 +9,8 @@ from typing import Any
 from emag_sync.accounts import AccountType
 from emag_sync.errors import OfferNotPublishedError, PriceFix, PriceUpdateError
 from emag_sync.limits import OFFER_STATUS_ACTIVE, OFFER_STATUS_NAMES, PRICE_DECIMALS, PRICE_QUANTUM
+from emag_sync.platforms import vat_rate_for
 from emag_sync.schema import MAX_MONEY, PRICE_FIELDS
-
-# VAT ids are platform-specific and only listed by eMAG's vat/read, which the sandbox does not serve.
-# Assumption, for display only (the VAT-inclusive price is never sent): id 1 is the platform's standard
-# rate, id 2 its reduced rate, id 3 zero. Rates per platform currency: RO 21 % / 11 % (since 2025-08-01),
-# BG 20 % / 9 %, HU 27 % / 5 %. An id outside this map shows no VAT-inclusive figure instead of a guess.
-VAT_RATES: dict[str, dict[int, Decimal]] = {
-    "RON": {1: Decimal("0.21"), 2: Decimal("0.11"), 3: Decimal("0")},
-    "BGN": {1: Decimal("0.20"), 2: Decimal("0.09"), 3: Decimal("0")},
-    "HUF": {1: Decimal("0.27"), 2: Decimal("0.05"), 3: Decimal("0")},
-}
 
 # A price as operators type it in a form: digits, optionally a point and up to eMAG's 4 decimals.
 PRICE_TEXT_PATTERN = rf"^[0-9]+([.][0-9]{{1,{PRICE_DECIMALS}}})?$"
@@ -228,10 +219,8 @@ def _percent(share: Decimal) -> str:
 
 
 def vat_rate(offer: StoredOffer) -> Decimal | None:
-    """The offer's VAT rate from the documented map (see VAT_RATES), or None when unknown."""
-    if offer.vat_id is None or offer.currency is None:
-        return None
-    return VAT_RATES.get(offer.currency.upper(), {}).get(offer.vat_id)
+    """The offer's VAT rate (emag_sync.platforms), or None when unknown: never a guess."""
+    return vat_rate_for(offer.currency.upper() if offer.currency else None, offer.vat_id)
 
 
 def with_vat(price: Decimal | None, rate: Decimal | None) -> Decimal | None:
