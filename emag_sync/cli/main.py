@@ -34,9 +34,11 @@ app.add_typer(db_app)
 def main() -> None:
     """emag-sync: sync eMAG MAIN and FBE catalogues into PostgreSQL and check what was loaded."""
     from emag_sync.cli.console import offline_prefect_defaults, say_schema_changes
+    from emag_sync.cli.exit import check_settings
 
     offline_prefect_defaults()
     say_schema_changes()
+    check_settings()
 
 
 @app.command()
