@@ -9,6 +9,7 @@ from typing import NoReturn
 import typer
 
 from emag_sync.cli.exit import fail
+from emag_sync.cli.output import OutputFormat, format_option
 from emag_sync.errors import EmagSyncError, PriceFix, PriceUpdateError
 
 # Refusals in the command line's terms (the rules name the fix, see emag_sync.errors.PriceFix).
@@ -118,15 +119,19 @@ def price_history(
     limit: int = typer.Option(20, "--limit", min=1, help="how many price updates to show"),
     sku: str | None = typer.Option(None, "--sku", help="only this SKU"),
     account: str | None = typer.Option(None, "--account", help="only this account: main or fbe"),
+    output: OutputFormat = format_option(),
 ) -> None:
     """Recent price updates, newest first: who, old -> new, eMAG's answer, what a re-read found.
 
     Updates whose run stopped before eMAG answered show as interrupted until the next price run of the
     account (or a sync) reads eMAG and records what it holds.
     """
+    from sqlalchemy.exc import DBAPIError
+
     from emag_sync.accounts import AccountType
-    from emag_sync.cli.console import console, price_history_table
-    from emag_sync.db import engine_from_settings
+    from emag_sync.cli.console import price_history_listing
+    from emag_sync.cli.output import show
+    from emag_sync.db import database_error, engine_from_settings, first_line
     from emag_sync.settings import get_settings
 
     try:
@@ -138,6 +143,8 @@ def price_history(
     except EmagSyncError as exc:
         fail(str(exc))
     try:
-        console.print(price_history_table(engine, limit=limit, sku=sku, account=which))
+        show([price_history_listing(engine, limit=limit, sku=sku, account=which)], output)
+    except DBAPIError as exc:
+        fail(str(database_error(exc, engine.url) or f"the database does not answer: {first_line(exc)}"))
     finally:
         engine.dispose()
