@@ -323,8 +323,9 @@ def _answer(row: AuditRow) -> str:
         return "-"
     if row.emag_answer == "refused":
         return "refused: " + "; ".join(row.emag_messages)
-    if row.emag_answer == "no-answer":
-        return f"no answer ({row.error})" if row.error else "no answer"
+    if row.emag_answer in ("no-answer", "unavailable"):
+        said = "no answer" if row.emag_answer == "no-answer" else "eMAG unavailable"
+        return f"{said} ({row.error})" if row.error else said
     return row.emag_answer
 
 
