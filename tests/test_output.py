@@ -11,6 +11,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, insert
 from sqlalchemy.engine import URL
 
+from emag_sync.accounts import AccountType
 from emag_sync.schema import price_updates, sync_runs
 
 LONG_ERROR = "fbe: product_offer/read page 7: " + "eMAG answered something long, " * 12
@@ -18,9 +19,9 @@ ERROR = LONG_ERROR + "\ta tab\nsecond line [bold]x[/bold]"
 LONG_SKU = "SKU-" + "X" * 120
 
 
-def emag_sync(*args: str, database: URL) -> subprocess.CompletedProcess[str]:
+def emag_sync(*args: str, database: URL, **settings: str) -> subprocess.CompletedProcess[str]:
     """The command with its stdout a pipe, as cron or a script runs it."""
-    env = dict(os.environ, EMAG_SYNC_DATABASE_URL=database.render_as_string(hide_password=False))
+    env = dict(os.environ, EMAG_SYNC_DATABASE_URL=database.render_as_string(hide_password=False), **settings)
     command = [sys.executable, "-c", "from emag_sync.cli import app; app()", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -105,3 +106,17 @@ def test_notes_go_to_stderr_beside_data(engine: Engine, database_url: URL) -> No
     assert listed.stderr.startswith("interrupted: the run sending it stopped")
     refused = emag_sync("runs", "--format", "xml", database=database_url)
     assert refused.returncode == 2 and "xml" in refused.stderr
+
+
+def test_check_as_json_keeps_its_notes_on_stderr(engine: Engine, database_url: URL, tmp_path) -> None:
+    from tests.test_expectations import seed_catalogue
+
+    seed_catalogue(engine, AccountType.FBE)
+    checked = emag_sync("check", "--account", "fbe", "--format", "json", database=database_url,
+                        EMAG_SYNC_HOME=str(tmp_path))  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    rows = json.loads(checked.stdout)
+    assert (
+        rows and {row["account"] for row in rows} == {"fbe"} and {"pass"} <= {row["result"] for row in rows}
+    )
+    assert "data-quality report fbe: http" in checked.stderr
