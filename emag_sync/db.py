@@ -19,6 +19,7 @@ from emag_sync.errors import (
     StatementTimeoutError,
 )
 from emag_sync.redact import redact_url
+from emag_sync.schema import SCHEMA
 from emag_sync.settings import Settings
 
 EMBEDDED_DATABASE = "emag_sync"
@@ -26,7 +27,7 @@ EMBEDDED_DATABASE = "emag_sync"
 QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
 INSUFFICIENT_PRIVILEGE = "42501"
 # PostgreSQL names what was denied only in its message: "permission denied for table emag_sync_runs".
-_DENIED = re.compile(r"permission denied for (?:\w+ )?(?P<relation>\S+)")
+_DENIED = re.compile(r"permission denied for (?P<kind>\w+) (?P<name>\S+)")
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,18 @@ def database_error(exc: DBAPIError, url: URL, *, relation: str | None = None) ->
     if state == INSUFFICIENT_PRIVILEGE:
         role = url.username or "the connecting role"
         denied = _DENIED.search(first_line(exc))
-        relation = relation or (f"app.{denied['relation']}" if denied else "a table")
+        if relation is None and denied is not None:
+            named = denied["name"] if "." in denied["name"] else f"{SCHEMA}.{denied['name']}"
+            relation = (
+                named if denied["kind"] in ("table", "sequence") else f"{denied['kind']} {denied['name']}"
+            )
+        reads = str(exc.statement or "").lstrip().upper().startswith("SELECT")
         return DatabasePermissionError(
-            f"role {role} may not write {relation} at {describe(url)} (permission denied, SQLSTATE 42501); "
-            "grant it INSERT, UPDATE and DELETE on schema app's tables, or use a role that has them",
+            f"role {role} may not {'read' if reads else 'write'} {relation or 'a table'} at {describe(url)} "
+            "(permission denied, SQLSTATE 42501); grant it what it lacks (SELECT, INSERT, UPDATE, DELETE on "
+            f"schema {SCHEMA}'s tables) or use a role that has it",
             role=role,
-            relation=relation,
+            relation=relation or "a table",
         )
     return None
 

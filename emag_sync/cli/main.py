@@ -141,8 +141,7 @@ def mark_dead_runs_crashed(engine: Engine) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from emag_sync.accounts import AccountType
-    from emag_sync.db import INSUFFICIENT_PRIVILEGE, database_error, sqlstate
-    from emag_sync.errors import DatabasePermissionError
+    from emag_sync.db import INSUFFICIENT_PRIVILEGE, sqlstate
     from emag_sync.locks import is_locked
     from emag_sync.runs import mark_crashed
     from emag_sync.schema import sync_runs
@@ -155,10 +154,8 @@ def mark_dead_runs_crashed(engine: Engine) -> None:
         except DBAPIError as exc:
             if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
                 raise
-            problem = database_error(exc, engine.url, relation=sync_runs.fullname)
-            role = problem.role if isinstance(problem, DatabasePermissionError) else "this role"
             typer.echo(
-                f"emag-sync: note: role {role} may only read {sync_runs.fullname}, so runs whose process "
+                f"emag-sync: note: role {engine.url.username or '(default)'} may only read {sync_runs.fullname}, so runs whose process "
                 "died are not marked crashed here (they show as running)",
                 err=True,
             )
@@ -372,10 +369,13 @@ def check(
         ]  # fmt: skip
     except EmagSyncError as exc:
         fail(str(exc))
-    # A table has its notes under it on stdout; beside TSV or JSON they go to stderr.
+    # A table has its notes under it on stdout; beside TSV or JSON (one document) they go to stderr.
     notes = console if output is OutputFormat.TABLE else err_console
+    if output is not OutputFormat.TABLE:
+        show([dq_listing(result) for result in results], output)
     for result in results:
-        show([dq_listing(result)], output)
+        if output is OutputFormat.TABLE:
+            show([dq_listing(result)], output)
         if result.warnings and not result.critical_failures:
             notes.print(Text.assemble(("warning:", "yellow"), " ", result.message))
         notes.print(f"data-quality report {result.account.value}: {result.report_url}", soft_wrap=True)
