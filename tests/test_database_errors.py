@@ -114,3 +114,25 @@ def test_the_stale_run_is_still_marked_crashed_by_a_role_that_may_write(database
         status = conn.scalar(select(sync_runs.c.status).where(sync_runs.c.id == run_id))
     engine.dispose()
     assert status == "crashed"
+
+
+@pytest.mark.flow
+def test_sync_as_a_read_only_role_fails_in_one_line_without_sql(
+    prefect_harness: None, reader_url: URL, sandbox_env, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from emag_sync.cli import app
+
+    monkeypatch.setenv("EMAG_SYNC_DATABASE_URL", reader_url.render_as_string(hide_password=False))
+    monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")  # what the command sets itself
+    synced = CliRunner().invoke(app, ["sync", "--account", "fbe"])
+    assert synced.exit_code == 1 and isinstance(synced.exception, SystemExit), synced.output
+    [failed] = [line for line in synced.stderr.splitlines() if line.startswith("sync failed:")]
+    assert f"fbe: role {reader_url.username} may not write app.emag_sync_runs" in failed
+    assert (
+        "INSERT INTO" not in synced.output
+        and "[SQL" not in synced.output
+        and "Traceback" not in synced.output
+    )
