@@ -120,3 +120,28 @@ def test_check_as_json_keeps_its_notes_on_stderr(engine: Engine, database_url: U
         rows and {row["account"] for row in rows} == {"fbe"} and {"pass"} <= {row["result"] for row in rows}
     )
     assert "data-quality report fbe: http" in checked.stderr
+
+
+def test_bulk_price_results_as_json(engine: Engine, database_url: URL, sandbox_env, tmp_path) -> None:
+    """`update-price --file ... --format json`: the per-line verdicts on stdout, the summary on stderr."""
+    from tests.price_helpers import seed_offers
+
+    seed_offers(engine, sandbox_env.state, AccountType.FBE)
+    prices = tmp_path / "prices.csv"
+    prices.write_text("sku,account,price\nEMG7,fbe,3_2.99\nEMG8,fbe,\t\n", encoding="utf-8")
+    done = emag_sync("update-price", "--file", str(prices), "--dry-run", "--format", "json",
+                     database=database_url, **sandbox_env.env)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    verdicts = json.loads(done.stdout)
+    assert [(v["line"], v["sku"], v["status"]) for v in verdicts] == [
+        ("2", "EMG7", "invalid"),
+        ("3", "EMG8", "invalid"),
+    ]
+    assert verdicts[0]["message"] == "price '3_2.99' is not a number"
+    assert "price updates: 2 invalid" in done.stderr
+    single = emag_sync("update-price", "--sku", "EMG7", "--account", "fbe", "--price", "1", "--format", "tsv",
+                       database=database_url, **sandbox_env.env)  # fmt: skip
+    assert (
+        single.returncode == 1
+        and single.stderr == "emag-sync: --format tsv is for --file (its per-line results)\n"
+    )
