@@ -161,10 +161,13 @@ def database_error(exc: DBAPIError, url: URL, *, relation: str | None = None) ->
     (``relation``: the table the statement wrote, when the caller knows it); None otherwise."""
     state = sqlstate(exc)
     if state == QUERY_CANCELED:
+        said = first_line(exc)
+        if "user request" in said:  # pg_cancel_backend() or a client's cancel, not the setting
+            return StatementTimeoutError(f"PostgreSQL at {describe(url)} cancelled a statement ({said})")
         return StatementTimeoutError(
             f"PostgreSQL at {describe(url)} cancelled a statement that ran longer than its statement_timeout "
-            f"({first_line(exc)}); raise statement_timeout for this role or database, or find what held "
-            "the statement up (a lock held by another session)"
+            f"({said}); raise statement_timeout for this role or database, or find what held the statement "
+            "up (a lock held by another session)"
         )
     if state == INSUFFICIENT_PRIVILEGE:
         role = url.username or "the connecting role"
