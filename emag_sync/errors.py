@@ -37,7 +37,7 @@ class DatabaseUnavailableError(ConfigError):
 
 
 class StatementTimeoutError(EmagSyncError):
-    """PostgreSQL cancelled a statement that ran past its ``statement_timeout`` (SQLSTATE 57014)."""
+    """PostgreSQL cancelled a statement (SQLSTATE 57014): it ran past ``statement_timeout``, or was cancelled."""
 
 
 class DatabasePermissionError(EmagSyncError):
