@@ -5,11 +5,12 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import json
 import random
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -112,18 +113,30 @@ class Faults:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Faults:
-        """From the control endpoint's JSON; unknown names are refused so typos do not pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """From the control endpoint's JSON; unknown names are refused so typos do not pass silently.
+
+        The command line's names are taken too (``error_page``: one page or a list, ``latency``,
+        ``shift_after_page``; ``-`` for ``_``), and each value must have its field's type (FAULT_FIELDS)."""
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            key = str(name).replace("-", "_")
+            if key == "shift_after_page":
+                values.update(
+                    mutate_after_page=value,
+                    mutate_remove=int(value is not None),
+                    mutate_add=int(value is not None),
+                )
+                continue
+            values[_FAULT_ALIASES.get(key, key)] = value
+        unknown = sorted(set(values) - set(FAULT_FIELDS))
         if unknown:
             raise ValueError(
-                f"faults: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"faults: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(FAULT_FIELDS))} "
+                f"(and {', '.join(sorted([*_FAULT_ALIASES, 'shift_after_page']))})"
             )
-        values = dict(data)
-        if values.get("error_pages") is not None:
-            values["error_pages"] = set(values["error_pages"])
-        nullable = {"fail_from_request", "mutate_after_page"}
-        return cls(**{k: v for k, v in values.items() if v is not None or k in nullable})
+        for name, value in values.items():
+            values[name] = _fault_value(name, value)
+        return cls(**{k: v for k, v in values.items() if v is not None or k in _NULLABLE_FAULTS})
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -132,6 +145,57 @@ class Faults:
             str(offer_id): message for offer_id, message in sorted(self.refuse_saves.items())
         }
         return data
+
+
+# The control endpoint's fields and the JSON each takes (the README's table says the same).
+FAULT_FIELDS: dict[str, str] = {
+    "latency_seconds": "number >= 0",
+    "error_rate": "number 0..1",
+    "force_429": "integer >= 0",
+    "error_pages": "integer or list of integers",
+    "malformed_rate": "number 0..1",
+    "fail_from_request": "integer >= 0 or null",
+    "empty_catalogue": "boolean",
+    "mutate_after_page": "integer >= 1 or null",
+    "mutate_remove": "integer >= 0",
+    "mutate_add": "integer >= 0",
+    "hostile_records": "list of strings, or one comma-separated string",
+    "refuse_saves": 'object {"<offer id>": "<message>"}',
+    "save_answer_delay_seconds": "number >= 0",
+}
+# The command line's option names for the same fields.
+_FAULT_ALIASES = {"error_page": "error_pages", "latency": "latency_seconds"}
+_NULLABLE_FAULTS = frozenset({"fail_from_request", "mutate_after_page"})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fault_value(name: str, value: Any) -> Any:
+    """``value`` as field ``name`` holds it, or ValueError naming the field, the value and its type."""
+    kind = FAULT_FIELDS[name]
+    if value is None:
+        ok = name in _NULLABLE_FAULTS
+    elif name == "error_pages":
+        value = [value] if _is_int(value) else value
+        ok = isinstance(value, list) and all(_is_int(page) for page in value)
+        value = set(value) if ok else value
+    elif name == "hostile_records":
+        value = value.split(",") if isinstance(value, str) else value
+        ok = isinstance(value, list) and all(isinstance(k, str) for k in value)
+        value = [k.strip() for k in value if k.strip()] if ok else value
+    elif name == "refuse_saves":
+        ok = isinstance(value, dict) and all(isinstance(m, str) for m in value.values())
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+    elif kind.startswith("integer"):
+        ok = _is_int(value)
+    else:
+        ok = (_is_int(value) or isinstance(value, float)) and value == value  # a number, not NaN
+    if not ok:
+        raise ValueError(f"faults: {name} takes {kind}, got {json.dumps(value, default=str)}")
+    return value
 
 
 @dataclass(frozen=True)

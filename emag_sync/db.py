@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -11,11 +12,22 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from emag_sync.errors import DatabaseUnavailableError
+from emag_sync.errors import (
+    DatabasePermissionError,
+    DatabaseUnavailableError,
+    EmagSyncError,
+    StatementTimeoutError,
+)
 from emag_sync.redact import redact_url
+from emag_sync.schema import SCHEMA
 from emag_sync.settings import Settings
 
 EMBEDDED_DATABASE = "emag_sync"
+# SQLSTATEs that are not the server being unreachable, though psycopg raises the first as OperationalError.
+QUERY_CANCELED = "57014"  # statement_timeout (or a cancel request)
+INSUFFICIENT_PRIVILEGE = "42501"
+# PostgreSQL names what was denied only in its message: "permission denied for table emag_sync_runs".
+_DENIED = re.compile(r"permission denied for (?P<kind>\w+) (?P<name>\S+)")
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +150,44 @@ def first_line(exc: BaseException) -> str:
     return text_of.splitlines()[0] if text_of else type(exc).__name__
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (None for anything else)."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def database_error(exc: DBAPIError, url: URL, *, relation: str | None = None) -> EmagSyncError | None:
+    """What a database error means in one line, when it is a statement timeout or a refused permission
+    (``relation``: the table the statement wrote, when the caller knows it); None otherwise."""
+    state = sqlstate(exc)
+    if state == QUERY_CANCELED:
+        said = first_line(exc)
+        if "user request" in said:  # pg_cancel_backend() or a client's cancel, not the setting
+            return StatementTimeoutError(f"PostgreSQL at {describe(url)} cancelled a statement ({said})")
+        return StatementTimeoutError(
+            f"PostgreSQL at {describe(url)} cancelled a statement that ran longer than its statement_timeout "
+            f"({said}); raise statement_timeout for this role or database, or find what held the statement "
+            "up (a lock held by another session)"
+        )
+    if state == INSUFFICIENT_PRIVILEGE:
+        role = url.username or "the connecting role"
+        denied = _DENIED.search(first_line(exc))
+        if relation is None and denied is not None:
+            named = denied["name"] if "." in denied["name"] else f"{SCHEMA}.{denied['name']}"
+            relation = (
+                named if denied["kind"] in ("table", "sequence") else f"{denied['kind']} {denied['name']}"
+            )
+        reads = str(exc.statement or "").lstrip().upper().startswith("SELECT")
+        return DatabasePermissionError(
+            f"role {role} may not {'read' if reads else 'write'} {relation or 'a table'} at {describe(url)} "
+            "(permission denied, SQLSTATE 42501); grant it what it lacks (SELECT, INSERT, UPDATE, DELETE on "
+            f"schema {SCHEMA}'s tables) or use a role that has it",
+            role=role,
+            relation=relation or "a table",
+        )
+    return None
+
+
 def make_engine(url: URL, **kwargs: object) -> Engine:
     """A pooled psycopg 3 engine; fails at once, naming the setting, when the server cannot be reached."""
     engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **kwargs)
@@ -146,6 +196,9 @@ def make_engine(url: URL, **kwargs: object) -> Engine:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
         engine.dispose()
+        problem = database_error(exc, url)
+        if problem is not None:
+            raise problem from None
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {describe(url)} (EMAG_SYNC_DATABASE_URL): {first_line(exc)}"
         ) from None
@@ -160,6 +213,12 @@ def engine_from_settings(settings: Settings) -> Engine:
     engine = make_engine(database_url(settings))
     try:
         ensure_current(engine, auto_migrate=settings.emag_sync_auto_migrate)
+    except DBAPIError as exc:
+        engine.dispose()
+        problem = database_error(exc, engine.url)
+        if problem is None:
+            raise
+        raise problem from None
     except BaseException:
         engine.dispose()
         raise

@@ -36,6 +36,20 @@ class DatabaseUnavailableError(ConfigError):
     """The database named by EMAG_SYNC_DATABASE_URL (or the embedded one) cannot be reached."""
 
 
+class StatementTimeoutError(EmagSyncError):
+    """PostgreSQL cancelled a statement (SQLSTATE 57014): it ran past ``statement_timeout``, or was cancelled."""
+
+
+class DatabasePermissionError(EmagSyncError):
+    """The database role may not do what was asked to a table (SQLSTATE 42501); ``role`` and ``relation``
+    name them."""
+
+    def __init__(self, message: str, *, role: str, relation: str, account: AccountType | None = None) -> None:
+        super().__init__(message, account=account)
+        self.role = role
+        self.relation = relation
+
+
 class SchemaVersionError(ConfigError):
     """The database schema is not at the revision this code needs and cannot (or may not) be brought there."""
 

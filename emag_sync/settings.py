@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emag_sync.accounts import AccountType
-from emag_sync.errors import MissingCredentialsError
+from emag_sync.errors import ConfigError, MissingCredentialsError
 from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND, SECONDS_PER_MINUTE
 
 # Where `emag-sync docs` serves the Data Docs site, and so the default base of the links to it.
@@ -54,10 +64,11 @@ class Settings(BaseSettings):
     emag_api_url: str = DEFAULT_API_URL
     emag_main_api_url: str | None = None
     emag_fbe_api_url: str | None = None
-    emag_requests_per_second: float = Field(default=REQUESTS_PER_SECOND, gt=0)
+    # Every number must be finite: inf would pass gt=0 and overflow later (60 x inf per minute).
+    emag_requests_per_second: float = Field(default=REQUESTS_PER_SECOND, gt=0, allow_inf_nan=False)
     emag_requests_per_minute: int = Field(default=REQUESTS_PER_MINUTE, gt=0)
     emag_max_attempts: int = Field(default=6, ge=1)
-    emag_timeout_seconds: float = Field(default=60.0, gt=0)
+    emag_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     emag_sync_home: Path = Path(".emag-sync")
     emag_sync_database_url: SecretStr | None = None
     # Every command brings an outdated schema to head on start; false (a DBA reviews migrations first)
@@ -66,14 +77,15 @@ class Settings(BaseSettings):
     # Data Docs: the site folder (default: GX's own under EMAG_SYNC_HOME) and the URL it is read at.
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
-    emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0)
+    emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _per_minute_follows_per_second(self) -> Settings:
         """EMAG_REQUESTS_PER_MINUTE is 60 x EMAG_REQUESTS_PER_SECOND unless set: raising the per-second
         budget alone must not leave eMAG's 180/min in force (a 14 s run took 68 s that way)."""
         if "emag_requests_per_minute" not in self.model_fields_set:
-            self.emag_requests_per_minute = max(1, int(self.emag_requests_per_second * SECONDS_PER_MINUTE))
+            per_minute = min(self.emag_requests_per_second * SECONDS_PER_MINUTE, sys.maxsize)  # 1e308/s
+            self.emag_requests_per_minute = max(1, int(per_minute))
         return self
 
     @field_validator("emag_main_username", "emag_fbe_username", "emag_main_api_url", "emag_fbe_api_url")
@@ -160,5 +172,24 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """A fresh read of the environment (cheap; no caching so tests can change variables)."""
-    return Settings()
+    """A fresh read of the environment (cheap; no caching so tests can change variables).
+
+    A value a setting cannot take raises ConfigError: one line per bad variable, naming it, its value
+    (never a secret's) and what it takes.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_setting_problem(error) for error in exc.errors())) from None
+
+
+def _setting_problem(error: ErrorDetails) -> str:
+    """``EMAG_TIMEOUT_SECONDS='0' is refused: input should be greater than 0``."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return f"settings: {error['msg']}"
+    secret = "SecretStr" in str(field.annotation)
+    value = "(hidden)" if secret else repr(error["input"])
+    reason = error["msg"][0].lower() + error["msg"][1:]
+    return f"{name.upper()}={value} is refused: {reason}"

@@ -12,12 +12,12 @@ from itertools import islice
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from emag_sync.accounts import AccountType
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.api.paging import BY_ID
-from emag_sync.db import database_url, describe, first_line, make_engine
+from emag_sync.db import database_error, database_url, describe, first_line, make_engine
 from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, IncompleteReadError
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
@@ -228,7 +228,8 @@ def _read_and_load(
             elapsed_seconds=time.monotonic() - started,
         )
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        problem = database_error(exc, engine.url) if isinstance(exc, DBAPIError) else None
+        error = str(problem) if problem is not None else f"{type(exc).__name__}: {exc}"
         fail_run(engine, run_id, error, elapsed_seconds=time.monotonic() - started, counters=meter.take())
         if isinstance(exc, IncompleteReadError):
             abandon_run(engine, run_id, error)  # resuming would read the same gap again
@@ -297,7 +298,14 @@ def sync_account_with_settings(
     try:
         with open_client(settings, account) as client:
             return sync_account(engine, client, account, options, flow_run_id=flow_run_id, count=count)
-    except OperationalError as exc:  # the server went away mid-run: expected, and the run can be resumed
+    except DBAPIError as exc:
+        problem = database_error(exc, engine.url)  # a statement timeout or a refused write: not "went away"
+        if problem is not None:
+            problem.account = account
+            raise problem from None
+        if not isinstance(exc, OperationalError):
+            raise
+        # the server went away mid-run: expected, and the run can be resumed
         raise DatabaseUnavailableError(
             f"the database at {describe(engine.url)} went away during the sync ({first_line(exc)}); once it is "
             "back, `emag-sync runs` shows the run as crashed and `emag-sync sync --resume` (or Retry in the "

@@ -55,3 +55,13 @@ def test_db_commands_never_print_a_password(db_env, monkeypatch) -> None:
     assert "password=***" in emag_sync("db", "url", env=env).stdout
     refused = emag_sync("db", "start", env=env)
     assert refused.returncode == 1 and "does not start or stop it" in refused.stderr
+
+
+def test_db_psql_passes_its_arguments_to_psql(db_env) -> None:
+    """Everything after `db psql` goes to psql as given (-c, -A, -t, ...), and psql's exit status is kept."""
+    env = dict(os.environ)
+    env["EMAG_SYNC_DATABASE_URL"] = db_env.render_as_string(hide_password=False)
+    answered = emag_sync("db", "psql", "-tA", "-c", "select 40 + 2", env=env)
+    assert answered.returncode == 0 and answered.stdout.strip() == "42", answered.stderr
+    refused = emag_sync("db", "psql", "-v", "ON_ERROR_STOP=1", "-c", "select nope", env=env)
+    assert refused.returncode != 0 and "nope" in refused.stderr

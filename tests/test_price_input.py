@@ -317,3 +317,45 @@ def test_artifact_cells_are_text_for_the_prefect_ui_markdown(text, shown):
     from tasks.prices import markdown_text
 
     assert markdown_text(text) == shown
+
+
+# ---------------------------------------------------------------------------------------------- one number form
+
+NOT_PRICES = [
+    "3_2.99",
+    "\u0663\u0662.\u0669\u0669",
+    "\uff13\uff12.\uff19\uff19",
+    "1e2",
+    "32,99",
+    ".5",
+    "32.",
+    "+32.99",
+]
+
+
+@pytest.mark.parametrize("typed", NOT_PRICES)
+def test_the_cli_the_csv_and_the_form_refuse_the_same_number_forms(typed):
+    """`--price 3_2.99`, Arabic-Indic and full-width digits parsed as 32.99 on the command line and in a CSV
+    while the form refused them: one rule now, ASCII digits and one point, one line naming field and value."""
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.update_price import emag_update_offer_price
+
+    line = f"price {typed!r} is not a number"
+    cli = CliRunner().invoke(app, ["update-price", "--sku", "EMG1", "--account", "fbe", "--price", typed])
+    assert cli.exit_code == 1 and cli.stderr == f"emag-sync: EMG1 on eMAG FBE: {line}\n"
+    assert problems_of(f'sku,account,price\nEMG1,fbe,"{typed}"\n') == {2: line}
+    with pytest.raises(ParameterTypeError):
+        emag_update_offer_price.validate_parameters({"sku": "EMG1", "account": "fbe", "price": typed})
+
+
+@pytest.mark.parametrize("typed", ["32.99", "32", "0.0001", "35.000000", "007.50", *NOT_PRICES, "1.23456"])
+def test_the_form_pattern_and_the_parser_are_one_rule(typed):
+    import re
+
+    try:
+        rules.parse_price(typed, field_name="price", where="EMG1")
+        parsed = True
+    except PriceUpdateError:
+        parsed = False
+    assert parsed == bool(re.fullmatch(rules.PRICE_TEXT_PATTERN, typed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient
 from emag_sandbox.app import create_app
 from emag_sandbox.catalogue import Catalogue
 from emag_sandbox.state import (
+    FAULT_FIELDS,
     MAX_ENTITIES_PER_SAVE,
     RATE_LIMIT_MESSAGE,
     Faults,
@@ -442,6 +444,30 @@ def test_removed_and_repriced_records_between_runs(client: TestClient, sandbox_s
 
 
 # --- control endpoints and the loopback server ------------------------------------------------------
+def test_fault_endpoint_takes_what_the_option_takes(client: TestClient, sandbox_state: SandboxState) -> None:
+    """`--error-page N` (repeatable) is `error_page`: one page or a list, as `error_pages` is; every field of
+    the README's table is a field of the faults, and a value of the wrong type is refused naming the field."""
+    assert set(FAULT_FIELDS) == {f.name for f in dataclasses.fields(Faults)}
+    for body in ({"error_page": 3}, {"error_page": [3]}, {"error-page": [3]}, {"error_pages": 3}):
+        answer = client.post("/_sandbox/faults/fbe", json=body)
+        assert answer.status_code == 200 and answer.json()["error_pages"] == [3], (body, answer.text)
+    assert sandbox_state.faults[FBE] == Faults(error_pages={3})
+    client.post(
+        "/_sandbox/faults/fbe", json={"latency": 0.5, "shift_after_page": 2, "hostile_records": "nul"}
+    )
+    assert sandbox_state.faults[FBE] == Faults(
+        latency_seconds=0.5, mutate_after_page=2, mutate_remove=1, mutate_add=1, hostile_records=["nul"]
+    )
+    for body, named in (
+        ({"error_page": "3"}, 'error_pages takes integer or list of integers, got "3"'),
+        ({"error_page": [2.5]}, "error_pages takes integer or list of integers, got [2.5]"),
+        ({"force_429": True}, "force_429 takes integer >= 0, got true"),
+        ({"error_rate": "high"}, 'error_rate takes number 0..1, got "high"'),
+    ):
+        refused = client.post("/_sandbox/faults/fbe", json=body)
+        assert refused.status_code == 422 and named in refused.json()["detail"], (body, refused.text)
+
+
 def test_control_endpoints(client: TestClient, sandbox_state: SandboxState) -> None:
     set_ = client.post("/_sandbox/faults/fbe", json={"error_pages": [3], "latency_seconds": 0})
     assert set_.status_code == 200 and set_.json()["error_pages"] == [3]

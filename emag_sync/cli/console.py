@@ -16,6 +16,7 @@ from rich.text import Text
 from sqlalchemy import Engine, text
 
 from emag_sync.accounts import AccountType
+from emag_sync.cli.output import Listing
 from emag_sync.locks import accounts_sending_prices
 from emag_sync.prices.audit import AuditRow, price_history
 from emag_sync.prices.results import RESULT_COLUMNS
@@ -26,8 +27,10 @@ from emag_sync.runs import recent_runs
 if TYPE_CHECKING:
     from expectations.results import DQResult
 
-# Piped output (logs, CI) has no terminal width; rich would assume 80 columns and squash the tables.
-PIPED_WIDTH = 140
+# Piped output (logs, cron, CI, scripts) has no terminal width: rich would assume 80 columns and cut
+# headers and values with "…" to fit. Off a terminal the width is unbounded, so every line is complete
+# (a table is as wide as its widest values); nothing printed pads itself to the console's width.
+PIPED_WIDTH = 1_000_000
 # What is printed quotes eMAG, the database and operators, so it is data, never markup: these consoles read
 # no markup and no :emoji: codes in a string (rich would raise on an eMAG message holding "[/data]" and
 # drop "[sale_price]" from it), and the tables below hold Text cells, which no console parses. Styles are
@@ -132,28 +135,37 @@ def cells(values: Iterable[object]) -> list[Text]:
 
 
 def caption(lines: Sequence[str]) -> Text | None:
-    """A table caption of literal lines (run errors), or None without any."""
-    return Text("\n".join(lines)) if lines else None
+    """A table caption of literal lines (run errors), or None without any; off a terminal each line is
+    printed whole, not wrapped to the table's width."""
+    if not lines:
+        return None
+    if console.is_terminal:
+        return Text("\n".join(lines))
+    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
 
 
-def runs_table(engine: Engine, *, limit: int = 20, since_id: int = 0, title: str = "Recent syncs") -> Table:
+# The run history's columns as scripts read them (--format tsv|json): the table's, raw and by column name.
+RUN_FIELDS = (
+    "id", "account_type", "status", "resumed_count", "started_at", "finished_at", *COUNTER_LABELS,
+    "expected_pages", "dq_status", "error",
+)  # fmt: skip
+
+
+def runs_listing(engine: Engine, *, limit: int = 20) -> Listing:
     """The run history (app.emag_sync_runs), newest first."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    runs = recent_runs(engine, limit=limit)
+    table = Table(title="Recent syncs", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in ("run", "account", "status", "started UTC", *COUNTER_LABELS.values(), "DQ"):
         table.add_column(column, no_wrap=column in ("started UTC", "status"))
-    errors: list[str] = []
-    for run in recent_runs(engine, limit=limit):
-        if run.id <= since_id:
-            continue
+    for run in runs:
         table.add_row(*cells([
             run.id, run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
             *(run.figure(c) for c in COUNTER_LABELS), run.dq_status or "-",
         ]))  # fmt: skip
-        if run.error:
-            errors.append(f"run {run.id} ({run.account_type}): {run.error}")
-    table.caption = caption(errors)
+    table.caption = caption([f"run {run.id} ({run.account_type}): {run.error}" for run in runs if run.error])
     table.caption_justify = "left"
-    return table
+    records = [{name: getattr(run, name) for name in RUN_FIELDS} for run in runs]
+    return Listing(RUN_FIELDS, records, table)
 
 
 def _runs_since(engine: Engine, since_id: int) -> list[RunRow]:
@@ -238,9 +250,21 @@ def results_table(rows: Sequence[Mapping[str, str]]) -> Table:
     return table
 
 
-def price_history_table(
+# The price history's columns as scripts read them (--format tsv|json).
+PRICE_HISTORY_FIELDS = (
+    "id", "requested_at", "sent_at", "requested_by", "source", "sku", "account", "emag_offer_id",
+    "currency", "old", "new", "status", "large_change_allowed", "emag_answer", "emag_messages",
+    "answered_at", "reread_found", "reread_source", "reread_at", "reread_prices", "error",
+)  # fmt: skip
+INTERRUPTED_NOTE = (
+    "interrupted: the run sending it stopped before eMAG answered; the next price run of the account "
+    "(or its next sync) reads eMAG and records what it holds"
+)
+
+
+def price_history_listing(
     engine: Engine, *, limit: int = 20, sku: str | None = None, account: AccountType | None = None
-) -> Table:
+) -> Listing:
     """The price-update audit, newest first; 'sending' rows of a run that is gone show as interrupted."""
     rows = price_history(engine, limit=limit, sku=sku, account=account)
     with engine.connect() as conn:
@@ -258,11 +282,11 @@ def price_history_table(
         "re-read",
     ):
         table.add_column(column, no_wrap=column in ("when UTC", "status"))
-    interrupted = 0
+    records = []
     for row in rows:
         status = row.status
         if status == "sending" and row.account not in sending:
-            status, interrupted = "interrupted", interrupted + 1
+            status = "interrupted"
         table.add_row(
             str(row.id),
             f"{row.sent_at or row.requested_at:%Y-%m-%d %H:%M:%S}",
@@ -275,13 +299,13 @@ def price_history_table(
             Text(_reread(row)),
             style=_STATUS_COLOURS.get(status),
         )
-    if interrupted:
-        table.caption = (
-            "interrupted: the run sending it stopped before eMAG answered; the next price run of the account "
-            "(or its next sync) reads eMAG and records what it holds"
-        )
+        record = {name: getattr(row, name, None) for name in PRICE_HISTORY_FIELDS}
+        records.append(record | {"status": status, "account": row.account.value})
+    notes = [INTERRUPTED_NOTE] if any(r["status"] == "interrupted" for r in records) else []
+    if notes:
+        table.caption = caption(notes)
         table.caption_justify = "left"
-    return table
+    return Listing(PRICE_HISTORY_FIELDS, records, table, notes)
 
 
 def _changes(row: AuditRow) -> str:
@@ -299,8 +323,9 @@ def _answer(row: AuditRow) -> str:
         return "-"
     if row.emag_answer == "refused":
         return "refused: " + "; ".join(row.emag_messages)
-    if row.emag_answer == "no-answer":
-        return f"no answer ({row.error})" if row.error else "no answer"
+    if row.emag_answer in ("no-answer", "unavailable"):
+        said = "no answer" if row.emag_answer == "no-answer" else "eMAG unavailable"
+        return f"{said} ({row.error})" if row.error else said
     return row.emag_answer
 
 
@@ -314,7 +339,10 @@ def _reread(row: AuditRow) -> str:
     return found
 
 
-def dq_table(result: DQResult) -> Table:
+DQ_FIELDS = ("account", "status", "expectation", "severity", "result", "observed", "details", "report_url")
+
+
+def dq_listing(result: DQResult) -> Listing:
     """A checkpoint's rows."""
     styles = {"pass": "green", "FAIL": "red", "n/a": "dim"}
     table = Table(title=f"Data quality {result.account.value}: {result.status}", title_justify="left")
@@ -323,4 +351,12 @@ def dq_table(result: DQResult) -> Table:
     for row in result.rows:
         style = styles[row.outcome] if row.severity == "critical" or row.passed is not False else "yellow"
         table.add_row(*cells([row.name, row.severity]), Text(row.outcome, style=style), Text(row.observed))
-    return table
+    records = [
+        {
+            "account": result.account.value, "status": result.status, "expectation": row.name,
+            "severity": row.severity, "result": row.outcome, "observed": row.observed, "details": row.details,
+            "report_url": result.report_url,
+        }
+        for row in result.rows
+    ]  # fmt: skip
+    return Listing(DQ_FIELDS, records, table)

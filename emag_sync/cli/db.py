@@ -101,11 +101,19 @@ def url_command() -> None:
     typer.echo(libpq_url(url))
 
 
-@db_app.command("psql")
-def psql_command() -> None:
-    """Open psql on the database (on a terminal), or print the psql command to run (otherwise)."""
+@db_app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql_command(
+    args: list[str] = typer.Argument(None, help="passed to psql as given: -c SQL, -f FILE, -A, -t, ..."),
+) -> None:
+    """Open psql on the database (on a terminal), or print the psql command to run (otherwise); with
+    arguments, run psql with them and exit with its status."""
     url = _configured_url()
     command, env, has_password = _psql_command(url)
+    if args:
+        # Run as a child, not exec: this process's exit still stops an embedded server it started.
+        import subprocess
+
+        raise typer.Exit(subprocess.run([*command, *args], env=env, check=False).returncode)
     if sys.stdin.isatty() and sys.stdout.isatty():
         os.execve(command[0], command, env)  # this process becomes psql
     prefix = "PGPASSWORD=... " if has_password else ""

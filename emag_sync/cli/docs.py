@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from os import PathLike
 from pathlib import Path
@@ -17,7 +17,22 @@ from typing import Any
 
 
 class _SiteHandler(SimpleHTTPRequestHandler):
-    """Files of the site folder; no folder listings, no request log on the terminal."""
+    """Files of the site folder; no folder listings, no request log on the terminal.
+
+    A browser that abandons a download (a closed tab, a cancelled page) resets the connection while the
+    file is being written: that is the client leaving, not a failure, so it ends the request quietly
+    instead of a BrokenPipeError/ConnectionResetError traceback from socketserver.
+    """
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:
+            self.close_connection = True
+
+    def finish(self) -> None:
+        with suppress(ConnectionError):
+            super().finish()
 
     def list_directory(self, path: str | PathLike[str]) -> None:
         self.send_error(404, "No such page")

@@ -8,10 +8,12 @@ import sys
 from datetime import timedelta
 
 import typer
+from sqlalchemy import Engine
 
 from emag_sync.cli.alerts import DEFAULT_STUCK_AFTER
 from emag_sync.cli.db import db_app
 from emag_sync.cli.exit import fail
+from emag_sync.cli.output import OutputFormat, format_option
 from emag_sync.cli.prices import price_history, update_price
 from emag_sync.errors import EmagSyncError
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
@@ -34,9 +36,11 @@ app.add_typer(db_app)
 def main() -> None:
     """emag-sync: sync eMAG MAIN and FBE catalogues into PostgreSQL and check what was loaded."""
     from emag_sync.cli.console import offline_prefect_defaults, say_schema_changes
+    from emag_sync.cli.exit import check_settings
 
     offline_prefect_defaults()
     say_schema_changes()
+    check_settings()
 
 
 @app.command()
@@ -106,13 +110,16 @@ def demo(
 
 
 @app.command()
-def runs(limit: int = typer.Option(20, min=1, help="how many runs to show")) -> None:
+def runs(
+    limit: int = typer.Option(20, min=1, help="how many runs to show"),
+    output: OutputFormat = format_option(),
+) -> None:
     """Recent sync runs: status, counts, duration, 429s, data-quality outcome."""
-    from emag_sync.accounts import AccountType
-    from emag_sync.cli.console import console, runs_table
-    from emag_sync.db import engine_from_settings
-    from emag_sync.locks import is_locked
-    from emag_sync.runs import mark_crashed
+    from sqlalchemy.exc import DBAPIError
+
+    from emag_sync.cli.console import runs_listing
+    from emag_sync.cli.output import show
+    from emag_sync.db import database_error, engine_from_settings, first_line
     from emag_sync.settings import get_settings
 
     try:
@@ -120,12 +127,39 @@ def runs(limit: int = typer.Option(20, min=1, help="how many runs to show")) -> 
     except EmagSyncError as exc:
         fail(str(exc))
     try:
-        for account in AccountType:  # a run left 'running' with nobody holding its lock died
-            if not is_locked(engine, account):
-                mark_crashed(engine, account)
-        console.print(runs_table(engine, limit=limit))
+        mark_dead_runs_crashed(engine)
+        show([runs_listing(engine, limit=limit)], output)
+    except DBAPIError as exc:
+        fail(str(database_error(exc, engine.url) or f"the database does not answer: {first_line(exc)}"))
     finally:
         engine.dispose()
+
+
+def mark_dead_runs_crashed(engine: Engine) -> None:
+    """Runs left 'running' with nobody holding their account's lock died: mark them crashed. A role that
+    may only read skips it with a note on stderr (they show as running)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from emag_sync.accounts import AccountType
+    from emag_sync.db import INSUFFICIENT_PRIVILEGE, sqlstate
+    from emag_sync.locks import is_locked
+    from emag_sync.runs import mark_crashed
+    from emag_sync.schema import sync_runs
+
+    for account in AccountType:
+        if is_locked(engine, account):
+            continue
+        try:
+            mark_crashed(engine, account)
+        except DBAPIError as exc:
+            if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
+                raise
+            typer.echo(
+                f"emag-sync: note: role {engine.url.username or '(default)'} may only read {sync_runs.fullname}, so runs whose process "
+                "died are not marked crashed here (they show as running)",
+                err=True,
+            )
+            return
 
 
 # The price commands live in emag_sync/cli/prices.py; registered here to keep the help in this order.
@@ -307,12 +341,14 @@ def check(
     reject_threshold: float = typer.Option(
         0.01, min=0.0, max=1.0, help="warn when a run rejected more than this share of records"
     ),
+    output: OutputFormat = format_option(),
 ) -> None:
     """Run the data-quality checkpoint against the database; exit 1 on a critical failure."""
     from rich.text import Text
 
     from emag_sync.accounts import parse_accounts
-    from emag_sync.cli.console import console, dq_table
+    from emag_sync.cli.console import console, dq_listing, err_console
+    from emag_sync.cli.output import show
     from emag_sync.db import engine_from_settings
     from emag_sync.settings import get_settings
     from expectations.checkpoint import run_checkpoint
@@ -335,12 +371,17 @@ def check(
         ]  # fmt: skip
     except EmagSyncError as exc:
         fail(str(exc))
+    # A table has its notes under it on stdout; beside TSV or JSON (one document) they go to stderr.
+    notes = console if output is OutputFormat.TABLE else err_console
+    if output is not OutputFormat.TABLE:
+        show([dq_listing(result) for result in results], output)
     for result in results:
-        console.print(dq_table(result))
+        if output is OutputFormat.TABLE:
+            show([dq_listing(result)], output)
         if result.warnings and not result.critical_failures:
-            console.print(Text.assemble(("warning:", "yellow"), " ", result.message))
-        console.print(f"data-quality report {result.account.value}: {result.report_url}", soft_wrap=True)
-    console.print(f"Data Docs: {results[0].data_docs_index} (served by `emag-sync docs`)", soft_wrap=True)
+            notes.print(Text.assemble(("warning:", "yellow"), " ", result.message))
+        notes.print(f"data-quality report {result.account.value}: {result.report_url}", soft_wrap=True)
+    notes.print(f"Data Docs: {results[0].data_docs_index} (served by `emag-sync docs`)", soft_wrap=True)
     failures = [result.message for result in results if result.critical_failures]
     if failures:
         fail("; ".join(failures))

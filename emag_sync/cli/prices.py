@@ -9,6 +9,7 @@ from typing import NoReturn
 import typer
 
 from emag_sync.cli.exit import fail
+from emag_sync.cli.output import OutputFormat, format_option
 from emag_sync.errors import EmagSyncError, PriceFix, PriceUpdateError
 
 # Refusals in the command line's terms (the rules name the fix, see emag_sync.errors.PriceFix).
@@ -44,18 +45,21 @@ def update_price(
         help="allow sale prices further than EMAG_MAX_PRICE_CHANGE (default 30%) from the current ones",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="look up, show and validate; send nothing"),
+    output: OutputFormat = format_option(),
 ) -> None:
     """Set offer prices on eMAG (offer/save) and in the database, audited: one offer, or a CSV of many."""
 
     from emag_sync.cli import console as screen
+    from emag_sync.cli.output import Listing, show
     from emag_sync.db import engine_from_settings
     from emag_sync.prices import apply, rules
     from emag_sync.prices.audit import Requester
     from emag_sync.prices.csv_input import parse_price_csv, read_price_file
-    from emag_sync.prices.results import result_rows, summary
+    from emag_sync.prices.results import RESULT_COLUMNS, result_rows, summary
     from emag_sync.settings import get_settings
 
-    console = screen.console
+    # Beside TSV or JSON of the per-line results, what is said on the way goes to stderr.
+    console = screen.console if output is OutputFormat.TABLE else screen.err_console
 
     single = [name for name, value in (("--sku", sku), ("--account", account), ("--price", price)) if value]
     if file is not None and (single or min_price or max_price):
@@ -64,6 +68,8 @@ def update_price(
         fail("give --sku, --account and --price (or --file prices.csv)")
     if encoding is not None and file is None:
         fail("--encoding is for --file")
+    if output is not OutputFormat.TABLE and file is None:
+        fail(f"--format {output.value} is for --file (its per-line results)")
     try:
         csv_text = read_price_file(file, encoding) if file is not None else None
         request = None
@@ -107,7 +113,7 @@ def update_price(
     finally:
         engine.dispose()
     rows = result_rows(results, parsed.problems, CLI_FIXES)
-    console.print(screen.results_table(rows))
+    show([Listing(RESULT_COLUMNS, rows, screen.results_table(rows))], output)
     console.print(f"price updates: {summary(rows)}")
     ok = {"applied", "not-sent"} if dry_run else {"applied"}
     if any(row["status"] not in ok for row in rows):
@@ -118,15 +124,19 @@ def price_history(
     limit: int = typer.Option(20, "--limit", min=1, help="how many price updates to show"),
     sku: str | None = typer.Option(None, "--sku", help="only this SKU"),
     account: str | None = typer.Option(None, "--account", help="only this account: main or fbe"),
+    output: OutputFormat = format_option(),
 ) -> None:
     """Recent price updates, newest first: who, old -> new, eMAG's answer, what a re-read found.
 
     Updates whose run stopped before eMAG answered show as interrupted until the next price run of the
     account (or a sync) reads eMAG and records what it holds.
     """
+    from sqlalchemy.exc import DBAPIError
+
     from emag_sync.accounts import AccountType
-    from emag_sync.cli.console import console, price_history_table
-    from emag_sync.db import engine_from_settings
+    from emag_sync.cli.console import price_history_listing
+    from emag_sync.cli.output import show
+    from emag_sync.db import database_error, engine_from_settings, first_line
     from emag_sync.settings import get_settings
 
     try:
@@ -138,6 +148,8 @@ def price_history(
     except EmagSyncError as exc:
         fail(str(exc))
     try:
-        console.print(price_history_table(engine, limit=limit, sku=sku, account=which))
+        show([price_history_listing(engine, limit=limit, sku=sku, account=which)], output)
+    except DBAPIError as exc:
+        fail(str(database_error(exc, engine.url) or f"the database does not answer: {first_line(exc)}"))
     finally:
         engine.dispose()

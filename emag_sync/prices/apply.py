@@ -19,6 +19,7 @@ from emag_sync.api.responses import Envelope
 from emag_sync.errors import (
     EmagApiError,
     EmagBusinessError,
+    EmagUnavailableError,
     EmagUncertainWriteError,
     PriceUpdateError,
 )
@@ -160,8 +161,12 @@ def apply_updates(
             outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
         except EmagUncertainWriteError as exc:
             outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
+        except EmagUnavailableError as exc:
+            # Every attempt answered 429/503, which eMAG sends without acting: not applied, and not refused.
+            stop = str(exc)
+            outcomes = [Outcome("unavailable", "not-applied", clock(), [], str(exc)) for _ in chunk]
         except EmagApiError as exc:
-            # Refused before eMAG could act (auth, 4xx, outlasted retries): later chunks would fail alike.
+            # Refused before eMAG could act (auth, other 4xx): later chunks would fail alike.
             stop = str(exc)
             outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
         else:
@@ -253,6 +258,8 @@ def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
     """What the operator reads about one outcome: eMAG's answer, then what the re-read found."""
     if outcome.answer == "accepted":
         return "applied on eMAG and in the database"
+    if outcome.answer == "unavailable":
+        return f"eMAG was unavailable, so nothing was changed ({outcome.error}); send it again later"
     said = (
         f"eMAG refused: {'; '.join(outcome.messages)}"
         if outcome.answer == "refused"

@@ -20,7 +20,8 @@ from emag_sync.prices.rules import PlannedUpdate, money_text
 from emag_sync.schema import PRICE_FIELDS, offers, price_updates
 
 Status = Literal["sending", "applied", "refused", "not-applied", "uncertain", "invalid", "not-sent"]
-Answer = Literal["accepted", "refused", "no-answer"]
+# "unavailable": eMAG answered every attempt 429 or 503 (it did not act on the save, and did not refuse it).
+Answer = Literal["accepted", "refused", "no-answer", "unavailable"]
 # What a re-read found, for the price fields that were sent: all as asked ("new prices"), as asked and
 # as before because they were the same ("same prices"), as before ("old prices"), anything else.
 Found = Literal["new prices", "same prices", "old prices", "other prices", "not found", "read failed"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from emag_sync.accounts import AccountType
@@ -12,8 +13,11 @@ from emag_sync.limits import OFFER_STATUS_ACTIVE, OFFER_STATUS_NAMES, PRICE_DECI
 from emag_sync.platforms import vat_rate_for
 from emag_sync.schema import MAX_MONEY, PRICE_FIELDS
 
-# A price as operators type it in a form: digits, optionally a point and up to eMAG's 4 decimals.
-PRICE_TEXT_PATTERN = rf"^[0-9]+([.][0-9]{{1,{PRICE_DECIMALS}}})?$"
+# A price as operators type it, on the command line, in a CSV and in the Prefect form alike: ASCII digits,
+# optionally one point and up to eMAG's 4 decimals (trailing zeros do not count). Python's Decimal() would
+# also take "3_2.99", "1e2" and Arabic-Indic or full-width digits; the form's pattern would not.
+PRICE_TEXT_PATTERN = rf"^[0-9]+([.][0-9]{{1,{PRICE_DECIMALS}}}0*)?$"
+_DIGITS_AND_POINT = re.compile(r"[0-9]+([.][0-9]+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -87,13 +91,13 @@ class PlannedUpdate:
 
 
 def parse_price(value: object, *, field_name: str, where: str) -> Decimal:
-    """A price as eMAG takes it: a finite Decimal > 0 with at most 4 decimals (never via float)."""
+    """A price as eMAG takes it: a finite Decimal > 0 with at most 4 decimals (never via float).
+
+    The one parser of typed prices (command line, CSV, Prefect form): text must match PRICE_TEXT_PATTERN.
+    """
     if isinstance(value, float):
         raise PriceUpdateError(f"{field_name} must be given as text or Decimal, not a float", subject=where)
-    try:
-        price = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise PriceUpdateError(f"{field_name} {value!r} is not a number", subject=where) from None
+    price = value if isinstance(value, Decimal) else _price_from_text(str(value), field_name, where)
     if not price.is_finite():
         raise PriceUpdateError(f"{field_name} {value!r} is not a number", subject=where)
     if price <= 0:
@@ -105,6 +109,15 @@ def parse_price(value: object, *, field_name: str, where: str) -> Decimal:
     if price >= MAX_MONEY:
         raise PriceUpdateError(f"{field_name} {price} is too large", subject=where)
     return price
+
+
+def _price_from_text(value: str, field_name: str, where: str) -> Decimal:
+    """Text of ASCII digits and at most one point as a Decimal; a sign is left for the range check."""
+    text = value.strip()
+    digits = text.removeprefix("-")
+    if not _DIGITS_AND_POINT.fullmatch(digits):
+        raise PriceUpdateError(f"{field_name} {value!r} is not a number", subject=where)
+    return Decimal(text)
 
 
 def parse_account(value: str, *, where: str) -> AccountType:
