@@ -86,6 +86,10 @@ class EmagUncertainWriteError(EmagApiError):
     """A write whose outcome is unknown (sent, then the connection failed): re-read before trusting it."""
 
 
+class EmagFilterIgnoredError(EmagApiError):
+    """A filtered read answered records the filter does not match (eMAG ignored it): nothing is taken from it."""
+
+
 class EmagPagingError(EmagApiError):
     """A read did not end where ``count`` said (full pages past its pages plus one): nothing is lost, rerun."""
 

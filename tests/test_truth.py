@@ -23,10 +23,15 @@ from typer.testing import CliRunner
 from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
-from emag_sync.errors import DeactivationLimitError
+from emag_sync.errors import DeactivationLimitError, EmagFilterIgnoredError
 from emag_sync.schema import offers, products
 from expectations.checkpoint import run_checkpoint
-from tests.helpers import assert_matches_catalogue, assert_resumed_after, pages_in_order
+from tests.helpers import (
+    FilterIgnoringTransport,
+    assert_matches_catalogue,
+    assert_resumed_after,
+    pages_in_order,
+)
 from tests.test_faults import PAGE, client_for, run_sync, runs
 
 FBE = AccountType.FBE
@@ -69,6 +74,34 @@ def test_a_live_offer_that_slips_past_the_read_stays_active(engine, sandbox_serv
     sandbox_state.set_faults(FBE, Faults())
     again = run_sync(engine, sandbox_server)
     assert again.rows_deactivated == 1  # the removed record, confirmed gone by a read of its id
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+def test_emag_ignoring_the_id_filter_deactivates_no_live_offer(engine, sandbox_server, sandbox_state) -> None:
+    """Fault: while the read runs, three records of pages already read are removed and three added at the end
+    (the first three of page 7 slip past the reader, the count stays 250); and eMAG ignores the id filter of
+    the reads that follow, answering each with the first page of the whole catalogue.
+
+    The three live offers the listing skipped are not on that page: such an answer confirms nothing, so the
+    run fails in one line naming the account and the filter and deactivates nothing. The next sync, with the
+    filter honoured, deactivates exactly the three removed records.
+    """
+    run_sync(engine, sandbox_server)
+    before = active(engine)
+    slipped = [r["part_number"] for r in sandbox_state.catalogue_records(FBE)[6 * PAGE : 6 * PAGE + 3]]
+    sandbox_state.set_faults(FBE, Faults(mutate_after_page=6, mutate_remove=3, mutate_add=3))
+
+    with pytest.raises(EmagFilterIgnoredError) as failure:
+        run_sync(engine, sandbox_server, transport=FilterIgnoringTransport())
+
+    [line] = str(failure.value).splitlines()
+    assert line.startswith("fbe: product_offer/read: offer id ") and ": filtered by id " in line, line
+    assert runs(engine)[-1]["status"] == "failed" and runs(engine)[-1]["rows_deactivated"] == 0
+    assert set(slipped) <= set(active(engine))
+    assert set(before) <= set(active(engine)) == set(active(engine, products))  # nothing deactivated
+
+    again = run_sync(engine, sandbox_server)
+    assert again.status == "succeeded" and again.rows_deactivated == 3
     assert_matches_catalogue(engine, sandbox_state, FBE)
 
 
