@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import UTC, datetime
 from itertools import islice
@@ -22,6 +22,7 @@ from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, I
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
+from emag_sync.records import RecordRejected, parse_sku
 from emag_sync.run_row import BatchCounts, RunRow
 from emag_sync.runs import (
     abandon_run,
@@ -245,7 +246,8 @@ def _settle_missing(
     Offset paging has no snapshot: a record removed from a page already read shifts the rest up, so one
     live record slips past the reader, and the count can stay the same when another is added. So every
     active offer the read did not return is read again by its id (eMAG's product_offer/read filters by id,
-    on the same rate budget): one eMAG still has is loaded, one it does not is deactivated. Refused before
+    on the same rate budget): one eMAG still has under its part_number is loaded; one it does not have, or has
+    under another part_number (the SKU was renamed: the new SKU's row carries the id), is deactivated. Refused before
     any such request: a read that could not have returned everything eMAG counted even if every missing
     offer were live, and more missing offers than ``options.max_deactivated_share`` of the account's active
     catalogue (an empty answer from eMAG must not wipe it).
@@ -279,13 +281,36 @@ def _settle_missing(
     )  # fmt: skip
     answers = [(sku, client.read_by_id(emag_id)) for sku, emag_id in missing]
     found = [page for _, page in answers if page.records]
+    renamed = [(sku, page) for sku, page in answers if page.records and _renamed(page.records[0], sku)]
     if found:
-        _load_pages(engine, account, run_id, found, meter)  # loaded, or rejected by name: either way live
+        # Loaded, or rejected by name: either way live (a renamed record under its new part_number).
+        _load_pages(engine, account, run_id, found, meter)
         _logger().info(
             "%s: %s of them are live on eMAG (the paging had moved them past the read) and were loaded",
-            account.value, len(found),
+            account.value, len(found) - len(renamed),
         )  # fmt: skip
-    return deactivate(engine, run_id, account, [sku for sku, page in answers if not page.records])
+    if renamed:
+        _logger().info(
+            "%s: %s of them answer their id with another part_number (renamed on eMAG), so their rows are "
+            "deactivated: %s",
+            account.value, len(renamed),
+            ", ".join(f"{sku} -> {page.records[0]['part_number']}" for sku, page in renamed[:10]),
+        )  # fmt: skip
+    gone = [sku for sku, page in answers if not page.records]
+    return deactivate(engine, run_id, account, gone + [sku for sku, _ in renamed])
+
+
+def _renamed(record: object, sku: str) -> bool:
+    """Whether the record eMAG holds under a row's id carries another part_number: a row stands for an id
+    AND a part_number, so a renamed SKU's row is gone (its id now lives on in the new SKU's row).
+
+    A record without a readable part_number proves nothing: its row stays as it is.
+    """
+    part_number = record.get("part_number") if isinstance(record, Mapping) else None
+    try:
+        return parse_sku(part_number) != sku
+    except RecordRejected:
+        return False
 
 
 def sync_account_with_settings(

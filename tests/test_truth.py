@@ -77,6 +77,25 @@ def test_a_live_offer_that_slips_past_the_read_stays_active(engine, sandbox_serv
     assert_matches_catalogue(engine, sandbox_state, FBE)
 
 
+def test_a_renamed_sku_is_deactivated_and_its_id_has_one_active_row(
+    engine, sandbox_server, sandbox_state
+) -> None:
+    """Fault: between two syncs the seller renames a SKU on eMAG: same id, new part_number (A -> B).
+
+    The next sync loads B; A's row, no longer returned, is read by its id, which answers B: the row stood for
+    that id AND A, so it is deactivated (renamed), not kept active beside B with the same eMAG id.
+    """
+    run_sync(engine, sandbox_server)
+    record = sandbox_state.catalogue_records(FBE)[60]
+    [new_sku] = sandbox_state.rename_records(FBE, [record["id"]]).values()
+
+    summary = run_sync(engine, sandbox_server)
+
+    assert summary.status == "succeeded" and summary.rows_deactivated == 1
+    assert record["part_number"] not in active(engine) and active(engine)[new_sku] == record["id"]
+    assert_matches_catalogue(engine, sandbox_state, FBE)  # every eMAG id on exactly one active row
+
+
 def test_emag_ignoring_the_id_filter_deactivates_no_live_offer(engine, sandbox_server, sandbox_state) -> None:
     """Fault: while the read runs, three records of pages already read are removed and three added at the end
     (the first three of page 7 slip past the reader, the count stays 250); and eMAG ignores the id filter of
