@@ -7,6 +7,7 @@ import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import UTC, datetime
+from decimal import Decimal
 from itertools import islice
 
 from prefect import task
@@ -36,7 +37,7 @@ from emag_sync.runs import (
     start_run,
     succeeded_in_flow_run,
 )
-from emag_sync.settings import get_settings
+from emag_sync.settings import DEFAULT_MAX_DEACTIVATED_COUNT, get_settings
 from tasks.artifacts import ProgressReporter
 from tasks.load import active_products, deactivate, load_batch, missing_from_read
 from tasks.outcomes import run_step
@@ -246,11 +247,12 @@ def _settle_missing(
     Offset paging has no snapshot: a record removed from a page already read shifts the rest up, so one
     live record slips past the reader, and the count can stay the same when another is added. So every
     active offer the read did not return is read again by its id (eMAG's product_offer/read filters by id,
-    on the same rate budget): one eMAG still has under its part_number is loaded; one it does not have, or has
-    under another part_number (the SKU was renamed: the new SKU's row carries the id), is deactivated. Refused before
-    any such request: a read that could not have returned everything eMAG counted even if every missing
-    offer were live, and more missing offers than ``options.max_deactivated_share`` of the account's active
-    catalogue (an empty answer from eMAG must not wipe it).
+    on the same rate budget): one eMAG still has under its part_number is loaded; one it does not have, or
+    has under another part_number (the SKU was renamed: the new SKU's row carries the id), is deactivated.
+    Refused before any such request: a read that could not have returned everything eMAG counted even if
+    every missing offer were live, and more missing offers than both ``options.max_deactivated_share`` of
+    the account's active catalogue and ``options.max_deactivated_count`` (an empty answer from eMAG must not
+    wipe it; a small shop may still lose a few).
     """
     run = get_run(engine, run_id)
     missing = missing_from_read(engine, run_id, account)
@@ -266,13 +268,20 @@ def _settle_missing(
     if not missing:
         return 0
     active = active_products(engine, account)
-    if len(missing) > options.max_deactivated_share * active:
+    # The share as it was typed, compared exactly: as a float, 0.29 x 100 offers is 28.999..., below 29.
+    share = Decimal(str(options.max_deactivated_share))
+    allowed = (
+        DEFAULT_MAX_DEACTIVATED_COUNT
+        if options.max_deactivated_count is None
+        else options.max_deactivated_count
+    )
+    if len(missing) > share * active and len(missing) > allowed:
         raise DeactivationLimitError(
             f"eMAG did not return {len(missing)} of the account's {active} active offers "
-            f"({len(missing) / active:.0%}; its count said {expected}), more than the "
-            f"{options.max_deactivated_share:.0%} one run may deactivate: nothing was deactivated. If they were "
-            "really removed on eMAG, run again with a higher limit (--max-deactivated-share 1, or the flow "
-            "option max_deactivated_share)",
+            f"({len(missing) / active:.0%}; its count said {expected}), more than the {_percent(share)} or the "
+            f"{allowed} offers one run may deactivate: nothing was deactivated. If they were really removed on "
+            f"eMAG, run again with a higher limit (--max-deactivated-share 1 or --max-deactivated-count "
+            f"{len(missing)}, or the flow options max_deactivated_share / max_deactivated_count)",
             account=account,
         )
     _logger().info(
@@ -300,6 +309,11 @@ def _settle_missing(
     return deactivate(engine, run_id, account, gone + [sku for sku, _ in renamed])
 
 
+def _percent(share: Decimal) -> str:
+    """``29%``, ``12.5%``: a share as typed, without float noise or rounding."""
+    return f"{(share * 100).normalize():f}%"
+
+
 def _renamed(record: object, sku: str) -> bool:
     """Whether the record eMAG holds under a row's id carries another part_number: a row stands for an id
     AND a part_number, so a renamed SKU's row is gone (its id now lives on in the new SKU's row).
@@ -318,6 +332,8 @@ def sync_account_with_settings(
 ) -> RunRow:
     """``sync_account`` against the configured database and eMAG (engine and client opened here)."""
     settings = get_settings()
+    if options.max_deactivated_count is None:  # the setting where the sync runs (a worker's environment)
+        options = options.model_copy(update={"max_deactivated_count": settings.emag_max_deactivated_count})
     engine = make_engine(database_url(settings))
     try:
         with open_client(settings, account) as client:

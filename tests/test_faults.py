@@ -87,6 +87,7 @@ def run_sync(
     resume: bool = False,
     wait_for_lock: bool = False,
     max_deactivated_share: float = SyncOptions().max_deactivated_share,
+    max_deactivated_count: int | None = None,
     progress: ProgressReporter | None = None,
     **client_options: object,
 ) -> RunRow:
@@ -97,6 +98,7 @@ def run_sync(
         resume=resume,
         wait_for_lock=wait_for_lock,
         max_deactivated_share=max_deactivated_share,
+        max_deactivated_count=max_deactivated_count,
     )
     with client_for(running, account, **client_options) as client:
         return sync_account(engine, client, account, options, progress=progress)
@@ -887,4 +889,28 @@ def test_the_deactivation_limit_given_on_the_command_line_is_the_one_applied(
     assert runs(engine)[-1]["rows_deactivated"] == 0
     assert invoke_sync("--account", "fbe").exit_code == 0
     assert runs(engine)[-1]["rows_deactivated"] == 5
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+@pytest.mark.flow
+def test_the_deactivation_count_from_the_environment_or_the_command_line_is_the_one_applied(
+    engine, db_env, sandbox_env, sandbox_state, prefect_harness, monkeypatch
+):
+    """EMAG_MAX_DEACTIVATED_COUNT and `sync --max-deactivated-count` reach the run: with no share allowed,
+    three offers gone are refused under the default allowance (2), deactivated with the setting at 3; and the
+    command line's 1 wins over the setting."""
+    assert invoke_sync("--account", "fbe").exit_code == 0
+    sandbox_state.remove_records(FBE, 3)
+    line = assert_one_line_error(invoke_sync("--account", "fbe", "--max-deactivated-share", "0"), "fbe")
+    assert "more than the 0% or the 2 offers one run may deactivate: nothing was deactivated" in line, line
+
+    monkeypatch.setenv("EMAG_MAX_DEACTIVATED_COUNT", "3")
+    assert invoke_sync("--account", "fbe", "--max-deactivated-share", "0").exit_code == 0
+    assert runs(engine)[-1]["rows_deactivated"] == 3
+
+    sandbox_state.remove_records(FBE, 2)
+    refused = invoke_sync("--account", "fbe", "--max-deactivated-share", "0", "--max-deactivated-count", "1")
+    assert "or the 1 offers one run may deactivate" in assert_one_line_error(refused, "fbe")
+    assert invoke_sync("--account", "fbe", "--max-deactivated-share", "0").exit_code == 0
+    assert runs(engine)[-1]["rows_deactivated"] == 2
     assert_matches_catalogue(engine, sandbox_state, FBE)

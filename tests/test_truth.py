@@ -171,7 +171,7 @@ def test_an_empty_answer_never_wipes_the_catalogue(engine, sandbox_server, sandb
         run_sync(engine, sandbox_server)
     assert str(failure.value).startswith(
         "fbe: eMAG did not return 250 of the account's 250 active offers (100%; its count said 0), more than "
-        "the 10% one run may deactivate: nothing was deactivated"
+        "the 10% or the 2 offers one run may deactivate: nothing was deactivated"
     )
     assert runs(engine)[-1]["status"] == "failed"
     assert_matches_catalogue(engine, sandbox_state, FBE, expected=dict(active(engine)))
@@ -179,6 +179,49 @@ def test_an_empty_answer_never_wipes_the_catalogue(engine, sandbox_server, sandb
 
     allowed = run_sync(engine, sandbox_server, max_deactivated_share=1.0)
     assert allowed.status == "succeeded" and allowed.rows_deactivated == 250 and active(engine) == {}
+
+
+def test_a_removal_at_the_share_cap_is_allowed_exactly(serve_sandbox, engine) -> None:
+    """Fault: 30, then 29, of 100 offers removed on eMAG, with `--max-deactivated-share 0.29`.
+
+    The share is compared exactly (as a float, 0.29 x 100 is 28.999...): 30 are refused naming the limit,
+    and 29 are deactivated.
+    """
+    state = SandboxState(products=100, main_products=5, rate_limit=False)
+    with serve_sandbox(state) as running:
+        run_sync(engine, running)
+        removed = state.remove_records(FBE, 30)
+        with pytest.raises(DeactivationLimitError, match=r"\(30%; .* more than the 29% or the 2 offers"):
+            run_sync(engine, running, max_deactivated_share=0.29)
+        state.restore_records(FBE, removed[:1])
+
+        summary = run_sync(engine, running, max_deactivated_share=0.29)
+
+        assert summary.status == "succeeded" and summary.rows_deactivated == 29
+        assert_matches_catalogue(engine, state, FBE)
+
+
+def test_a_small_shop_may_lose_a_few_offers_under_the_absolute_allowance(serve_sandbox, engine) -> None:
+    """Fault: a catalogue of 5 offers loses one (20%, above the default 10% share), later three of its four.
+
+    One is within the default allowance of 2 offers and is deactivated without any option (0 refuses it);
+    three are above both limits and refused, until the allowance says 3.
+    """
+    state = SandboxState(products=5, main_products=5, rate_limit=False)
+    with serve_sandbox(state) as running:
+        run_sync(engine, running)
+        state.remove_records(FBE, 1)
+        with pytest.raises(DeactivationLimitError, match=r"\(20%; .* more than the 10% or the 0 offers"):
+            run_sync(engine, running, max_deactivated_count=0)
+        assert run_sync(engine, running).rows_deactivated == 1
+
+        state.remove_records(FBE, 3)
+        with pytest.raises(
+            DeactivationLimitError, match=r"did not return 3 of the account's 4 active offers"
+        ):
+            run_sync(engine, running)
+        assert run_sync(engine, running, max_deactivated_count=3).rows_deactivated == 3
+        assert_matches_catalogue(engine, state, FBE)
 
 
 def test_a_run_that_loaded_nothing_fails_its_data_quality(
