@@ -102,6 +102,17 @@ class DeactivationLimitError(EmagSyncError):
     """More of the account's active offers went missing than one run may deactivate: nothing is deactivated."""
 
 
+class SyncInterruptedError(EmagSyncError):
+    """The operator stopped the sync (Ctrl-C, SIGTERM) at a batch boundary: the run is interrupted, resumable.
+
+    ``signal_number`` is the signal that asked for it (the command exits 128 + it).
+    """
+
+    def __init__(self, message: str, *, account: AccountType | None = None, signal_number: int) -> None:
+        super().__init__(message, account=account)
+        self.signal_number = signal_number
+
+
 class SyncLockedError(EmagSyncError):
     """Another sync of the same account holds the lock."""
 

@@ -19,12 +19,17 @@ from emag_sync.accounts import AccountType
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.api.paging import BY_ID
 from emag_sync.db import database_url, describe, first_line, make_engine
-from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, IncompleteReadError
+from emag_sync.errors import (
+    DatabaseUnavailableError,
+    DeactivationLimitError,
+    IncompleteReadError,
+    SyncInterruptedError,
+)
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.records import RecordRejected, parse_sku
-from emag_sync.run_row import BatchCounts, RunRow
+from emag_sync.run_row import BatchCounts, RunRow, RunStatus
 from emag_sync.runs import (
     abandon_run,
     abandon_unfinished,
@@ -38,6 +43,7 @@ from emag_sync.runs import (
     succeeded_in_flow_run,
 )
 from emag_sync.settings import DEFAULT_MAX_DEACTIVATED_COUNT, get_settings
+from emag_sync.stopping import stop_at_boundary
 from tasks.artifacts import ProgressReporter
 from tasks.load import active_products, deactivate, load_batch, missing_from_read
 from tasks.outcomes import run_step
@@ -209,7 +215,8 @@ def _read_and_load(
     expected_pages = get_run(engine, run_id).expected_pages or 0
     pages_done, records_done = 0, 0
     try:
-        with closing(pages):  # on a failure, stop the look-ahead reads at once
+        stop_at_boundary(account, "before reading any page")
+        with closing(pages):  # on a failure or a stop, drop the look-ahead reads at once
             for batch in batched(pages, options.pages_per_batch):
                 counts = _load_pages(engine, account, run_id, batch, meter)
                 pages_done, records_done = pages_done + len(batch), records_done + counts.read
@@ -219,6 +226,7 @@ def _read_and_load(
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
+                stop_at_boundary(account, f"after committing {page_ranges(page.number for page in batch)}")
         deactivated = _settle_missing(engine, client, account, run_id, options, meter)
         # Price updates whose process died before eMAG answered: this complete read shows what eMAG holds.
         reconcile_interrupted_from_database(engine, account, read_started_at, run_id=run_id)
@@ -231,7 +239,9 @@ def _read_and_load(
         )
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
-        fail_run(engine, run_id, error, elapsed_seconds=time.monotonic() - started, counters=meter.take())
+        status = RunStatus.INTERRUPTED if isinstance(exc, SyncInterruptedError) else RunStatus.FAILED
+        elapsed = time.monotonic() - started
+        fail_run(engine, run_id, error, elapsed_seconds=elapsed, counters=meter.take(), status=status)
         if isinstance(exc, IncompleteReadError):
             abandon_run(engine, run_id, error)  # resuming would read the same gap again
         raise

@@ -86,6 +86,8 @@ def sync(
         outcome = run_sync(get_settings(), account, options)
     except EmagSyncError as exc:
         fail(str(exc))
+    if outcome.stopped_by is not None:
+        raise typer.Exit(128 + outcome.stopped_by)  # the shell's convention for a command ended by a signal
     if not outcome.ok:
         raise typer.Exit(1)
 
