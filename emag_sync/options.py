@@ -47,6 +47,6 @@ class SyncOptions(BaseModel):
         default=None,
         ge=0,
         description="how many offers one run may deactivate whatever share of the catalogue they are (a small "
-        "shop removing one of its few offers); empty: EMAG_MAX_DEACTIVATED_COUNT where the sync runs "
+        "shop removing one of its few offers); unset: EMAG_MAX_DEACTIVATED_COUNT where the sync runs "
         f"(default {DEFAULT_MAX_DEACTIVATED_COUNT})",
     )

@@ -57,8 +57,8 @@ def run_stoppable(work: Callable[[], T]) -> T:
 
     In the main thread a signal would land in whatever Prefect's engine is doing (KeyboardInterrupt in its
     wait, its own SIGTERM handler), not in the syncs, which run in task threads and would go on to the end.
-    A second signal meets the handler that was there before (Ctrl-C again stops at once). Outside the main
-    thread (signals cannot be handled there) ``work`` simply runs.
+    A second signal meets the handler that was there before. Outside the main thread (signals cannot be
+    handled there) ``work`` simply runs.
     """
     if threading.current_thread() is not threading.main_thread():
         return work()
