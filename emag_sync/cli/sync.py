@@ -75,7 +75,8 @@ def interrupted_line(engine: Engine, since: int, stopped: signal.Signals) -> str
     if not ended:
         return None
     which = ", ".join(
-        f"{run.account_type} run {run.id} after {f'page {run.last_committed_page}' if run.last_committed_page else 'no page'}"
+        f"{run.account_type} run {run.id} after "
+        + (f"page {run.last_committed_page}" if run.last_committed_page else "no page")
         for run in ended
     )
     return (
