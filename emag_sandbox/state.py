@@ -306,6 +306,7 @@ class _Account:
     window: _SlidingWindow
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
     removed: list[int] = field(default_factory=list)  # sorted record indices
+    renamed: dict[str, int] = field(default_factory=dict)  # part_number given by rename_records -> index
     requests_since_faults: int = 0
     error_rng: random.Random = field(default_factory=random.Random)
     version: int = 0  # bumped on every change that alters what a read returns
@@ -492,7 +493,7 @@ class SandboxState:
         """The record with this part_number (unmalformed), or None."""
         with self._lock:
             state = self._accounts[account]
-            index = state.catalogue.index_of_sku(sku)
+            index = self._index_of_sku(state, sku)
             if index is None or self._is_removed(state, index):
                 return None
             return self._current(state, index)
@@ -561,6 +562,23 @@ class SandboxState:
             self._changed(state)
             return [state.catalogue.id_of(index) for index in range(first, first + n)]
 
+    def rename_records(self, account: AccountType, ids: Iterable[int]) -> dict[int, str]:
+        """Give live records a new part_number under the same id (a seller renaming a SKU, which eMAG
+        allows); returns each id's new part_number."""
+        with self._lock:
+            state = self._accounts[account]
+            renamed: dict[int, str] = {}
+            for emag_id in ids:
+                index = self._live_index_of_id(state, emag_id)
+                if index is None:
+                    raise ValueError(f"{account.label}: no live record with id {emag_id}")
+                new = f"{self._current(state, index)['part_number']}-R"
+                state.overrides.setdefault(index, {})["part_number"] = new
+                state.renamed[new] = index
+                renamed[emag_id] = new
+            self._changed(state)
+            return renamed
+
     def restore_records(self, account: AccountType, ids: Iterable[int]) -> list[int]:
         """Bring removed records back at their place in the catalogue (inside pages a read may have passed)."""
         with self._lock:
@@ -620,6 +638,15 @@ class SandboxState:
         position = bisect.bisect_left(state.removed, index)
         return position < len(state.removed) and state.removed[position] == index
 
+    @staticmethod
+    def _index_of_sku(state: _Account, sku: str) -> int | None:
+        """The record whose part_number is ``sku`` now (renames included), removed or not."""
+        index = state.renamed.get(sku, state.catalogue.index_of_sku(sku))
+        if index is None:
+            return None
+        current = state.overrides.get(index, {}).get("part_number", state.catalogue.sku_of(index))
+        return index if current == sku else None
+
     def _live_index_of_id(self, state: _Account, emag_id: int) -> int | None:
         index = state.catalogue.index_of_id(emag_id)
         return None if index is None or self._is_removed(state, index) else index
@@ -652,7 +679,7 @@ class SandboxState:
             if "id" in filters:
                 index = state.catalogue.index_of_id(int(str(filters["id"])))
             elif "part_number" in filters:
-                index = state.catalogue.index_of_sku(str(filters["part_number"]))
+                index = self._index_of_sku(state, str(filters["part_number"]))
             else:
                 index = state.catalogue.index_of_pnk(str(filters["part_number_key"]))
             if index is None or self._is_removed(state, index):

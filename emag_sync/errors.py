@@ -100,6 +100,10 @@ class EmagUncertainWriteError(EmagApiError):
     """A write whose outcome is unknown (sent, then the connection failed): re-read before trusting it."""
 
 
+class EmagFilterIgnoredError(EmagApiError):
+    """A filtered read answered records the filter does not match (eMAG ignored it): nothing is taken from it."""
+
+
 class EmagPagingError(EmagApiError):
     """A read did not end where ``count`` said (full pages past its pages plus one): nothing is lost, rerun."""
 
@@ -110,6 +114,17 @@ class IncompleteReadError(EmagSyncError):
 
 class DeactivationLimitError(EmagSyncError):
     """More of the account's active offers went missing than one run may deactivate: nothing is deactivated."""
+
+
+class SyncInterruptedError(EmagSyncError):
+    """The operator stopped the sync (Ctrl-C, SIGTERM) at a batch boundary: the run is interrupted, resumable.
+
+    ``signal_number`` is the signal that asked for it (the command exits 128 + it).
+    """
+
+    def __init__(self, message: str, *, account: AccountType | None = None, signal_number: int) -> None:
+        super().__init__(message, account=account)
+        self.signal_number = signal_number
 
 
 class SyncLockedError(EmagSyncError):

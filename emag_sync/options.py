@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
+from emag_sync.settings import DEFAULT_MAX_DEACTIVATED_COUNT
 
 # What the flow's ``accounts`` parameter takes; the Prefect UI shows it as a choice.
 Accounts = Literal["both", "main", "fbe"]
@@ -39,6 +40,13 @@ class SyncOptions(BaseModel):
         ge=0,
         le=1,
         description="the largest share of the account's active offers one run may deactivate (each confirmed "
-        "gone by a read of its id); above it the run fails and deactivates nothing. Raise it (up to 1) when "
-        "many offers were really removed on eMAG",
+        "gone by a read of its id); above it, and above max_deactivated_count, the run fails and deactivates "
+        "nothing. Raise it (up to 1) when many offers were really removed on eMAG",
+    )
+    max_deactivated_count: int | None = Field(
+        default=None,
+        ge=0,
+        description="how many offers one run may deactivate whatever share of the catalogue they are (a small "
+        "shop removing one of its few offers); unset: EMAG_MAX_DEACTIVATED_COUNT where the sync runs "
+        f"(default {DEFAULT_MAX_DEACTIVATED_COUNT})",
     )

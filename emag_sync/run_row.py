@@ -24,6 +24,8 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     # Its process died (killed, crashed, or lost the database) without recording how the run ended.
     CRASHED = "crashed"
+    # The operator stopped it (Ctrl-C, SIGTERM) at a batch boundary; --resume continues it.
+    INTERRUPTED = "interrupted"
     ABANDONED = "abandoned"
 
 
@@ -35,7 +37,7 @@ class DqStatus(StrEnum):
     FAILED = "failed"
 
 
-UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CRASHED)
+UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CRASHED, RunStatus.INTERRUPTED)
 
 # The run's figures as people read them, in the order they are shown, one label per column: shared by
 # the terminal's tables and the run summary artifact.

@@ -281,8 +281,10 @@ def fail_run(
     *,
     elapsed_seconds: float | None = None,
     counters: RequestCounters = RequestCounters(),
+    status: RunStatus = RunStatus.FAILED,
 ) -> bool:
-    """Record a failure; keeps the seen set so a rerun can resume. Returns whether it was recorded.
+    """Record a failure (or, with ``status`` INTERRUPTED, the operator's stop); keeps the seen set so a rerun
+    can resume. Returns whether it was recorded.
 
     Called while another error propagates, possibly a lost database: it uses a new connection and
     logs instead of raising, so the original error is the one the caller sees.
@@ -292,7 +294,7 @@ def fail_run(
         update(sync_runs)
         .where(c.id == run_id, c.status == RunStatus.RUNNING)
         .values(
-            status=RunStatus.FAILED,
+            status=status,
             finished_at=func.now(),
             error=error[:MAX_ERROR_LENGTH],
             duration_seconds=_add_elapsed(elapsed_seconds),

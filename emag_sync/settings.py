@@ -28,6 +28,9 @@ DEFAULT_DATA_DOCS_URL = f"http://127.0.0.1:{DATA_DOCS_PORT}/"
 # A price update may move a sale price by at most this share of it unless the operator says it is intended
 # (--allow-large-change / allow_large_change): 35.00 typed for 350.00 is refused, not applied.
 DEFAULT_MAX_PRICE_CHANGE = Decimal("0.30")
+# A sync may always deactivate this many offers confirmed gone, whatever share of the catalogue they are: a
+# shop of 5 offers that removes one (20%, above the default 10% share) is not refused on every scheduled run.
+DEFAULT_MAX_DEACTIVATED_COUNT = 2
 
 
 class AccountConfig(BaseModel):
@@ -78,6 +81,8 @@ class Settings(BaseSettings):
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
     emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0, allow_inf_nan=False)
+    # The sync option max_deactivated_count when a run does not give one.
+    emag_max_deactivated_count: int = Field(default=DEFAULT_MAX_DEACTIVATED_COUNT, ge=0)
 
     @model_validator(mode="after")
     def _per_minute_follows_per_second(self) -> Settings:

@@ -34,7 +34,9 @@ _R = f"{SCHEMA}.{sync_runs.name}"
 ASSET_QUERIES: Mapping[str, str] = {
     PRODUCTS: f"SELECT id, sku, account_type, is_active FROM {_P} WHERE account_type = '{{account}}'",
     OFFERS: f"SELECT id, sku, account_type, is_active FROM {_O} WHERE account_type = '{{account}}'",
-    ACTIVE_PRODUCTS: f"SELECT id, sku, account_type FROM {_P} WHERE account_type = '{{account}}' AND is_active",
+    ACTIVE_PRODUCTS: (
+        f"SELECT id, sku, account_type, emag_id FROM {_P} WHERE account_type = '{{account}}' AND is_active"
+    ),
     ACTIVE_OFFERS: (
         "SELECT id, product_id, sku, account_type, emag_offer_id, sale_price, min_sale_price, max_sale_price,"
         f" currency, stock, available_stock, reserved_stock FROM {_O}"
@@ -216,6 +218,20 @@ def checks_for(
         )
         for asset in (PRODUCTS, OFFERS)
     ]
+    # A row stands for an eMAG id and a part_number: two active rows of one id (a SKU renamed on eMAG whose
+    # old row stayed active) would send one row's price updates to the other's offer.
+    one_row_per_emag_id = [
+        Check(
+            f"{asset}_{column}_unique",
+            "critical",
+            asset,
+            "ExpectColumnValuesToBeUnique",
+            {"column": column},
+            f"{{unexpected}} {asset.replace('_', ' ')} share their eMAG id ({column}) with another active row: {{skus}}",
+            f"An eMAG id ({column}) belongs to at most one of the account's {asset.replace('_', ' ')}",
+        )
+        for asset, column in ((ACTIVE_PRODUCTS, "emag_id"), (ACTIVE_OFFERS, "emag_offer_id"))
+    ]
     coverage = [
         Check(
             "active_offer_count_equals_active_product_count",
@@ -245,7 +261,13 @@ def checks_for(
             "Every active offer points at an active product of its account with the same SKU",
         ),
     ]
-    checks = [*coverage, *unique, *_active_offer_checks(), *_run_checks(reject_threshold, min_loaded_share)]
+    checks = [
+        *coverage,
+        *unique,
+        *one_row_per_emag_id,
+        *_active_offer_checks(),
+        *_run_checks(reject_threshold, min_loaded_share),
+    ]
     return sorted(checks, key=lambda check: check.severity != "critical")
 
 

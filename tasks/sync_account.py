@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import closing
 from datetime import UTC, datetime
+from decimal import Decimal
 from itertools import islice
 
 from prefect import task
@@ -18,11 +19,17 @@ from emag_sync.accounts import AccountType
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.api.paging import BY_ID
 from emag_sync.db import database_error, database_url, describe, first_line, make_engine
-from emag_sync.errors import DatabaseUnavailableError, DeactivationLimitError, IncompleteReadError
+from emag_sync.errors import (
+    DatabaseUnavailableError,
+    DeactivationLimitError,
+    IncompleteReadError,
+    SyncInterruptedError,
+)
 from emag_sync.locks import account_lock
 from emag_sync.options import SyncOptions
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
-from emag_sync.run_row import BatchCounts, RunRow
+from emag_sync.records import RecordRejected, parse_sku
+from emag_sync.run_row import BatchCounts, RunRow, RunStatus
 from emag_sync.runs import (
     abandon_run,
     abandon_unfinished,
@@ -35,7 +42,8 @@ from emag_sync.runs import (
     start_run,
     succeeded_in_flow_run,
 )
-from emag_sync.settings import get_settings
+from emag_sync.settings import DEFAULT_MAX_DEACTIVATED_COUNT, get_settings
+from emag_sync.stopping import stop_at_boundary
 from tasks.artifacts import ProgressReporter
 from tasks.load import active_products, deactivate, load_batch, missing_from_read
 from tasks.outcomes import run_step
@@ -207,7 +215,8 @@ def _read_and_load(
     expected_pages = get_run(engine, run_id).expected_pages or 0
     pages_done, records_done = 0, 0
     try:
-        with closing(pages):  # on a failure, stop the look-ahead reads at once
+        stop_at_boundary(account, "before reading any page")
+        with closing(pages):  # on a failure or a stop, drop the look-ahead reads at once
             for batch in batched(pages, options.pages_per_batch):
                 counts = _load_pages(engine, account, run_id, batch, meter)
                 pages_done, records_done = pages_done + len(batch), records_done + counts.read
@@ -217,6 +226,7 @@ def _read_and_load(
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
+                stop_at_boundary(account, f"after committing {page_ranges(page.number for page in batch)}")
         deactivated = _settle_missing(engine, client, account, run_id, options, meter)
         # Price updates whose process died before eMAG answered: this complete read shows what eMAG holds.
         reconcile_interrupted_from_database(engine, account, read_started_at, run_id=run_id)
@@ -230,7 +240,9 @@ def _read_and_load(
     except BaseException as exc:
         problem = database_error(exc, engine.url) if isinstance(exc, DBAPIError) else None
         error = str(problem) if problem is not None else f"{type(exc).__name__}: {exc}"
-        fail_run(engine, run_id, error, elapsed_seconds=time.monotonic() - started, counters=meter.take())
+        status = RunStatus.INTERRUPTED if isinstance(exc, SyncInterruptedError) else RunStatus.FAILED
+        elapsed = time.monotonic() - started
+        fail_run(engine, run_id, error, elapsed_seconds=elapsed, counters=meter.take(), status=status)
         if isinstance(exc, IncompleteReadError):
             abandon_run(engine, run_id, error)  # resuming would read the same gap again
         raise
@@ -246,10 +258,12 @@ def _settle_missing(
     Offset paging has no snapshot: a record removed from a page already read shifts the rest up, so one
     live record slips past the reader, and the count can stay the same when another is added. So every
     active offer the read did not return is read again by its id (eMAG's product_offer/read filters by id,
-    on the same rate budget): one eMAG still has is loaded, one it does not is deactivated. Refused before
-    any such request: a read that could not have returned everything eMAG counted even if every missing
-    offer were live, and more missing offers than ``options.max_deactivated_share`` of the account's active
-    catalogue (an empty answer from eMAG must not wipe it).
+    on the same rate budget): one eMAG still has under its part_number is loaded; one it does not have, or
+    has under another part_number (the SKU was renamed: the new SKU's row carries the id), is deactivated.
+    Refused before any such request: a read that could not have returned everything eMAG counted even if
+    every missing offer were live, and more missing offers than both ``options.max_deactivated_share`` of
+    the account's active catalogue and ``options.max_deactivated_count`` (an empty answer from eMAG must not
+    wipe it; a small shop may still lose a few).
     """
     run = get_run(engine, run_id)
     missing = missing_from_read(engine, run_id, account)
@@ -265,13 +279,20 @@ def _settle_missing(
     if not missing:
         return 0
     active = active_products(engine, account)
-    if len(missing) > options.max_deactivated_share * active:
+    # The share as it was typed, compared exactly: as a float, 0.29 x 100 offers is 28.999..., below 29.
+    share = Decimal(str(options.max_deactivated_share))
+    allowed = (
+        DEFAULT_MAX_DEACTIVATED_COUNT
+        if options.max_deactivated_count is None
+        else options.max_deactivated_count
+    )
+    if len(missing) > share * active and len(missing) > allowed:
         raise DeactivationLimitError(
             f"eMAG did not return {len(missing)} of the account's {active} active offers "
-            f"({len(missing) / active:.0%}; its count said {expected}), more than the "
-            f"{options.max_deactivated_share:.0%} one run may deactivate: nothing was deactivated. If they were "
-            "really removed on eMAG, run again with a higher limit (--max-deactivated-share 1, or the flow "
-            "option max_deactivated_share)",
+            f"({len(missing) / active:.0%}; its count said {expected}), more than the {_percent(share)} or the "
+            f"{allowed} offers one run may deactivate: nothing was deactivated. If they were really removed on "
+            f"eMAG, run again with a higher limit (--max-deactivated-share 1 or --max-deactivated-count "
+            f"{len(missing)}, or the flow options max_deactivated_share / max_deactivated_count)",
             account=account,
         )
     _logger().info(
@@ -280,13 +301,41 @@ def _settle_missing(
     )  # fmt: skip
     answers = [(sku, client.read_by_id(emag_id)) for sku, emag_id in missing]
     found = [page for _, page in answers if page.records]
+    renamed = [(sku, page) for sku, page in answers if page.records and _renamed(page.records[0], sku)]
     if found:
-        _load_pages(engine, account, run_id, found, meter)  # loaded, or rejected by name: either way live
+        # Loaded, or rejected by name: either way live (a renamed record under its new part_number).
+        _load_pages(engine, account, run_id, found, meter)
         _logger().info(
             "%s: %s of them are live on eMAG (the paging had moved them past the read) and were loaded",
-            account.value, len(found),
+            account.value, len(found) - len(renamed),
         )  # fmt: skip
-    return deactivate(engine, run_id, account, [sku for sku, page in answers if not page.records])
+    if renamed:
+        _logger().info(
+            "%s: %s of them answer their id with another part_number (renamed on eMAG), so their rows are "
+            "deactivated: %s",
+            account.value, len(renamed),
+            ", ".join(f"{sku} -> {page.records[0]['part_number']}" for sku, page in renamed[:10]),
+        )  # fmt: skip
+    gone = [sku for sku, page in answers if not page.records]
+    return deactivate(engine, run_id, account, gone + [sku for sku, _ in renamed])
+
+
+def _percent(share: Decimal) -> str:
+    """``29%``, ``12.5%``: a share as typed, without float noise or rounding."""
+    return f"{(share * 100).normalize():f}%"
+
+
+def _renamed(record: object, sku: str) -> bool:
+    """Whether the record eMAG holds under a row's id carries another part_number: a row stands for an id
+    AND a part_number, so a renamed SKU's row is gone (its id now lives on in the new SKU's row).
+
+    A record without a readable part_number proves nothing: its row stays as it is.
+    """
+    part_number = record.get("part_number") if isinstance(record, Mapping) else None
+    try:
+        return parse_sku(part_number) != sku
+    except RecordRejected:
+        return False
 
 
 def sync_account_with_settings(
@@ -294,6 +343,8 @@ def sync_account_with_settings(
 ) -> RunRow:
     """``sync_account`` against the configured database and eMAG (engine and client opened here)."""
     settings = get_settings()
+    if options.max_deactivated_count is None:  # the setting where the sync runs (a worker's environment)
+        options = options.model_copy(update={"max_deactivated_count": settings.emag_max_deactivated_count})
     engine = make_engine(database_url(settings))
     try:
         with open_client(settings, account) as client:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+import httpx
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import URL
 
@@ -115,3 +117,27 @@ def scratch_database(admin_url: URL, name: str, template: str = SCHEMA_TEMPLATE)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+class FilterIgnoringTransport(httpx.BaseTransport):
+    """eMAG ignoring the filters of a read (as public integrations saw it do with a filter it did not
+    understand): ``product_offer/read`` and ``count`` requests reach ``inner`` (the real sandbox) without
+    their ``id``, ``part_number`` and ``part_number_key``, so they answer the unfiltered catalogue."""
+
+    IGNORED = ("id", "part_number", "part_number_key")
+
+    def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
+        self._inner = inner or httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(("/product_offer/read", "/product_offer/count")):
+            body = json.loads(request.content)
+            body["data"] = {k: v for k, v in body["data"].items() if k not in self.IGNORED}
+            request = httpx.Request(
+                request.method, request.url, headers=request.headers, content=json.dumps(body).encode()
+            )
+            request.headers["content-length"] = str(len(request.content))
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()

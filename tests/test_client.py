@@ -20,12 +20,14 @@ from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient, RequestCounters
 from emag_sync.api.deadline import environment_proxy
+from emag_sync.api.paging import CatalogueCount
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.api.responses import CallSite, classify, parse_count, parse_retry_after, redact_headers
 from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.errors import (
     EmagAuthError,
     EmagBusinessError,
+    EmagFilterIgnoredError,
     EmagRequestError,
     EmagResponseFormatError,
     EmagUnavailableError,
@@ -33,6 +35,7 @@ from emag_sync.errors import (
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
 from emag_sync.settings import AccountConfig
+from tests.helpers import FilterIgnoringTransport
 from tests.trickle import TricklingServer
 
 FBE = AccountType.FBE
@@ -317,6 +320,34 @@ def test_read_offer(client: EmagClient, state: SandboxState) -> None:
         FBE, emag_id
     )  # filtered reads differ (GPSR lists)
     assert client.read_offer(4_000_000_000) is None
+
+
+def test_a_filtered_read_answered_with_other_records_fails_naming_the_account_and_filter(
+    state, transport
+) -> None:
+    """eMAG ignores a filter it does not understand and answers the unfiltered catalogue. A read by id
+    never takes a record from such an answer, even when the offer happens to be on its first page, and never
+    reports the offer missing: it fails in one line naming the account and the filter. So does a paged
+    read filtered by part_number."""
+    records = state.catalogue_records(FBE)
+    with EmagClient(
+        _config(state), transport=FilterIgnoringTransport(transport), limiter=_fast_limiter()
+    ) as client:
+        for record in (records[0], records[150]):  # on the unfiltered first page, and beyond it
+            with pytest.raises(EmagFilterIgnoredError) as failure:
+                client.read_offer(record["id"])
+            [line] = str(failure.value).splitlines()
+            assert line.startswith(
+                f"fbe: product_offer/read: offer id {record['id']}: filtered by id {record['id']}, eMAG answered "
+                "100 records, "
+            ), line
+            assert "it did not apply the filter, so nothing is taken from this answer" in line
+        with pytest.raises(EmagFilterIgnoredError, match=r"^fbe: product_offer/read page 1: filtered by "):
+            list(
+                client.iter_pages(
+                    {"part_number": records[150]["part_number"]}, count=CatalogueCount(1, 1, 100)
+                )
+            )
 
 
 def _repriced(record: dict, price: str) -> dict:

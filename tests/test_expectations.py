@@ -189,6 +189,39 @@ def test_incident_fails_critical_expectations_with_counts_and_skus(
     assert stored == {"fbe": "failed", "main": None}  # a standalone check does not rewrite run history
 
 
+def test_an_emag_id_on_two_active_rows_fails_critically_naming_both_skus(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A SKU renamed on eMAG (same id, new part_number) whose old row stayed active: two active products and
+    two active offers carry one eMAG id. Each has its one offer, so only the id rule can see it."""
+    run_id = seed_catalogue(engine, FBE)
+    with engine.begin() as conn:
+        product_id = conn.scalar(
+            insert(products)
+            .values(sku="EMG1-R", account_type=FBE.value, emag_id=1001, name="Product 1", content_hash="h",
+                    raw_emag_data={"id": 1001, "part_number": "EMG1-R"}, last_synced_at=datetime.now(UTC))
+            .returning(products.c.id)
+        )  # fmt: skip
+        conn.execute(
+            insert(offers).values(product_id=product_id, sku="EMG1-R", account_type=FBE.value, emag_offer_id=1001,
+                                  price=Decimal("121.8400"), sale_price=Decimal("121.8400"), currency="RON",
+                                  stock=1, available_stock=1, reserved_stock=0, content_hash="h",
+                                  last_synced_at=datetime.now(UTC))
+        )  # fmt: skip
+
+    result = run_checkpoint(engine.url, FBE, run_id=run_id, home=tmp_path)
+
+    assert result.status == "failed"
+    assert {row.name for row in result.critical_failures} == {
+        "active_products_emag_id_unique",
+        "active_offers_emag_offer_id_unique",
+    }
+    assert (
+        "fbe: 2 active products share their eMAG id (emag_id) with another active row: EMG1" in result.message
+    )
+    assert "EMG1-R" in result.message and "emag_offer_id" in result.message
+
+
 def test_warning_only_problem_reports_but_does_not_fail(
     engine: Engine, database_url: URL, tmp_path: Path
 ) -> None:

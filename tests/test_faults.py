@@ -87,6 +87,7 @@ def run_sync(
     resume: bool = False,
     wait_for_lock: bool = False,
     max_deactivated_share: float = SyncOptions().max_deactivated_share,
+    max_deactivated_count: int | None = None,
     progress: ProgressReporter | None = None,
     **client_options: object,
 ) -> RunRow:
@@ -97,6 +98,7 @@ def run_sync(
         resume=resume,
         wait_for_lock=wait_for_lock,
         max_deactivated_share=max_deactivated_share,
+        max_deactivated_count=max_deactivated_count,
     )
     with client_for(running, account, **client_options) as client:
         return sync_account(engine, client, account, options, progress=progress)
@@ -733,6 +735,73 @@ def test_sync_process_killed_with_sigkill_then_resume_equals_a_clean_run(
     assert resumed["records_loaded"] + resumed["rows_rejected"] == resumed["expected_items"] == 250
 
 
+@pytest.mark.flow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_sync_at_a_batch_boundary_and_resume_completes(
+    prefect_harness, engine, database_url, db_env, tmp_path, monkeypatch, stop
+):
+    """Fault: Ctrl-C (SIGINT), or a worker being stopped (SIGTERM), reaches `emag-sync sync --account fbe`
+    after it committed a few of its 25 pages (at eMAG's 3 requests/s).
+
+    The command ends at the next batch boundary instead of reading every page: exit 128 + the signal, one
+    line on stderr saying it was interrupted and that --resume continues; the run is 'interrupted' with its
+    committed batches in the database; `sync --resume` completes it to exactly eMAG's catalogue.
+    """
+    state = SandboxState(products=250, main_products=20, rate_limit=False)
+    state.set_faults(FBE, Faults(latency_seconds=0.2))
+    with serve(state) as running:
+        command = [sys.executable, "-c", "from emag_sync.cli import app; app()", "sync", "--account", "fbe",
+                   "--pages-per-batch", "1", "--items-per-page", "10"]  # fmt: skip
+        child = subprocess.Popen(
+            command,
+            env=child_env(running, database_url, tmp_path / "home"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            committed = lambda: any(r["last_committed_page"] >= 3 for r in runs(engine))  # noqa: E731
+            wait_for(lambda: committed() or child.poll() is not None, 90, "three committed pages")
+            assert child.poll() is None, "the sync ended before the signal:\n" + child.communicate()[1]
+            child.send_signal(stop)
+            signalled = time.monotonic()
+            out, err = child.communicate(timeout=60)
+            stopped_after = time.monotonic() - signalled
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert child.returncode == 128 + stop, out + err
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"sync interrupted by {stop.name}: fbe run "), line
+        assert "marked interrupted" in line and "`emag-sync sync --resume` continues it" in line, line
+        assert stopped_after < 15, stopped_after  # a batch boundary away, not the rest of the catalogue
+
+        [interrupted] = runs(engine)
+        assert interrupted["status"] == "interrupted" and interrupted["resumed_count"] == 0
+        assert 3 <= interrupted["last_committed_page"] < 25, interrupted
+        assert f"after page {interrupted['last_committed_page']}" in line
+        assert count(engine, products) == count(engine, offers) == interrupted["records_loaded"]
+        assert interrupted["records_loaded"] == 10 * interrupted["last_committed_page"]
+        assert (
+            max(pages_read(state)) < 25
+        )  # the look-ahead was dropped: the catalogue was not read to its end
+
+        state.set_faults(FBE, Faults())
+        state.request_log.clear()
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("EMAG_REQUESTS_PER_SECOND", "200")  # the rerun need not be slow
+        result = CliRunner().invoke(app, ["sync", "--account", "fbe", "--resume"])
+        assert result.exit_code == 0, result.output
+
+    [resumed] = runs(engine)
+    assert (resumed["id"], resumed["status"], resumed["resumed_count"]) == (interrupted["id"], "succeeded", 1)
+    assert_resumed_after(pages_in_order(state, FBE), interrupted["last_committed_page"])
+    assert_matches_catalogue(engine, state, FBE)
+    assert written_once(engine)
+
+
 # --- credentials never shown ---------------------------------------------------------------------------
 
 FBE_PASSWORD = "fbe-Pw-Zq81-never-shown"
@@ -887,4 +956,28 @@ def test_the_deactivation_limit_given_on_the_command_line_is_the_one_applied(
     assert runs(engine)[-1]["rows_deactivated"] == 0
     assert invoke_sync("--account", "fbe").exit_code == 0
     assert runs(engine)[-1]["rows_deactivated"] == 5
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+@pytest.mark.flow
+def test_the_deactivation_count_from_the_environment_or_the_command_line_is_the_one_applied(
+    engine, db_env, sandbox_env, sandbox_state, prefect_harness, monkeypatch
+):
+    """EMAG_MAX_DEACTIVATED_COUNT and `sync --max-deactivated-count` reach the run: with no share allowed,
+    three offers gone are refused under the default allowance (2), deactivated with the setting at 3; and the
+    command line's 1 wins over the setting."""
+    assert invoke_sync("--account", "fbe").exit_code == 0
+    sandbox_state.remove_records(FBE, 3)
+    line = assert_one_line_error(invoke_sync("--account", "fbe", "--max-deactivated-share", "0"), "fbe")
+    assert "more than the 0% or the 2 offers one run may deactivate: nothing was deactivated" in line, line
+
+    monkeypatch.setenv("EMAG_MAX_DEACTIVATED_COUNT", "3")
+    assert invoke_sync("--account", "fbe", "--max-deactivated-share", "0").exit_code == 0
+    assert runs(engine)[-1]["rows_deactivated"] == 3
+
+    sandbox_state.remove_records(FBE, 2)
+    refused = invoke_sync("--account", "fbe", "--max-deactivated-share", "0", "--max-deactivated-count", "1")
+    assert "or the 1 offers one run may deactivate" in assert_one_line_error(refused, "fbe")
+    assert invoke_sync("--account", "fbe", "--max-deactivated-share", "0").exit_code == 0
+    assert runs(engine)[-1]["rows_deactivated"] == 2
     assert_matches_catalogue(engine, sandbox_state, FBE)

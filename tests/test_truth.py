@@ -23,10 +23,15 @@ from typer.testing import CliRunner
 from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
-from emag_sync.errors import DeactivationLimitError
+from emag_sync.errors import DeactivationLimitError, EmagFilterIgnoredError
 from emag_sync.schema import offers, products
 from expectations.checkpoint import run_checkpoint
-from tests.helpers import assert_matches_catalogue, assert_resumed_after, pages_in_order
+from tests.helpers import (
+    FilterIgnoringTransport,
+    assert_matches_catalogue,
+    assert_resumed_after,
+    pages_in_order,
+)
 from tests.test_faults import PAGE, client_for, run_sync, runs
 
 FBE = AccountType.FBE
@@ -69,6 +74,53 @@ def test_a_live_offer_that_slips_past_the_read_stays_active(engine, sandbox_serv
     sandbox_state.set_faults(FBE, Faults())
     again = run_sync(engine, sandbox_server)
     assert again.rows_deactivated == 1  # the removed record, confirmed gone by a read of its id
+    assert_matches_catalogue(engine, sandbox_state, FBE)
+
+
+def test_a_renamed_sku_is_deactivated_and_its_id_has_one_active_row(
+    engine, sandbox_server, sandbox_state
+) -> None:
+    """Fault: between two syncs the seller renames a SKU on eMAG: same id, new part_number (A -> B).
+
+    The next sync loads B; A's row, no longer returned, is read by its id, which answers B: the row stood for
+    that id AND A, so it is deactivated (renamed), not kept active beside B with the same eMAG id.
+    """
+    run_sync(engine, sandbox_server)
+    record = sandbox_state.catalogue_records(FBE)[60]
+    [new_sku] = sandbox_state.rename_records(FBE, [record["id"]]).values()
+
+    summary = run_sync(engine, sandbox_server)
+
+    assert summary.status == "succeeded" and summary.rows_deactivated == 1
+    assert record["part_number"] not in active(engine) and active(engine)[new_sku] == record["id"]
+    assert_matches_catalogue(engine, sandbox_state, FBE)  # every eMAG id on exactly one active row
+
+
+def test_emag_ignoring_the_id_filter_deactivates_no_live_offer(engine, sandbox_server, sandbox_state) -> None:
+    """Fault: while the read runs, three records of pages already read are removed and three added at the end
+    (the first three of page 7 slip past the reader, the count stays 250); and eMAG ignores the id filter of
+    the reads that follow, answering each with the first page of the whole catalogue.
+
+    The three live offers the listing skipped are not on that page: such an answer confirms nothing, so the
+    run fails in one line naming the account and the filter and deactivates nothing. The next sync, with the
+    filter honoured, deactivates exactly the three removed records.
+    """
+    run_sync(engine, sandbox_server)
+    before = active(engine)
+    slipped = [r["part_number"] for r in sandbox_state.catalogue_records(FBE)[6 * PAGE : 6 * PAGE + 3]]
+    sandbox_state.set_faults(FBE, Faults(mutate_after_page=6, mutate_remove=3, mutate_add=3))
+
+    with pytest.raises(EmagFilterIgnoredError) as failure:
+        run_sync(engine, sandbox_server, transport=FilterIgnoringTransport())
+
+    [line] = str(failure.value).splitlines()
+    assert line.startswith("fbe: product_offer/read: offer id ") and ": filtered by id " in line, line
+    assert runs(engine)[-1]["status"] == "failed" and runs(engine)[-1]["rows_deactivated"] == 0
+    assert set(slipped) <= set(active(engine))
+    assert set(before) <= set(active(engine)) == set(active(engine, products))  # nothing deactivated
+
+    again = run_sync(engine, sandbox_server)
+    assert again.status == "succeeded" and again.rows_deactivated == 3
     assert_matches_catalogue(engine, sandbox_state, FBE)
 
 
@@ -119,7 +171,7 @@ def test_an_empty_answer_never_wipes_the_catalogue(engine, sandbox_server, sandb
         run_sync(engine, sandbox_server)
     assert str(failure.value).startswith(
         "fbe: eMAG did not return 250 of the account's 250 active offers (100%; its count said 0), more than "
-        "the 10% one run may deactivate: nothing was deactivated"
+        "the 10% or the 2 offers one run may deactivate: nothing was deactivated"
     )
     assert runs(engine)[-1]["status"] == "failed"
     assert_matches_catalogue(engine, sandbox_state, FBE, expected=dict(active(engine)))
@@ -127,6 +179,49 @@ def test_an_empty_answer_never_wipes_the_catalogue(engine, sandbox_server, sandb
 
     allowed = run_sync(engine, sandbox_server, max_deactivated_share=1.0)
     assert allowed.status == "succeeded" and allowed.rows_deactivated == 250 and active(engine) == {}
+
+
+def test_a_removal_at_the_share_cap_is_allowed_exactly(serve_sandbox, engine) -> None:
+    """Fault: 30, then 29, of 100 offers removed on eMAG, with `--max-deactivated-share 0.29`.
+
+    The share is compared exactly (as a float, 0.29 x 100 is 28.999...): 30 are refused naming the limit,
+    and 29 are deactivated.
+    """
+    state = SandboxState(products=100, main_products=5, rate_limit=False)
+    with serve_sandbox(state) as running:
+        run_sync(engine, running)
+        removed = state.remove_records(FBE, 30)
+        with pytest.raises(DeactivationLimitError, match=r"\(30%; .* more than the 29% or the 2 offers"):
+            run_sync(engine, running, max_deactivated_share=0.29)
+        state.restore_records(FBE, removed[:1])
+
+        summary = run_sync(engine, running, max_deactivated_share=0.29)
+
+        assert summary.status == "succeeded" and summary.rows_deactivated == 29
+        assert_matches_catalogue(engine, state, FBE)
+
+
+def test_a_small_shop_may_lose_a_few_offers_under_the_absolute_allowance(serve_sandbox, engine) -> None:
+    """Fault: a catalogue of 5 offers loses one (20%, above the default 10% share), later three of its four.
+
+    One is within the default allowance of 2 offers and is deactivated without any option (0 refuses it);
+    three are above both limits and refused, until the allowance says 3.
+    """
+    state = SandboxState(products=5, main_products=5, rate_limit=False)
+    with serve_sandbox(state) as running:
+        run_sync(engine, running)
+        state.remove_records(FBE, 1)
+        with pytest.raises(DeactivationLimitError, match=r"\(20%; .* more than the 10% or the 0 offers"):
+            run_sync(engine, running, max_deactivated_count=0)
+        assert run_sync(engine, running).rows_deactivated == 1
+
+        state.remove_records(FBE, 3)
+        with pytest.raises(
+            DeactivationLimitError, match=r"did not return 3 of the account's 4 active offers"
+        ):
+            run_sync(engine, running)
+        assert run_sync(engine, running, max_deactivated_count=3).rows_deactivated == 3
+        assert_matches_catalogue(engine, state, FBE)
 
 
 def test_a_run_that_loaded_nothing_fails_its_data_quality(

@@ -21,7 +21,9 @@ from emag_sync.api.deadline import DeadlineTransport, environment_proxy, request
 from emag_sync.api.paging import BY_ID, CatalogueCount, Page, PagePlan, PagingOverrun, check_items_per_page
 from emag_sync.api.ratelimit import Limiter
 from emag_sync.api.responses import CallSite, Envelope, Verdict, classify, parse_count, redact_headers
+from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.errors import (
+    EmagFilterIgnoredError,
     EmagPagingError,
     EmagResponseFormatError,
     EmagUnavailableError,
@@ -249,7 +251,9 @@ class EmagClient:
     ) -> tuple[list[dict[str, Any]], datetime]:
         data = {**filters, "currentPage": number, "itemsPerPage": items_per_page}
         envelope = self._send("product_offer", "read", data, page=number, cancel=cancel)
-        records = self._records(envelope.results, CallSite(self.account, "product_offer/read", number))
+        site = CallSite(self.account, "product_offer/read", number)
+        records = self._records(envelope.results, site)
+        check_filtered(records, filters, site)
         return records, _sent_at(envelope)
 
     @staticmethod
@@ -270,12 +274,13 @@ class EmagClient:
 
     def read_by_id(self, emag_id: int) -> Page:
         """One offer read by eMAG id, as a page of its own (number BY_ID): its record, or none when eMAG
-        does not have it."""
+        does not have it. An answer holding any other record raises ``EmagFilterIgnoredError``."""
         data = {"id": emag_id, "currentPage": 1, "itemsPerPage": MAX_ITEMS_PER_PAGE}
         envelope = self._send("product_offer", "read", data, subject=f"offer id {emag_id}")
-        records = self._records(envelope.results, CallSite(self.account, "product_offer/read"))
-        mine = [r for r in records if isinstance(r, dict) and str(r.get("id")) == str(emag_id)]
-        return Page(number=BY_ID, records=mine[:1], read_at=_sent_at(envelope))
+        site = CallSite(self.account, "product_offer/read", subject=f"offer id {emag_id}")
+        records = self._records(envelope.results, site)
+        check_filtered(records, {"id": emag_id}, site)
+        return Page(number=BY_ID, records=records[:1], read_at=_sent_at(envelope))
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -406,6 +411,44 @@ class EmagClient:
             return min(retry_after, RETRY_AFTER_CAP_SECONDS)
         ceiling = min(self.config.max_backoff_seconds, self.config.backoff_seconds * 2.0 ** (attempt - 1))
         return ceiling * (0.5 + 0.5 * self._jitter())
+
+
+# The filters that name one record: every record a read filtered by one of them returns must carry its value.
+IDENTITY_FILTERS = ("id", "part_number", "part_number_key")
+
+
+def check_filtered(records: Sequence[object], filters: Mapping[str, Any], site: CallSite) -> None:
+    """Refuse an answer to a filtered read that holds a record the filter does not match.
+
+    eMAG ignores a filter it does not understand (public integrations saw it placed under ``data`` on some
+    platforms) and answers the unfiltered catalogue: taking its first page as "the offer's read" would
+    confirm an unrelated record, or find the offer missing and deactivate it. A record whose field cannot be
+    read (not an object, unparsable) does not match either.
+    """
+    for name in IDENTITY_FILTERS:
+        if name not in filters:
+            continue
+        wanted = str(filters[name])
+        other = [value for value in (_field(record, name) for record in records) if value != wanted]
+        if other:
+            shown = ", ".join("unreadable" if value is None else value for value in other[:3])
+            raise site.error(
+                EmagFilterIgnoredError,
+                f"filtered by {name} {wanted}, eMAG answered {len(records)} records, {len(other)} with another "
+                f"{name} ({shown}{', ...' if len(other) > 3 else ''}): it did not apply the filter, so nothing is "
+                "taken from this answer",
+            )
+
+
+def _field(record: object, name: str) -> str | None:
+    """A record's ``id`` / ``part_number`` / ``part_number_key`` as text, None when it cannot be read."""
+    if isinstance(record, UnreadableRecord):
+        value = {"id": record.emag_id, "part_number": record.part_number}.get(name)
+    elif isinstance(record, Mapping):
+        value = record.get(name)
+    else:
+        return None
+    return None if value is None or isinstance(value, (dict, list, bool)) else str(value)
 
 
 def _sent_at(envelope: Envelope) -> datetime:

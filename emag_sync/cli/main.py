@@ -67,6 +67,9 @@ def sync(
         max=1.0,
         help=SyncOptions.model_fields["max_deactivated_share"].description,
     ),
+    max_deactivated_count: int | None = typer.Option(
+        None, min=0, help=SyncOptions.model_fields["max_deactivated_count"].description
+    ),
 ) -> None:
     """Run the emag-product-sync flow; exit 0 only on success."""
     from emag_sync.cli.console import terminal_owns_console
@@ -81,11 +84,14 @@ def sync(
         resume=resume,
         wait_for_lock=wait_for_lock,
         max_deactivated_share=max_deactivated_share,
+        max_deactivated_count=max_deactivated_count,
     )
     try:
         outcome = run_sync(get_settings(), account, options)
     except EmagSyncError as exc:
         fail(str(exc))
+    if outcome.stopped_by is not None:
+        raise typer.Exit(128 + outcome.stopped_by)  # the shell's convention for a command ended by a signal
     if not outcome.ok:
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from emag_sync.prefect_api import is_lost
 from emag_sync.run_row import DqStatus, RunStatus
 from emag_sync.runs import latest_run_id, recent_runs
 from emag_sync.settings import Settings
+from emag_sync.stopping import run_stoppable, stop_requested
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class SyncOutcome:
 
     ok: bool
     error: str | None
+    # The signal that stopped the runs (Ctrl-C: SIGINT, a worker stopped: SIGTERM); the command exits 128 + it.
+    stopped_by: int | None = None
 
 
 def check_configuration(settings: Settings, accounts: Sequence[AccountType]) -> Engine:
@@ -64,6 +68,23 @@ def outcome_from_history(engine: Engine, accounts: Sequence[AccountType], since:
     return f"{'; '.join(problems)} ({note})" if problems else None
 
 
+def interrupted_line(engine: Engine, since: int, stopped: signal.Signals) -> str | None:
+    """The one line saying which runs the stop ended (None when it came after they had finished)."""
+    runs = [run for run in reversed(recent_runs(engine, limit=10)) if run.id > since]
+    ended = [run for run in runs if run.status == RunStatus.INTERRUPTED]
+    if not ended:
+        return None
+    which = ", ".join(
+        f"{run.account_type} run {run.id} after "
+        + (f"page {run.last_committed_page}" if run.last_committed_page else "no page")
+        for run in ended
+    )
+    return (
+        f"sync interrupted by {stopped.name}: {which} (committed batches kept, marked interrupted); "
+        "`emag-sync sync --resume` continues it"
+    )
+
+
 def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOutcome:
     """Run ``emag-product-sync`` in-process with a progress bar, then print the runs it made."""
     targets = parse_accounts(accounts)
@@ -79,7 +100,11 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
         # shows a crashed command (its lock dies with it); joining the heartbeat thread costs up to a second.
         with sync_progress(targets), temporary_settings(updates={"flows.heartbeat_frequency": None}):
             try:
-                state = emag_product_sync(accounts=flow_accounts(targets), options=options, return_state=True)
+                state = run_stoppable(
+                    lambda: emag_product_sync(
+                        accounts=flow_accounts(targets), options=options, return_state=True
+                    )
+                )
                 error = (
                     None if state.is_completed() else (state.message or f"the flow run ended {state.name}")
                 )
@@ -100,6 +125,11 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
                 "progress, artifacts and final state are not in Prefect (the run history above is complete)",
                 soft_wrap=True,
             )
+        stopped = stop_requested()
+        interrupted = interrupted_line(engine, since, stopped) if stopped is not None else None
+        if interrupted is not None:
+            err_console.print(Text(interrupted, "yellow"), soft_wrap=True)
+            return SyncOutcome(ok=False, error=interrupted, stopped_by=stopped)
         if error:
             err_console.print(Text.assemble(("sync failed:", "red"), " ", error), soft_wrap=True)
         return SyncOutcome(ok=error is None, error=error)
