@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, RowMapping, select, tuple_
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from emag_sync.accounts import AccountType
@@ -52,6 +52,9 @@ from emag_sync.settings import DEFAULT_MAX_PRICE_CHANGE, Settings
 
 log = logging.getLogger(__name__)
 
+# (sku, account) pairs per offer lookup query: far below where PostgreSQL's planner runs out of stack.
+LOOKUP_BATCH = 1000
+
 
 class OfferWriter(Protocol):
     """What an update needs from emag_sync.api.EmagClient (one account, shared rate limiter)."""
@@ -64,13 +67,18 @@ class OfferWriter(Protocol):
 def find_offers(
     engine: Engine, keys: Iterable[tuple[str, AccountType]]
 ) -> dict[tuple[str, AccountType], StoredOffer]:
-    """The stored offers for these (SKU, account) pairs, in one query."""
-    wanted = [(sku, account.value) for sku, account in keys]
-    if not wanted:
-        return {}
-    query = select(offers).where(tuple_(offers.c.sku, offers.c.account_type).in_(wanted))
+    """The stored offers for these (SKU, account) pairs, LOOKUP_BATCH pairs per query.
+
+    PostgreSQL plans a row-valued IN list as nested ORs: somewhere past 5,000 pairs it answers "stack depth
+    limit exceeded", so a whole catalogue's file (100k rows) is looked up in bounded batches.
+    """
+    wanted = list(dict.fromkeys((sku, account.value) for sku, account in keys))
+    rows: list[RowMapping] = []
     with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start : start + LOOKUP_BATCH]
+            query = select(offers).where(tuple_(offers.c.sku, offers.c.account_type).in_(batch))
+            rows += conn.execute(query).mappings().all()
     found = {}
     for row in rows:
         offer = StoredOffer(
