@@ -4,18 +4,34 @@ Real sandbox on a loopback port (stand-ins in front of it where eMAG must misbeh
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import httpx
 import pytest
+from sqlalchemy import update
 
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
-from emag_sync.prices import apply, csv_input
+from emag_sync.prices import apply, csv_input, rules
 from emag_sync.prices.audit import Requester
+from emag_sync.prices.reconcile import reconcile_interrupted_from_database
+from emag_sync.schema import price_updates
 from emag_sync.settings import get_settings
-from tests.price_helpers import PRODUCTS, audit_rows, seed_offers, valid_rows
+from tests.price_helpers import (
+    PRODUCTS,
+    audit_rows,
+    client_for,
+    offer_row,
+    seed_offers,
+    sync_account_once,
+    valid_rows,
+)
 
 FBE = AccountType.FBE
 TESTER = Requester("tester", "cli")
+EMG469_ID, EMG470_ID = 200001405, 200001408
 
 
 @pytest.fixture
@@ -57,3 +73,111 @@ def test_a_file_of_ten_thousand_rows_is_looked_up_in_batches(sandbox, engine):
     assert {r.status for r in results[:-50]} == {"invalid"}
     assert results[9_999].message.startswith("NOSUCH9999 is not published on eMAG FBE")
     assert audit_rows(engine) == [] and not [r for r in state.request_log if r.action == "save"]
+
+
+# ---------------------------------------------------------------------------------------------- item 3
+
+
+class RefusedButSavedTransport(httpx.BaseTransport):
+    """eMAG saving the whole request and still answering isError (a save it reports as failed)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.inner.handle_request(request)
+        if not request.url.path.endswith("/offer/save"):
+            return answer
+        answer.close()
+        refusal = {"isError": True, "messages": ["Internal error, please retry"], "results": []}
+        return httpx.Response(200, json=refusal, request=request)
+
+
+class LostSaveTransport(httpx.BaseTransport):
+    """The network losing every offer/save before eMAG saw it; the test delivers it late (or never)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/offer/save"):
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return self.inner.handle_request(request)
+
+
+def age_unsettled(engine, seconds: float = 60) -> None:
+    """The updates were sent a while ago: past the time a save in flight may still land."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(price_updates).values(sent_at=price_updates.c.sent_at - timedelta(seconds=seconds))
+        )
+
+
+def test_a_refused_save_whose_re_read_shows_the_new_prices_is_applied(sandbox, engine):
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    with client_for(FBE, RefusedButSavedTransport()) as client:
+        result = apply.run_single(
+            engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER
+        )
+
+    assert result is not None and (result.status, result.answer, result.found) == (
+        "applied",
+        "refused",
+        "new prices",
+    )
+    [audit] = audit_rows(engine)
+    assert (audit["status"], audit["emag_answer"]) == ("applied", "refused")
+    assert audit["emag_messages"] == ["Internal error, please retry"]  # eMAG's answer kept beside it
+    row = offer_row(engine, "EMG470")
+    assert row["sale_price"] == Decimal("250") and row["prices_pushed_at"] == audit["reread_at"]
+
+
+@pytest.mark.parametrize(("lands_late", "settled_as"), [(True, "applied"), (False, "not-applied")])
+def test_a_lost_answer_with_the_old_price_is_uncertain_until_a_later_read(
+    sandbox, engine, lands_late, settled_as
+):
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    with client_for(FBE, LostSaveTransport()) as client:
+        result = apply.run_single(
+            engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER
+        )
+
+    assert result is not None and (result.status, result.answer, result.found) == (
+        "uncertain",
+        "no-answer",
+        "old prices",
+    )
+    assert "the save may land late: the next price run or sync of fbe settles it" in result.message
+    if lands_late:
+        state.save(FBE, "offer", "save", [{"id": EMG470_ID, "sale_price": "250.0000"}])
+    age_unsettled(engine)
+
+    with client_for(FBE) as client:  # the next price run of the account reads eMAG first
+        apply.run_single(engine, rules.make_request("EMG469", "fbe", "99.90"), lambda _: client, TESTER)
+
+    first, second = audit_rows(engine)
+    assert (first["status"], first["reread_source"], second["status"]) == (settled_as, "reconcile", "applied")
+    assert first["emag_answer"] == "no-answer" and "ReadError" in first["emag_response"]["error"]
+    emag_holds = Decimal(state.record_by_sku(FBE, "EMG470")["sale_price"])
+    assert (
+        offer_row(engine, "EMG470")["sale_price"] == emag_holds == Decimal("250" if lands_late else "223.11")
+    )
+
+
+def test_a_sync_settles_an_uncertain_update_from_what_it_read(sandbox, engine):
+    state = sandbox.state
+    sync_account_once(engine, state, FBE)
+    with client_for(FBE, LostSaveTransport()) as client:
+        apply.run_single(engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER)
+    state.save(FBE, "offer", "save", [{"id": EMG470_ID, "sale_price": "250.0000"}])  # landed late
+    age_unsettled(engine)
+    read_started_at = datetime.now(UTC)
+    sync_account_once(engine, state, FBE)
+
+    done = reconcile_interrupted_from_database(engine, FBE, read_started_at)
+
+    assert [(r.sku, r.status, r.found) for r in done] == [("EMG470", "applied", "new prices")]
+    [audit] = audit_rows(engine)
+    assert (audit["status"], audit["reread_source"]) == ("applied", "sync")

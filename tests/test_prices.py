@@ -304,7 +304,7 @@ class LostAnswerTransport(httpx.BaseTransport):
 
 @pytest.mark.parametrize(
     ("delivered", "status", "found", "emag_holds"),
-    [(True, "applied", "new prices", "280.0000"), (False, "not-applied", "old prices", "223.1100")],
+    [(True, "applied", "new prices", "280.0000"), (False, "uncertain", "old prices", "223.1100")],
 )
 def test_lost_answer_is_decided_by_what_the_re_read_finds(
     sandbox, engine, delivered, status, found, emag_holds
@@ -402,16 +402,16 @@ def test_is_error_on_a_chunk_re_reads_each_offer_and_keeps_what_was_saved(sandbo
     with client_for(FBE, PartialSaveTransport()) as client:
         results = apply.run_bulk(engine, requests, lambda _: client, Requester("t", "cli-bulk"))
 
-    # eMAG refused the request: none of it is 'applied', though it saved two of the three offers
-    assert [r.status for r in results] == ["refused", "uncertain", "uncertain"]
+    # eMAG refused the request but saved two of the three offers: the re-read settles those as applied
+    assert [r.status for r in results] == ["refused", "applied", "applied"]
     assert [r.found for r in results] == ["old prices", "new prices", "new prices"]
     assert "eMAG refused: Offer id" in results[0].message
     assert "the re-read shows the new prices on eMAG" in results[1].message
     for (sku, price), result in zip(rows, results, strict=True):
         emag = state.record_by_sku(FBE, sku)["sale_price"]
         assert offer_row(engine, sku)["sale_price"] == Decimal(emag)
-        assert (emag == price) == (result.status == "uncertain")
-    assert [a["status"] for a in audit_rows(engine)] == ["refused", "uncertain", "uncertain"]
+        assert (emag == price) == (result.status == "applied")
+    assert [a["status"] for a in audit_rows(engine)] == ["refused", "applied", "applied"]
     assert all(a["emag_answer"] == "refused" for a in audit_rows(engine))
 
 

@@ -274,6 +274,11 @@ def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
     if reread.found == "not found":
         return f"{said}; eMAG did not return the offer when re-read: check it on eMAG, then sync"
     held = describe_prices(reread.prices or {}, plan.offer.currency)
+    if outcome.status == "uncertain" and reread.found == "old prices":
+        return (
+            f"{said}; the re-read still shows the old prices, but the save may land late: the next price "
+            f"run or sync of {plan.request.account.value} settles it"
+        )
     seen = {
         "new prices": "the re-read shows the new prices on eMAG",
         "same prices": "the re-read shows the asked-for prices, which eMAG held already",
