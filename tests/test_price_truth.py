@@ -4,6 +4,8 @@ Real sandbox on a loopback port (stand-ins in front of it where eMAG must misbeh
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -181,3 +183,57 @@ def test_a_sync_settles_an_uncertain_update_from_what_it_read(sandbox, engine):
     assert [(r.sku, r.status, r.found) for r in done] == [("EMG470", "applied", "new prices")]
     [audit] = audit_rows(engine)
     assert (audit["status"], audit["reread_source"]) == ("applied", "sync")
+
+
+# ---------------------------------------------------------------------------------------------- item 9
+
+
+class SlowFirstAnswerTransport(httpx.BaseTransport):
+    """The first offer/save reaches eMAG at once, its answer comes back ``delay`` seconds later."""
+
+    def __init__(self, delay: float) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.delay = delay
+        self.landed = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.inner.handle_request(request)
+        if request.url.path.endswith("/offer/save") and not self.landed.is_set():
+            answer.read()
+            self.landed.set()
+            time.sleep(self.delay)
+        return answer
+
+
+def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
+    """A lands first on eMAG but is answered late; B, sent meanwhile, waits for A's confirmation."""
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    slow = SlowFirstAnswerTransport(delay=1.5)
+    first: list = []
+
+    def update_a() -> None:
+        with client_for(FBE, slow) as client:
+            first.append(
+                apply.run_single(
+                    engine, rules.make_request("EMG469", "fbe", "99.90"), lambda _: client, TESTER
+                )
+            )
+
+    a = threading.Thread(target=update_a)
+    a.start()
+    try:
+        assert slow.landed.wait(10)
+        with client_for(FBE) as client:
+            second = apply.run_single(
+                engine, rules.make_request("EMG469", "fbe", "100.50"), lambda _: client, TESTER
+            )
+    finally:
+        a.join(30)
+
+    assert [r.status for r in (*first, second)] == ["applied", "applied"]
+    assert [s.entity["sale_price"] for s in state.saves] == ["99.9000", "100.5000"]
+    emag_holds = Decimal(state.record_by_sku(FBE, "EMG469")["sale_price"])
+    assert offer_row(engine, "EMG469")["sale_price"] == emag_holds == Decimal("100.50")
+    a_audit, b_audit = audit_rows(engine)
+    assert a_audit["answered_at"] <= b_audit["sent_at"]  # B went out once A was confirmed

@@ -23,7 +23,7 @@ from emag_sync.errors import (
     PriceUpdateError,
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
-from emag_sync.locks import price_run_lock
+from emag_sync.locks import offer_update_locks, price_run_lock
 from emag_sync.prices.audit import (
     CHANGED_ON_EMAG,
     Answer,
@@ -136,10 +136,12 @@ def apply_updates(
 ) -> list[PriceUpdateResult]:
     """Send one account's validated updates in chunks of at most 50.
 
-    Per chunk: the intent rows ('sending') are committed, the request is sent, then the outcome and the
-    offer rows are written in one transaction. ``isError`` re-reads the chunk's offers, because eMAG may
-    have saved part of it; a lost answer (EmagUncertainWriteError) re-reads too. A process killed between
-    the two transactions leaves the intent rows, which the next price run or sync reconciles.
+    Per chunk, holding its offers' update locks (another run's update of one of them waits, so eMAG and
+    the database take them in the same order): the intent rows ('sending') are committed, the request is
+    sent, then the outcome and the offer rows are written in one transaction. ``isError`` re-reads the
+    chunk's offers, because eMAG may have saved part of it; a lost answer (EmagUncertainWriteError)
+    re-reads too. A process killed between the two transactions leaves the intent rows, which the next
+    price run or sync reconciles.
     """
     if len({plan.request.account for plan in plans}) > 1:
         raise ValueError("apply_updates takes one account's updates; group them first")
@@ -152,50 +154,61 @@ def apply_updates(
         if stop is not None:
             results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
             continue
-        try:
-            audit_ids = write_intents(engine, chunk, who, clock())
-        except SQLAlchemyError as exc:
-            stop = f"the database could not record the intent ({_reason(exc)})"
-            results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
-            continue
-        ids = ", ".join(str(plan.emag_offer_id) for plan in chunk)
-        outcomes: list[Outcome]
-        try:
-            writer.save_offers(
-                [plan.entity() for plan in chunk], subject=f"chunk {number}/{len(chunks)} (offer ids {ids})"
-            )
-        except EmagBusinessError as exc:
-            outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
-        except EmagUncertainWriteError as exc:
-            outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
-        except EmagApiError as exc:
-            # Refused before eMAG could act (auth, 4xx, outlasted retries): later chunks would fail alike.
-            stop = str(exc)
-            outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
-        else:
-            outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
-        try:
-            results += _record(engine, chunk, audit_ids, outcomes)
-        except SQLAlchemyError as exc:
-            # eMAG may hold the new prices; the database could not take the outcome. The intent rows stay
-            # 'sending' for the next price run or sync to reconcile; send nothing more that could not be
-            # recorded either.
-            reason = _reason(exc)
-            stop = f"the database failed after an earlier chunk was sent ({reason})"
-            log.error("price updates sent to eMAG but their outcome not recorded: %s", reason)
-            results += [
-                _result(
-                    plan,
-                    "uncertain",
-                    f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
-                    f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
-                    f"of {plan.request.account.value} reconciles it",
-                    audit_id,
-                    outcome,
-                )
-                for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
-            ]
+        subject = f"chunk {number}/{len(chunks)} (offer ids {', '.join(str(p.emag_offer_id) for p in chunk)})"
+        with offer_update_locks(engine, chunk[0].request.account, [p.emag_offer_id for p in chunk]):
+            done, stop = _send_chunk(engine, writer, chunk, who, subject, clock)
+        results += done
     return results
+
+
+def _send_chunk(
+    engine: Engine,
+    writer: OfferWriter,
+    chunk: Sequence[PlannedUpdate],
+    who: Requester,
+    subject: str,
+    clock: Callable[[], datetime],
+) -> tuple[list[PriceUpdateResult], str | None]:
+    """One chunk's intent, request and outcome: its results, and why later chunks must not be sent."""
+    try:
+        audit_ids = write_intents(engine, chunk, who, clock())
+    except SQLAlchemyError as exc:
+        failed = f"the database could not record the intent ({_reason(exc)})"
+        return [_result(p, "not-sent", f"not sent: {failed}") for p in chunk], failed
+    stop: str | None = None
+    outcomes: list[Outcome]
+    try:
+        writer.save_offers([plan.entity() for plan in chunk], subject=subject)
+    except EmagBusinessError as exc:
+        outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
+    except EmagUncertainWriteError as exc:
+        outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
+    except EmagApiError as exc:
+        # Refused before eMAG could act (auth, 4xx, outlasted retries): later chunks would fail alike.
+        stop = str(exc)
+        outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
+    else:
+        outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
+    try:
+        return _record(engine, chunk, audit_ids, outcomes), stop
+    except SQLAlchemyError as exc:
+        # eMAG may hold the new prices; the database could not take the outcome. The intent rows stay
+        # 'sending' for the next price run or sync to reconcile; send nothing more that could not be
+        # recorded either.
+        reason = _reason(exc)
+        log.error("price updates sent to eMAG but their outcome not recorded: %s", reason)
+        return [
+            _result(
+                plan,
+                "uncertain",
+                f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
+                f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
+                f"of {plan.request.account.value} reconciles it",
+                audit_id,
+                outcome,
+            )
+            for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
+        ], f"the database failed after an earlier chunk was sent ({reason})"
 
 
 def _record(
