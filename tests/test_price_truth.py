@@ -4,6 +4,7 @@ Real sandbox on a loopback port (stand-ins in front of it where eMAG must misbeh
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,13 @@ from decimal import Decimal
 import httpx
 import pytest
 from sqlalchemy import update
+from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
 from emag_sync.accounts import AccountType
+from emag_sync.cli import app
+from emag_sync.errors import PriceUpdateError
 from emag_sync.prices import apply, csv_input, rules
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
@@ -33,7 +37,7 @@ from tests.price_helpers import (
 
 FBE = AccountType.FBE
 TESTER = Requester("tester", "cli")
-EMG469_ID, EMG470_ID = 200001405, 200001408
+EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
 
 
 @pytest.fixture
@@ -75,6 +79,8 @@ def test_a_file_of_ten_thousand_rows_is_looked_up_in_batches(sandbox, engine):
     assert {r.status for r in results[:-50]} == {"invalid"}
     assert results[9_999].message.startswith("NOSUCH9999 is not published on eMAG FBE")
     assert audit_rows(engine) == [] and not [r for r in state.request_log if r.action == "save"]
+    # eMAG's current values of the 50: its count and 100-record pages (500 records), not 50 reads by id
+    assert [r.action for r in state.request_log] == ["count"] + ["read"] * 6
 
 
 # ---------------------------------------------------------------------------------------------- item 3
@@ -237,3 +243,96 @@ def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
     assert offer_row(engine, "EMG469")["sale_price"] == emag_holds == Decimal("100.50")
     a_audit, b_audit = audit_rows(engine)
     assert a_audit["answered_at"] <= b_audit["sent_at"]  # B went out once A was confirmed
+
+
+# ---------------------------------------------------------------------------------------------- item 10
+
+
+def test_the_guard_and_the_audit_compare_with_what_emag_holds_now(sandbox, engine, db_env):
+    """eMAG holds 130.00 (changed on eMAG since the sync), the database 118.0257: 85 is a 28% cut of the
+    stored price but 34.6% of eMAG's, beyond the 30% guard."""
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    state.save(FBE, "offer", "save", [{"id": EMG469_ID, "sale_price": "130.0000"}])
+    assert offer_row(engine, "EMG469")["sale_price"] == Decimal("118.0257")
+    cut = ["update-price", "--sku", "EMG469", "--account", "fbe", "--price", "85"]
+    runner = CliRunner()
+
+    refused = runner.invoke(app, cut)
+
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "emag-sync: EMG469 on eMAG FBE: price 85 is 34.6% below the current 130.0000 RON, more than the 30% "
+        "EMAG_MAX_PRICE_CHANGE allows; pass --allow-large-change if the change is intended\n"
+    )
+    assert "130.0000" in refused.stdout  # the change shown is from eMAG's current price
+    assert state.saves[1:] == [] and audit_rows(engine) == []
+
+    applied = runner.invoke(app, [*cut, "--allow-large-change"])
+    assert applied.exit_code == 0, applied.output
+    [audit] = audit_rows(engine)
+    assert audit["old_sale_price"] == Decimal("130") and audit["large_change_allowed"] is True
+    assert offer_row(engine, "EMG469")["sale_price"] == Decimal("85")
+
+
+def test_the_current_values_of_a_bulk_file_come_from_emag(sandbox, engine):
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    state.save(FBE, "offer", "save", [{"id": EMG469_ID, "sale_price": "130.0000"}])
+    requests = [rules.make_request("EMG469", "fbe", "85"), rules.make_request("EMG470", "fbe", "250")]
+    with client_for(FBE) as client:
+        results = apply.run_bulk(engine, requests, lambda _: client, TESTER)
+
+    assert [r.status for r in results] == ["invalid", "applied"]
+    assert "34.6% below the current 130.0000 RON" in results[0].message
+    assert results[0].old_price == Decimal("130")
+
+
+class OtherRecordsTransport(httpx.BaseTransport):
+    """eMAG ignoring the id filter of product_offer/read: it answers another offer's record."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/product_offer/read"):
+            data = json.loads(request.content)["data"]
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+            other = {**data, "id": EMG1_ID}
+            request = httpx.Request("POST", request.url, headers=headers, json={"data": other})
+        return self.inner.handle_request(request)
+
+
+class FailingReadTransport(httpx.BaseTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+
+@pytest.mark.parametrize(
+    ("transport", "expected"),
+    [
+        (
+            OtherRecordsTransport,
+            "EMG469 on eMAG FBE: eMAG did not return offer id 200001405 when read by id (no record, or "
+            "records of other offers): its current prices are unknown, so nothing was sent",
+        ),
+        (
+            FailingReadTransport,
+            "fbe: reading the offers' current prices from eMAG failed, so nothing was validated or sent: "
+            "product_offer/read: offer id 200001405: gave up after 1 attempts",
+        ),
+    ],
+)
+def test_a_current_read_that_fails_or_answers_other_offers_stops_in_one_line(
+    sandbox, engine, monkeypatch, transport, expected
+):
+    monkeypatch.setenv("EMAG_MAX_ATTEMPTS", "1")
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    request = rules.make_request("EMG469", "fbe", "100")
+    with client_for(FBE, transport()) as client, pytest.raises(PriceUpdateError) as caught:
+        apply.run_single(engine, request, lambda _: client, TESTER)
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+    with client_for(FBE, transport()) as client, pytest.raises(PriceUpdateError):
+        apply.run_bulk(engine, [request], lambda _: client, TESTER, dry_run=True)
+    assert state.saves == [] and audit_rows(engine) == []

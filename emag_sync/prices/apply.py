@@ -38,6 +38,7 @@ from emag_sync.prices.audit import (
     write_intents,
     write_offer_prices,
 )
+from emag_sync.prices.current import CurrentReader, read_current, with_current
 from emag_sync.prices.reconcile import describe_reconciled, reconcile_interrupted
 from emag_sync.prices.results import PriceUpdateResult, describe_prices
 from emag_sync.prices.rules import (
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 LOOKUP_BATCH = 1000
 
 
-class OfferWriter(Protocol):
+class OfferWriter(CurrentReader, Protocol):
     """What an update needs from emag_sync.api.EmagClient (one account, shared rate limiter)."""
 
     def save_offers(self, entities: Sequence[Mapping[str, Any]], *, subject: str = "") -> Envelope: ...
@@ -100,30 +101,47 @@ def find_offers(
 
 
 def prepare_updates(
-    engine: Engine, requests: Sequence[PriceRequest], *, max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE
+    engine: Engine,
+    requests: Sequence[PriceRequest],
+    reader: CurrentReader,
+    *,
+    max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
 ) -> tuple[list[PlannedUpdate], list[PriceUpdateResult]]:
-    """Look every request's offer up and validate it: (ready to send, refused with a reason)."""
+    """Look every request's offer up, read what eMAG holds now, and validate against that: (ready to
+    send, refused with a reason). One account's requests; PriceUpdateError when eMAG cannot be read."""
     stored = find_offers(engine, [(r.sku, r.account) for r in requests])
-    planned: list[PlannedUpdate] = []
+    published: list[tuple[PriceRequest, StoredOffer]] = []
     refused: list[PriceUpdateResult] = []
     for request in requests:
         offer = stored.get((request.sku, request.account))
         try:
-            planned.append(plan_update(request, check_published(request, offer), max_change=max_change))
+            published.append((request, check_published(request, offer)))
         except PriceUpdateError as exc:
-            refused.append(
-                PriceUpdateResult(
-                    request,
-                    "invalid",
-                    exc.detail,
-                    old_price=offer.sale_price if offer else None,
-                    new_price=request.price,
-                    currency=offer.currency if offer else None,
-                    emag_offer_id=offer.emag_offer_id if offer else None,
-                    fix=exc.fix,
-                )
-            )
+            refused.append(_refusal(request, offer, exc))
+    if not published:
+        return [], refused
+    held = read_current(reader, requests[0].account, [offer for _, offer in published])
+    planned: list[PlannedUpdate] = []
+    for request, offer in published:
+        current = with_current(offer, held)
+        try:
+            planned.append(plan_update(request, current, max_change=max_change))
+        except PriceUpdateError as exc:
+            refused.append(_refusal(request, current, exc))
     return planned, refused
+
+
+def _refusal(request: PriceRequest, offer: StoredOffer | None, exc: PriceUpdateError) -> PriceUpdateResult:
+    return PriceUpdateResult(
+        request,
+        "invalid",
+        exc.detail,
+        old_price=offer.sale_price if offer else None,
+        new_price=request.price,
+        currency=offer.currency if offer else None,
+        emag_offer_id=offer.emag_offer_id if offer else None,
+        fix=exc.fix,
+    )
 
 
 def apply_updates(
@@ -381,25 +399,32 @@ def run_single(
     notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> PriceUpdateResult | None:
-    """Reconcile, look up, show, validate and send one update; PriceUpdateError before anything is sent.
+    """Reconcile, look up, read eMAG's current values, show, validate and send one update;
+    PriceUpdateError before anything is sent.
 
-    Returns None on a dry run (shown and validated; nothing sent, nothing reconciled).
+    Returns None on a dry run (read, shown and validated; nothing sent, nothing reconciled).
     """
     if dry_run:
-        _plan_single(engine, request, max_change, show)
+        _plan_single(engine, request, writer_for(request.account), max_change, show)
         return None
     with sending_for(engine, request.account, writer_for, notify):
-        plan = _plan_single(engine, request, max_change, show)
-        [result] = apply_updates(engine, writer_for(request.account), [plan], who)
+        writer = writer_for(request.account)
+        plan = _plan_single(engine, request, writer, max_change, show)
+        [result] = apply_updates(engine, writer, [plan], who)
     return result
 
 
 def _plan_single(
-    engine: Engine, request: PriceRequest, max_change: Decimal, show: Callable[[PlannedUpdate], None] | None
+    engine: Engine,
+    request: PriceRequest,
+    reader: CurrentReader,
+    max_change: Decimal,
+    show: Callable[[PlannedUpdate], None] | None,
 ) -> PlannedUpdate:
     offer = find_offers(engine, [(request.sku, request.account)]).get((request.sku, request.account))
     offer = check_published(request, offer)
-    if show is not None:  # shown before validation, so a refused price is seen next to the stored range
+    offer = with_current(offer, read_current(reader, request.account, [offer]))
+    if show is not None:  # shown before validation, so a refused price is seen next to the current range
         show(PlannedUpdate(request, offer))
     return plan_update(request, offer, max_change=max_change)
 
@@ -414,22 +439,26 @@ def run_bulk(
     notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> list[PriceUpdateResult]:
-    """Per account: reconcile, validate every request, then send the valid ones; results in input order.
+    """Validate every request against what eMAG holds now (every account before anything is sent), then
+    per account reconcile and send the valid ones; results in input order.
 
-    On a dry run the valid ones come back as 'not-sent' after validation.
+    On a dry run the valid ones come back as 'not-sent' after validation. PriceUpdateError, with nothing
+    sent, when eMAG's current values cannot be read.
     """
     results: list[PriceUpdateResult] = []
+    ready: dict[AccountType, list[PlannedUpdate]] = {}
     for account in AccountType:
         mine = [request for request in requests if request.account is account]
-        if not mine:
-            continue
+        if mine:
+            ready[account], refused = prepare_updates(
+                engine, mine, writer_for(account), max_change=max_change
+            )
+            results += refused
+    for account, planned in ready.items():
         if dry_run:
-            planned, refused = prepare_updates(engine, mine, max_change=max_change)
-            results += refused + [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]
+            results += [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]
             continue
         with sending_for(engine, account, writer_for, notify):
-            planned, refused = prepare_updates(engine, mine, max_change=max_change)
-            results += refused
             if planned:
                 results += apply_updates(engine, writer_for(account), planned, who)
     order = {id(request): i for i, request in enumerate(requests)}
