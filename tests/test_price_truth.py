@@ -162,9 +162,20 @@ def test_a_lost_answer_with_the_old_price_is_uncertain_until_a_later_read(
         state.save(FBE, "offer", "save", [{"id": EMG470_ID, "sale_price": "250.0000"}])
     age_unsettled(engine)
 
+    notices: list[str] = []
     with client_for(FBE) as client:  # the next price run of the account reads eMAG first
-        apply.run_single(engine, rules.make_request("EMG469", "fbe", "99.90"), lambda _: client, TESTER)
+        apply.run_single(
+            engine,
+            rules.make_request("EMG469", "fbe", "99.90"),
+            lambda _: client,
+            TESTER,
+            notify=notices.append,
+        )
 
+    assert notices == [
+        f"FBE: 1 uncertain (lost answer) price update(s) reconciled from eMAG: 1 {settled_as} "
+        "(emag-sync price-history shows them)"
+    ]
     first, second = audit_rows(engine)
     assert (first["status"], first["reread_source"], second["status"]) == (settled_as, "reconcile", "applied")
     assert first["emag_answer"] == "no-answer" and "ReadError" in first["emag_response"]["error"]

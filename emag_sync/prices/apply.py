@@ -1,5 +1,6 @@
-"""Price updates sent to eMAG in chunks of 50: each chunk's intent committed before its request, its
-outcome after; refused or lost saves re-read; interrupted updates of dead runs reconciled first."""
+"""Price updates validated against eMAG's current values, then sent in chunks of 50: each chunk's intent
+committed before its request, its outcome after, its offers locked against a concurrent update meanwhile;
+refused or lost saves re-read; interrupted updates of dead runs reconciled first."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ class Reconciled:
     account: AccountType
     status: Status
     found: Found
+    interrupted: bool = True  # left 'sending' by a dead run; else 'uncertain' after a lost answer
 
 
 def reconcile_interrupted(
@@ -185,7 +186,7 @@ def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
         reread=reread,
     )
     record_outcome(conn, row.id, outcome)
-    return Reconciled(row.id, row.sku, row.account, status, reread.found)
+    return Reconciled(row.id, row.sku, row.account, status, reread.found, row.status == SENDING)
 
 
 def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
@@ -194,7 +195,13 @@ def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
 
 
 def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
-    """'2 interrupted price updates reconciled from eMAG: 1 applied, 1 not-applied'."""
+    """'2 interrupted price update(s) reconciled from eMAG: 1 applied, 1 not-applied'."""
     counts: Mapping[str, int] = {s: sum(1 for r in done if r.status == s) for s in {r.status for r in done}}
     figures = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    return f"{len(done)} interrupted price update(s) reconciled from {source}: {figures}"
+    uncertain = sum(1 for r in done if not r.interrupted)
+    what = (
+        "interrupted"
+        if not uncertain
+        else f"uncertain (lost answer){'' if uncertain == len(done) else ' or interrupted'}"
+    )
+    return f"{len(done)} {what} price update(s) reconciled from {source}: {figures}"
