@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -226,30 +227,33 @@ def _offer_key(account: AccountType, emag_offer_id: int) -> int:
 
 
 @contextmanager
-def offer_update_locks(engine: Engine, account: AccountType, emag_offer_ids: Iterable[int]) -> Iterator[None]:
+def offer_update_locks(
+    engine: Engine, account: AccountType, emag_offer_ids: Iterable[int]
+) -> Iterator[datetime | None]:
     """Hold the price-update lock of each offer for the block, on a dedicated connection.
 
     Another run updating one of these offers waits until this block ends (its confirmation recorded), so
-    the later save reaches eMAG after the earlier one's outcome is in the database. Keys are taken in
-    order, so two runs sharing offers never deadlock. Released on exit, or by PostgreSQL when the process
-    dies.
+    the later save reaches eMAG after the earlier one's outcome is in the database. Yields when it began
+    waiting for such a run (None when it did not wait): prices pushed since then are newer than what the
+    caller read. Keys are taken in order, so two runs sharing offers never deadlock. Released on exit, or
+    by PostgreSQL when the process dies.
     """
     keys = sorted({_offer_key(account, offer_id) for offer_id in emag_offer_ids})
     conn = engine.connect()
     try:
-        waiting = False
+        waited_since = None
         for key in keys:
             if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
-                if not waiting:
+                if waited_since is None:
                     log.info("%s: another price update of these offers is sending; waiting", account.value)
-                    waiting = True
+                    waited_since = datetime.now(UTC)
                 conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         conn.commit()
     except BaseException:
         conn.close()
         raise
     try:
-        yield
+        yield waited_since
     finally:
         try:
             conn.execute(text("SELECT pg_advisory_unlock_all()"))  # this connection holds only these

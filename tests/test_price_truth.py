@@ -205,28 +205,48 @@ def test_a_sync_settles_an_uncertain_update_from_what_it_read(sandbox, engine):
 # ---------------------------------------------------------------------------------------------- item 9
 
 
-class SlowFirstAnswerTransport(httpx.BaseTransport):
-    """The first offer/save reaches eMAG at once, its answer comes back ``delay`` seconds later."""
+class SlowFirstSaveTransport(httpx.BaseTransport):
+    """A's network: its first offer/save waits for ``go`` (B has read the offer), reaches eMAG, and its
+    answer comes back ``delay`` seconds later."""
 
     def __init__(self, delay: float) -> None:
         self.inner = httpx.HTTPTransport()
         self.delay = delay
-        self.landed = threading.Event()
+        self.sending, self.go, self.landed = threading.Event(), threading.Event(), threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/offer/save") or self.landed.is_set():
+            return self.inner.handle_request(request)
+        self.sending.set()
+        assert self.go.wait(10)
+        answer = self.inner.handle_request(request)
+        answer.read()
+        self.landed.set()
+        time.sleep(self.delay)
+        return answer
+
+
+class SignalsReadTransport(httpx.BaseTransport):
+    """B's network: says when its read of the offer's current values has been answered."""
+
+    def __init__(self, read: threading.Event) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.read = read
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         answer = self.inner.handle_request(request)
-        if request.url.path.endswith("/offer/save") and not self.landed.is_set():
+        if request.url.path.endswith("/product_offer/read"):
             answer.read()
-            self.landed.set()
-            time.sleep(self.delay)
+            self.read.set()
         return answer
 
 
 def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
-    """A lands first on eMAG but is answered late; B, sent meanwhile, waits for A's confirmation."""
+    """A's save is on its way; B reads the offer, then A lands on eMAG and is answered late. B waits for
+    A's confirmation before sending, and its audit row starts from A's price."""
     state = sandbox.state
     seed_offers(engine, state, FBE)
-    slow = SlowFirstAnswerTransport(delay=1.5)
+    slow = SlowFirstSaveTransport(delay=1.5)
     first: list = []
 
     def update_a() -> None:
@@ -240,12 +260,13 @@ def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
     a = threading.Thread(target=update_a)
     a.start()
     try:
-        assert slow.landed.wait(10)
-        with client_for(FBE) as client:
+        assert slow.sending.wait(10)
+        with client_for(FBE, SignalsReadTransport(slow.go)) as client:
             second = apply.run_single(
                 engine, rules.make_request("EMG469", "fbe", "100.50"), lambda _: client, TESTER
             )
     finally:
+        slow.go.set()
         a.join(30)
 
     assert [r.status for r in (*first, second)] == ["applied", "applied"]
@@ -254,6 +275,7 @@ def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
     assert offer_row(engine, "EMG469")["sale_price"] == emag_holds == Decimal("100.50")
     a_audit, b_audit = audit_rows(engine)
     assert a_audit["answered_at"] <= b_audit["sent_at"]  # B went out once A was confirmed
+    assert (a_audit["old_sale_price"], b_audit["old_sale_price"]) == (Decimal("118.0257"), Decimal("99.90"))
 
 
 # ---------------------------------------------------------------------------------------------- item 10

@@ -8,6 +8,7 @@ import getpass
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -96,6 +97,7 @@ def find_offers(
             vat_id=row["vat_id"],
             status=row["status"],
             is_active=row["is_active"],
+            prices_pushed_at=row["prices_pushed_at"],
         )
         found[(offer.sku, offer.account)] = offer
     return found
@@ -174,10 +176,33 @@ def apply_updates(
             results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
             continue
         subject = f"chunk {number}/{len(chunks)} (offer ids {', '.join(str(p.emag_offer_id) for p in chunk)})"
-        with offer_update_locks(engine, chunk[0].request.account, [p.emag_offer_id for p in chunk]):
+        with offer_update_locks(engine, chunk[0].request.account, [p.emag_offer_id for p in chunk]) as waited:
+            if waited is not None:
+                chunk = _pushed_meanwhile(engine, chunk, waited)
             done, stop = _send_chunk(engine, writer, chunk, who, subject, clock)
         results += done
     return results
+
+
+def _pushed_meanwhile(engine: Engine, chunk: Sequence[PlannedUpdate], since: datetime) -> list[PlannedUpdate]:
+    """The chunk with the prices another update confirmed while this one waited for its offers: they are
+    what eMAG holds now, so the audit's old values and the re-read's comparison start from them."""
+    stored = find_offers(engine, [(plan.offer.sku, plan.offer.account) for plan in chunk])
+    fresh = []
+    for plan in chunk:
+        now = stored.get((plan.offer.sku, plan.offer.account))
+        if now is not None and now.prices_pushed_at is not None and now.prices_pushed_at >= since:
+            plan = replace(
+                plan,
+                offer=replace(
+                    plan.offer,
+                    sale_price=now.sale_price,
+                    min_sale_price=now.min_sale_price,
+                    max_sale_price=now.max_sale_price,
+                ),
+            )
+        fresh.append(plan)
+    return fresh
 
 
 def _send_chunk(

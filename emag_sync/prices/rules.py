@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -58,6 +59,7 @@ class StoredOffer:
     vat_id: int | None
     status: int | None
     is_active: bool
+    prices_pushed_at: datetime | None = None  # when a price update last confirmed what eMAG holds
 
 
 @dataclass(frozen=True)
