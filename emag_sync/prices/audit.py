@@ -29,8 +29,10 @@ RereadSource = Literal["save", "reconcile", "sync"]
 SENDING: Status = "sending"
 # Re-read prices that differ from what the offer row held before: the row takes them.
 CHANGED_ON_EMAG: frozenset[Found] = frozenset({"new prices", "other prices"})
-# What a re-read after a lost answer found that a later read may still change: the save may land late.
-UNSETTLED_FOUND: frozenset[Found] = frozenset({"old prices", "not found", "read failed"})
+# What a re-read after a lost answer found that a later read may still change: the save may land late,
+# the read may work next time. ("not found" stays uncertain: re-reading it on every run would cost a
+# request per run for an offer eMAG no longer has.)
+UNSETTLED_FOUND: frozenset[Found] = frozenset({"old prices", "read failed"})
 
 
 def derive_status(answer: Answer, found: Found | None, *, settled: bool = False) -> Status:
