@@ -69,11 +69,12 @@ def read_current(
 
 
 def _from_pages(reader: CurrentReader, count: CatalogueCount, wanted: set[int]) -> dict[int, Held]:
+    by_text = {str(offer_id): offer_id for offer_id in wanted}  # (ids compared as read_offer does)
     held: dict[int, Held] = {}
     for page in reader.iter_pages(count=count):
         for record in page.records:
-            offer_id = record.get("id") if isinstance(record, dict) else None
-            if isinstance(offer_id, int) and offer_id in wanted:
+            offer_id = by_text.get(str(record.get("id"))) if isinstance(record, dict) else None
+            if offer_id is not None:
                 held[offer_id] = _held(record)
     return held
 
