@@ -16,7 +16,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
-from emag_sandbox.state import SandboxState
+from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.cli import app
 from emag_sync.errors import PriceUpdateError
@@ -368,4 +368,22 @@ def test_a_current_read_that_fails_or_answers_other_offers_stops_in_one_line(
     assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
     with client_for(FBE, transport()) as client, pytest.raises(PriceUpdateError):
         apply.run_bulk(engine, [request], lambda _: client, TESTER, dry_run=True)
+    assert state.saves == [] and audit_rows(engine) == []
+
+
+def test_the_cli_stops_in_one_line_when_emags_current_values_cannot_be_read(sandbox, engine, db_env):
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    state.set_faults(FBE, Faults(error_pages={1}))  # every read, by id too, answers isError
+
+    result = CliRunner().invoke(
+        app, ["update-price", "--sku", "EMG469", "--account", "fbe", "--price", "100"]
+    )
+
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr == (
+        "emag-sync: fbe: reading the offers' current prices from eMAG failed, so nothing was validated or "
+        "sent: product_offer/read: offer id 200001405: eMAG answered isError: true (eMAG says: Could not read "
+        "page 1 of product offers, please retry later)\n"
+    )
     assert state.saves == [] and audit_rows(engine) == []
