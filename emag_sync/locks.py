@@ -1,11 +1,13 @@
 """PostgreSQL advisory locks: one per account keeps two syncs from writing at once; another tells the
-price runs that are still sending from the ones that died mid-way."""
+price runs that are still sending from the ones that died mid-way; one per offer puts two updates of the
+same offer one after the other."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -208,6 +210,56 @@ def price_run_lock(
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
             log.warning("%s: releasing the price lock failed (%s)", account.value, exc)
+            conn.invalidate()
+        finally:
+            conn.close()
+
+
+# --- one offer's updates --------------------------------------------------------------------------------
+# Two updates of one offer at once must reach eMAG and the database in the same order: each holds the
+# offer's lock from its intent to its confirmation. Single-bigint keys (pg_locks objsubid 1, apart from the
+# two-int4 locks above): the account's namespace in the high 32 bits, the eMAG offer id in the low 32.
+OFFER_LOCK_NAMESPACES = {AccountType.MAIN: 0x656D6F01, AccountType.FBE: 0x656D6F02}  # "emo" + account
+
+
+def _offer_key(account: AccountType, emag_offer_id: int) -> int:
+    return (OFFER_LOCK_NAMESPACES[account] << 32) | emag_offer_id
+
+
+@contextmanager
+def offer_update_locks(
+    engine: Engine, account: AccountType, emag_offer_ids: Iterable[int]
+) -> Iterator[datetime | None]:
+    """Hold the price-update lock of each offer for the block, on a dedicated connection.
+
+    Another run updating one of these offers waits until this block ends (its confirmation recorded), so
+    the later save reaches eMAG after the earlier one's outcome is in the database. Yields when it began
+    waiting for such a run (None when it did not wait): prices pushed since then are newer than what the
+    caller read. Keys are taken in order, so two runs sharing offers never deadlock. Released on exit, or
+    by PostgreSQL when the process dies.
+    """
+    keys = sorted({_offer_key(account, offer_id) for offer_id in emag_offer_ids})
+    conn = engine.connect()
+    try:
+        waited_since = None
+        for key in keys:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
+                if waited_since is None:
+                    log.info("%s: another price update of these offers is sending; waiting", account.value)
+                    waited_since = datetime.now(UTC)
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    try:
+        yield waited_since
+    finally:
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))  # this connection holds only these
+            conn.commit()
+        except SQLAlchemyError as exc:  # the connection is gone, and with it the locks
+            log.warning("%s: releasing the offer locks failed (%s)", account.value, exc)
             conn.invalidate()
         finally:
             conn.close()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import tasks.prices as tasks_prices
 from emag_sandbox.server import serve
-from emag_sandbox.state import SandboxState
+from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import AccountType
 from emag_sync.api.client import EmagClient
 from emag_sync.cli import app
@@ -233,23 +233,35 @@ def test_out_of_range_price_is_refused_before_any_request(sandbox, engine):
     seed_offers(engine, sandbox.state, FBE)
     with pytest.raises(PriceUpdateError, match=r"EMG469 on eMAG FBE: price 35.00 is outside .*79.2100"):
         run_one(engine, rules.make_request("EMG469", "fbe", "35.00", allow_large_change=True))
-    assert sandbox.state.request_log == []
+    assert saves_sent(sandbox.state) == []  # (one read: eMAG's current values, validated against)
     assert audit_rows(engine) == []
     assert offer_row(engine, "EMG469")["sale_price"] == Decimal("118.0257")
 
 
-def test_emag_refusal_leaves_the_database_unchanged_and_is_audited(sandbox, engine):
-    """Stored min/max are stale (wider than eMAG's): the price passes here and eMAG refuses it."""
-    state = sandbox.state
-    seed_offers(engine, state, FBE)
+def test_stale_stored_ranges_are_validated_against_emags_current_ones(sandbox, engine):
+    """Stored min/max wider than eMAG's: the current values read from eMAG refuse the price unsent."""
+    seed_offers(engine, sandbox.state, FBE)
     with engine.begin() as conn:
         conn.execute(update(offers).where(offers.c.sku == "EMG470").values(max_sale_price=Decimal("1000")))
+    with pytest.raises(
+        PriceUpdateError, match=r"price 500 is outside the allowed range \[139.6600, 411.1600\]"
+    ):
+        run_one(engine, rules.make_request("EMG470", "fbe", "500", allow_large_change=True))
+    assert saves_sent(sandbox.state) == [] and audit_rows(engine) == []
+
+
+def test_emag_refusal_leaves_the_database_unchanged_and_is_audited(sandbox, engine):
+    """A price that passes here and eMAG refuses (its own reasons, e.g. a range changed meanwhile)."""
+    state = sandbox.state
+    seed_offers(engine, state, FBE)
+    refusal = "Offer 200001408: sale_price 250.0000 is outside [139.6600, 240.0000]"
+    state.set_faults(FBE, Faults(refuse_saves={200001408: refusal}))
     before = offer_row(engine, "EMG470")
 
-    result = run_one(engine, rules.make_request("EMG470", "fbe", "500", allow_large_change=True))
+    result = run_one(engine, rules.make_request("EMG470", "fbe", "250"))
 
     assert result.status == "refused" and (result.answer, result.found) == ("refused", "old prices")
-    assert "sale_price 500.0000 is outside" in result.message and "max_sale_price 411.1600" in result.message
+    assert refusal in result.message
     assert offer_row(engine, "EMG470") == before
     assert state.record_by_sku(FBE, "EMG470")["sale_price"] == "223.1100"
     [audit] = audit_rows(engine)
@@ -304,7 +316,7 @@ class LostAnswerTransport(httpx.BaseTransport):
 
 @pytest.mark.parametrize(
     ("delivered", "status", "found", "emag_holds"),
-    [(True, "applied", "new prices", "280.0000"), (False, "not-applied", "old prices", "223.1100")],
+    [(True, "applied", "new prices", "280.0000"), (False, "uncertain", "old prices", "223.1100")],
 )
 def test_lost_answer_is_decided_by_what_the_re_read_finds(
     sandbox, engine, delivered, status, found, emag_holds
@@ -317,7 +329,7 @@ def test_lost_answer_is_decided_by_what_the_re_read_finds(
     assert result is not None and (result.status, result.answer, result.found) == (status, "no-answer", found)
     assert "the answer was lost" in result.message
     reads = [r for r in sandbox.state.request_log if (r.resource, r.action) == ("product_offer", "read")]
-    assert len(reads) == 1  # the re-read
+    assert len(reads) == 2  # the current values before, the re-read after
     row = offer_row(engine, "EMG470")
     assert row["sale_price"] == Decimal(emag_holds)
     [audit] = audit_rows(engine)
@@ -402,16 +414,16 @@ def test_is_error_on_a_chunk_re_reads_each_offer_and_keeps_what_was_saved(sandbo
     with client_for(FBE, PartialSaveTransport()) as client:
         results = apply.run_bulk(engine, requests, lambda _: client, Requester("t", "cli-bulk"))
 
-    # eMAG refused the request: none of it is 'applied', though it saved two of the three offers
-    assert [r.status for r in results] == ["refused", "uncertain", "uncertain"]
+    # eMAG refused the request but saved two of the three offers: the re-read settles those as applied
+    assert [r.status for r in results] == ["refused", "applied", "applied"]
     assert [r.found for r in results] == ["old prices", "new prices", "new prices"]
     assert "eMAG refused: Offer id" in results[0].message
     assert "the re-read shows the new prices on eMAG" in results[1].message
     for (sku, price), result in zip(rows, results, strict=True):
         emag = state.record_by_sku(FBE, sku)["sale_price"]
         assert offer_row(engine, sku)["sale_price"] == Decimal(emag)
-        assert (emag == price) == (result.status == "uncertain")
-    assert [a["status"] for a in audit_rows(engine)] == ["refused", "uncertain", "uncertain"]
+        assert (emag == price) == (result.status == "applied")
+    assert [a["status"] for a in audit_rows(engine)] == ["refused", "applied", "applied"]
     assert all(a["emag_answer"] == "refused" for a in audit_rows(engine))
 
 

@@ -1,5 +1,6 @@
-"""Price updates sent to eMAG in chunks of 50: each chunk's intent committed before its request, its
-outcome after; refused or lost saves re-read; interrupted updates of dead runs reconciled first."""
+"""Price updates validated against eMAG's current values, then sent in chunks of 50: each chunk's intent
+committed before its request, its outcome after, its offers locked against a concurrent update meanwhile;
+refused or lost saves re-read; interrupted updates of dead runs reconciled first."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import getpass
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine, RowMapping, select, tuple_
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from emag_sync.accounts import AccountType
@@ -24,7 +26,7 @@ from emag_sync.errors import (
     PriceUpdateError,
 )
 from emag_sync.limits import MAX_ENTITIES_PER_SAVE
-from emag_sync.locks import price_run_lock
+from emag_sync.locks import offer_update_locks, price_run_lock
 from emag_sync.prices.audit import (
     CHANGED_ON_EMAG,
     Answer,
@@ -39,6 +41,7 @@ from emag_sync.prices.audit import (
     write_intents,
     write_offer_prices,
 )
+from emag_sync.prices.current import CurrentReader, read_current, with_current
 from emag_sync.prices.reconcile import describe_reconciled, reconcile_interrupted
 from emag_sync.prices.results import PriceUpdateResult, describe_prices
 from emag_sync.prices.rules import (
@@ -53,8 +56,11 @@ from emag_sync.settings import DEFAULT_MAX_PRICE_CHANGE, Settings
 
 log = logging.getLogger(__name__)
 
+# (sku, account) pairs per offer lookup query: far below where PostgreSQL's planner runs out of stack.
+LOOKUP_BATCH = 1000
 
-class OfferWriter(Protocol):
+
+class OfferWriter(CurrentReader, Protocol):
     """What an update needs from emag_sync.api.EmagClient (one account, shared rate limiter)."""
 
     def save_offers(self, entities: Sequence[Mapping[str, Any]], *, subject: str = "") -> Envelope: ...
@@ -65,13 +71,18 @@ class OfferWriter(Protocol):
 def find_offers(
     engine: Engine, keys: Iterable[tuple[str, AccountType]]
 ) -> dict[tuple[str, AccountType], StoredOffer]:
-    """The stored offers for these (SKU, account) pairs, in one query."""
-    wanted = [(sku, account.value) for sku, account in keys]
-    if not wanted:
-        return {}
-    query = select(offers).where(tuple_(offers.c.sku, offers.c.account_type).in_(wanted))
+    """The stored offers for these (SKU, account) pairs, LOOKUP_BATCH pairs per query.
+
+    PostgreSQL plans a row-valued IN list as nested ORs: somewhere past 5,000 pairs it answers "stack depth
+    limit exceeded", so a whole catalogue's file (100k rows) is looked up in bounded batches.
+    """
+    wanted = list(dict.fromkeys((sku, account.value) for sku, account in keys))
+    rows: list[RowMapping] = []
     with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start : start + LOOKUP_BATCH]
+            query = select(offers).where(tuple_(offers.c.sku, offers.c.account_type).in_(batch))
+            rows += conn.execute(query).mappings().all()
     found = {}
     for row in rows:
         offer = StoredOffer(
@@ -87,36 +98,54 @@ def find_offers(
             vat_id=row["vat_id"],
             status=row["status"],
             is_active=row["is_active"],
+            prices_pushed_at=row["prices_pushed_at"],
         )
         found[(offer.sku, offer.account)] = offer
     return found
 
 
 def prepare_updates(
-    engine: Engine, requests: Sequence[PriceRequest], *, max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE
+    engine: Engine,
+    requests: Sequence[PriceRequest],
+    reader: CurrentReader,
+    *,
+    max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
 ) -> tuple[list[PlannedUpdate], list[PriceUpdateResult]]:
-    """Look every request's offer up and validate it: (ready to send, refused with a reason)."""
+    """Look every request's offer up, read what eMAG holds now, and validate against that: (ready to
+    send, refused with a reason). One account's requests; PriceUpdateError when eMAG cannot be read."""
     stored = find_offers(engine, [(r.sku, r.account) for r in requests])
-    planned: list[PlannedUpdate] = []
+    published: list[tuple[PriceRequest, StoredOffer]] = []
     refused: list[PriceUpdateResult] = []
     for request in requests:
         offer = stored.get((request.sku, request.account))
         try:
-            planned.append(plan_update(request, check_published(request, offer), max_change=max_change))
+            published.append((request, check_published(request, offer)))
         except PriceUpdateError as exc:
-            refused.append(
-                PriceUpdateResult(
-                    request,
-                    "invalid",
-                    exc.detail,
-                    old_price=offer.sale_price if offer else None,
-                    new_price=request.price,
-                    currency=offer.currency if offer else None,
-                    emag_offer_id=offer.emag_offer_id if offer else None,
-                    fix=exc.fix,
-                )
-            )
+            refused.append(_refusal(request, offer, exc))
+    if not published:
+        return [], refused
+    held = read_current(reader, requests[0].account, [offer for _, offer in published])
+    planned: list[PlannedUpdate] = []
+    for request, offer in published:
+        current = with_current(offer, held)
+        try:
+            planned.append(plan_update(request, current, max_change=max_change))
+        except PriceUpdateError as exc:
+            refused.append(_refusal(request, current, exc))
     return planned, refused
+
+
+def _refusal(request: PriceRequest, offer: StoredOffer | None, exc: PriceUpdateError) -> PriceUpdateResult:
+    return PriceUpdateResult(
+        request,
+        "invalid",
+        exc.detail,
+        old_price=offer.sale_price if offer else None,
+        new_price=request.price,
+        currency=offer.currency if offer else None,
+        emag_offer_id=offer.emag_offer_id if offer else None,
+        fix=exc.fix,
+    )
 
 
 def apply_updates(
@@ -129,10 +158,12 @@ def apply_updates(
 ) -> list[PriceUpdateResult]:
     """Send one account's validated updates in chunks of at most 50.
 
-    Per chunk: the intent rows ('sending') are committed, the request is sent, then the outcome and the
-    offer rows are written in one transaction. ``isError`` re-reads the chunk's offers, because eMAG may
-    have saved part of it; a lost answer (EmagUncertainWriteError) re-reads too. A process killed between
-    the two transactions leaves the intent rows, which the next price run or sync reconciles.
+    Per chunk, holding its offers' update locks (another run's update of one of them waits, so eMAG and
+    the database take them in the same order): the intent rows ('sending') are committed, the request is
+    sent, then the outcome and the offer rows are written in one transaction. ``isError`` re-reads the
+    chunk's offers, because eMAG may have saved part of it; a lost answer (EmagUncertainWriteError)
+    re-reads too. A process killed between the two transactions leaves the intent rows, which the next
+    price run or sync reconciles.
     """
     if len({plan.request.account for plan in plans}) > 1:
         raise ValueError("apply_updates takes one account's updates; group them first")
@@ -145,54 +176,88 @@ def apply_updates(
         if stop is not None:
             results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
             continue
-        try:
-            audit_ids = write_intents(engine, chunk, who, clock())
-        except SQLAlchemyError as exc:
-            stop = f"the database could not record the intent ({_reason(exc)})"
-            results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
-            continue
-        ids = ", ".join(str(plan.emag_offer_id) for plan in chunk)
-        outcomes: list[Outcome]
-        try:
-            writer.save_offers(
-                [plan.entity() for plan in chunk], subject=f"chunk {number}/{len(chunks)} (offer ids {ids})"
-            )
-        except EmagBusinessError as exc:
-            outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
-        except EmagUncertainWriteError as exc:
-            outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
-        except EmagUnavailableError as exc:
-            # Every attempt answered 429/503, which eMAG sends without acting: not applied, and not refused.
-            stop = str(exc)
-            outcomes = [Outcome("unavailable", "not-applied", clock(), [], str(exc)) for _ in chunk]
-        except EmagApiError as exc:
-            # Refused before eMAG could act (auth, other 4xx): later chunks would fail alike.
-            stop = str(exc)
-            outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
-        else:
-            outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
-        try:
-            results += _record(engine, chunk, audit_ids, outcomes)
-        except SQLAlchemyError as exc:
-            # eMAG may hold the new prices; the database could not take the outcome. The intent rows stay
-            # 'sending' for the next price run or sync to reconcile; send nothing more that could not be
-            # recorded either.
-            reason = _reason(exc)
-            stop = f"the database failed after an earlier chunk was sent ({reason})"
-            log.error("price updates sent to eMAG but their outcome not recorded: %s", reason)
-            results += [
-                _result(
-                    plan,
-                    "uncertain",
-                    f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
-                    f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
-                    f"of {plan.request.account.value} reconciles it",
-                    audit_id,
-                    outcome,
-                )
-                for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
-            ]
+        subject = f"chunk {number}/{len(chunks)} (offer ids {', '.join(str(p.emag_offer_id) for p in chunk)})"
+        with offer_update_locks(engine, chunk[0].request.account, [p.emag_offer_id for p in chunk]) as waited:
+            if waited is not None:
+                chunk = _pushed_meanwhile(engine, chunk, waited)
+            done, stop = _send_chunk(engine, writer, chunk, who, subject, clock)
+        results += done
     return results
+
+
+def _pushed_meanwhile(engine: Engine, chunk: Sequence[PlannedUpdate], since: datetime) -> list[PlannedUpdate]:
+    """The chunk with the prices another update confirmed while this one waited for its offers: they are
+    what eMAG holds now, so the audit's old values and the re-read's comparison start from them."""
+    stored = find_offers(engine, [(plan.offer.sku, plan.offer.account) for plan in chunk])
+    fresh = []
+    for plan in chunk:
+        now = stored.get((plan.offer.sku, plan.offer.account))
+        if now is not None and now.prices_pushed_at is not None and now.prices_pushed_at >= since:
+            plan = replace(
+                plan,
+                offer=replace(
+                    plan.offer,
+                    sale_price=now.sale_price,
+                    min_sale_price=now.min_sale_price,
+                    max_sale_price=now.max_sale_price,
+                ),
+            )
+        fresh.append(plan)
+    return fresh
+
+
+def _send_chunk(
+    engine: Engine,
+    writer: OfferWriter,
+    chunk: Sequence[PlannedUpdate],
+    who: Requester,
+    subject: str,
+    clock: Callable[[], datetime],
+) -> tuple[list[PriceUpdateResult], str | None]:
+    """One chunk's intent, request and outcome: its results, and why later chunks must not be sent."""
+    try:
+        audit_ids = write_intents(engine, chunk, who, clock())
+    except SQLAlchemyError as exc:
+        failed = f"the database could not record the intent ({_reason(exc)})"
+        return [_result(p, "not-sent", f"not sent: {failed}") for p in chunk], failed
+    stop: str | None = None
+    outcomes: list[Outcome]
+    try:
+        writer.save_offers([plan.entity() for plan in chunk], subject=subject)
+    except EmagBusinessError as exc:
+        outcomes = _reread_chunk(writer, chunk, exc, "refused", clock)
+    except EmagUncertainWriteError as exc:
+        outcomes = _reread_chunk(writer, chunk, exc, "no-answer", clock)
+    except EmagUnavailableError as exc:
+        # Every attempt answered 429/503, which eMAG sends without acting: not applied, and not refused.
+        stop = str(exc)
+        outcomes = [Outcome("unavailable", "not-applied", clock(), [], str(exc)) for _ in chunk]
+    except EmagApiError as exc:
+        # Refused before eMAG could act (auth, other 4xx): later chunks would fail alike.
+        stop = str(exc)
+        outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
+    else:
+        outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
+    try:
+        return _record(engine, chunk, audit_ids, outcomes), stop
+    except SQLAlchemyError as exc:
+        # eMAG may hold the new prices; the database could not take the outcome. The intent rows stay
+        # 'sending' for the next price run or sync to reconcile; send nothing more that could not be
+        # recorded either.
+        reason = _reason(exc)
+        log.error("price updates sent to eMAG but their outcome not recorded: %s", reason)
+        return [
+            _result(
+                plan,
+                "uncertain",
+                f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
+                f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
+                f"of {plan.request.account.value} reconciles it",
+                audit_id,
+                outcome,
+            )
+            for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
+        ], f"the database failed after an earlier chunk was sent ({reason})"
 
 
 def _record(
@@ -273,6 +338,11 @@ def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
     if reread.found == "not found":
         return f"{said}; eMAG did not return the offer when re-read: check it on eMAG, then sync"
     held = describe_prices(reread.prices or {}, plan.offer.currency)
+    if outcome.status == "uncertain" and reread.found == "old prices":
+        return (
+            f"{said}; the re-read still shows the old prices, but the save may land late: the next price "
+            f"run or sync of {plan.request.account.value} settles it"
+        )
     seen = {
         "new prices": "the re-read shows the new prices on eMAG",
         "same prices": "the re-read shows the asked-for prices, which eMAG held already",
@@ -362,25 +432,32 @@ def run_single(
     notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> PriceUpdateResult | None:
-    """Reconcile, look up, show, validate and send one update; PriceUpdateError before anything is sent.
+    """Reconcile, look up, read eMAG's current values, show, validate and send one update;
+    PriceUpdateError before anything is sent.
 
-    Returns None on a dry run (shown and validated; nothing sent, nothing reconciled).
+    Returns None on a dry run (read, shown and validated; nothing sent, nothing reconciled).
     """
     if dry_run:
-        _plan_single(engine, request, max_change, show)
+        _plan_single(engine, request, writer_for(request.account), max_change, show)
         return None
     with sending_for(engine, request.account, writer_for, notify):
-        plan = _plan_single(engine, request, max_change, show)
-        [result] = apply_updates(engine, writer_for(request.account), [plan], who)
+        writer = writer_for(request.account)
+        plan = _plan_single(engine, request, writer, max_change, show)
+        [result] = apply_updates(engine, writer, [plan], who)
     return result
 
 
 def _plan_single(
-    engine: Engine, request: PriceRequest, max_change: Decimal, show: Callable[[PlannedUpdate], None] | None
+    engine: Engine,
+    request: PriceRequest,
+    reader: CurrentReader,
+    max_change: Decimal,
+    show: Callable[[PlannedUpdate], None] | None,
 ) -> PlannedUpdate:
     offer = find_offers(engine, [(request.sku, request.account)]).get((request.sku, request.account))
     offer = check_published(request, offer)
-    if show is not None:  # shown before validation, so a refused price is seen next to the stored range
+    offer = with_current(offer, read_current(reader, request.account, [offer]))
+    if show is not None:  # shown before validation, so a refused price is seen next to the current range
         show(PlannedUpdate(request, offer))
     return plan_update(request, offer, max_change=max_change)
 
@@ -395,22 +472,26 @@ def run_bulk(
     notify: Callable[[str], None] | None = None,
     dry_run: bool = False,
 ) -> list[PriceUpdateResult]:
-    """Per account: reconcile, validate every request, then send the valid ones; results in input order.
+    """Validate every request against what eMAG holds now (every account before anything is sent), then
+    per account reconcile and send the valid ones; results in input order.
 
-    On a dry run the valid ones come back as 'not-sent' after validation.
+    On a dry run the valid ones come back as 'not-sent' after validation. PriceUpdateError, with nothing
+    sent, when eMAG's current values cannot be read.
     """
     results: list[PriceUpdateResult] = []
+    ready: dict[AccountType, list[PlannedUpdate]] = {}
     for account in AccountType:
         mine = [request for request in requests if request.account is account]
-        if not mine:
-            continue
+        if mine:
+            ready[account], refused = prepare_updates(
+                engine, mine, writer_for(account), max_change=max_change
+            )
+            results += refused
+    for account, planned in ready.items():
         if dry_run:
-            planned, refused = prepare_updates(engine, mine, max_change=max_change)
-            results += refused + [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]
+            results += [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]
             continue
         with sending_for(engine, account, writer_for, notify):
-            planned, refused = prepare_updates(engine, mine, max_change=max_change)
-            results += refused
             if planned:
                 results += apply_updates(engine, writer_for(account), planned, who)
     order = {id(request): i for i, request in enumerate(requests)}

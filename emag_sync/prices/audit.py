@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 
 from emag_sync.accounts import AccountType
 from emag_sync.prices.rules import PlannedUpdate, money_text
@@ -30,22 +30,31 @@ RereadSource = Literal["save", "reconcile", "sync"]
 SENDING: Status = "sending"
 # Re-read prices that differ from what the offer row held before: the row takes them.
 CHANGED_ON_EMAG: frozenset[Found] = frozenset({"new prices", "other prices"})
+# What a re-read after a lost answer found that a later read may still change: the save may land late,
+# the read may work next time. ("not found" stays uncertain: re-reading it on every run would cost a
+# request per run for an offer eMAG no longer has.)
+UNSETTLED_FOUND: frozenset[Found] = frozenset({"old prices", "read failed"})
 
 
-def derive_status(answer: Answer, found: Found | None) -> Status:
-    """The audit status from eMAG's answer and what the re-read found.
+def derive_status(answer: Answer, found: Found | None, *, settled: bool = False) -> Status:
+    """The audit status from eMAG's answer and what the re-read found: one rule whatever the answer.
 
-    Accepted is applied. A refusal is never applied: refused when the offer kept its prices, uncertain
-    when it changed anyway (eMAG may save part of a refused request) or could not be read. Without an
-    answer (lost, or its writer died) the re-read decides: applied, not-applied, or uncertain.
+    A re-read showing what was sent, changed from before, settles the row as applied (a refused request
+    that eMAG saved anyway included: its messages stay beside it). Accepted is applied. A refusal that
+    left the offer as it was is refused. Without an answer (lost, or its writer died) the old prices
+    prove nothing until the read is ``settled`` (made at least SETTLE_SECONDS after the save, when a save
+    in flight has landed or never will): uncertain until then, not-applied after. Anything else
+    (other prices, not found, a failed read) is uncertain.
     """
-    if answer == "accepted":
+    if answer == "accepted" or found == "new prices":
         return "applied"
     if answer == "refused":
         return "refused" if found in ("old prices", "same prices") else "uncertain"
-    if found in ("new prices", "same prices"):
+    if found == "same prices":
         return "applied"
-    return "not-applied" if found == "old prices" else "uncertain"
+    if found == "old prices" and settled:
+        return "not-applied"
+    return "uncertain"
 
 
 def classify_reread(
@@ -269,13 +278,24 @@ def price_history(
         return [AuditRow.from_mapping(row) for row in conn.execute(query).mappings()]
 
 
-def sending_rows(
+def unsettled_rows(
     conn: Connection, account: AccountType, *, sent_before: datetime | None = None
 ) -> list[AuditRow]:
-    """The account's rows still 'sending', oldest first (interrupted only if their run is gone)."""
+    """The account's rows a later read of eMAG settles, oldest first: still 'sending' (interrupted only if
+    their run is gone), or 'uncertain' after a lost answer whose re-read could not tell (UNSETTLED_FOUND)."""
     query = (
         select(price_updates)
-        .where(price_updates.c.account_type == account.value, price_updates.c.status == SENDING)
+        .where(
+            price_updates.c.account_type == account.value,
+            or_(
+                price_updates.c.status == SENDING,
+                and_(
+                    price_updates.c.status == "uncertain",
+                    price_updates.c.emag_answer == "no-answer",
+                    price_updates.c.reread_found.in_(UNSETTLED_FOUND),
+                ),
+            ),
+        )
         .order_by(price_updates.c.id)
     )
     if sent_before is not None:

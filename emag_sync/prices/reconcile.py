@@ -1,4 +1,6 @@
-"""Interrupted price updates: audit rows left 'sending' by a run that died, resolved by what eMAG holds.
+"""Interrupted and unsettled price updates: audit rows left 'sending' by a run that died, or 'uncertain'
+after a lost answer whose re-read could not tell, resolved by what eMAG holds once a save in flight has
+landed or never will.
 
 Two ways in: a price run reads each such offer back from eMAG (``reconcile_interrupted``), and a sync
 that has just loaded the account uses the prices it read (``reconcile_interrupted_from_database``). Both
@@ -22,6 +24,7 @@ from emag_sync.errors import EmagApiError
 from emag_sync.locks import try_price_reconcile_xact_lock
 from emag_sync.prices.audit import (
     CHANGED_ON_EMAG,
+    SENDING,
     AuditRow,
     Found,
     Outcome,
@@ -31,7 +34,7 @@ from emag_sync.prices.audit import (
     derive_status,
     prices_of,
     record_outcome,
-    sending_rows,
+    unsettled_rows,
     write_offer_prices,
 )
 from emag_sync.schema import PRICE_FIELDS, offers, sync_rejects
@@ -58,6 +61,7 @@ class Reconciled:
     account: AccountType
     status: Status
     found: Found
+    interrupted: bool = True  # left 'sending' by a dead run; else 'uncertain' after a lost answer
 
 
 def reconcile_interrupted(
@@ -76,7 +80,7 @@ def reconcile_interrupted(
     for a later run; one whose intended prices landed becomes applied and its row takes them.
     """
     with engine.connect() as conn:
-        rows = sending_rows(conn, account)
+        rows = unsettled_rows(conn, account)
     if not rows:
         return []
     youngest = max((row.sent_at or row.requested_at) for row in rows)
@@ -133,7 +137,7 @@ def _from_database(
     if not try_price_reconcile_xact_lock(conn, account):
         log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.value)
         return []
-    rows = sending_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
+    rows = unsettled_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
     if not rows:
         return []
     loaded = _loaded_prices(conn, account, {row.sku for row in rows}, read_started_at, run_id)
@@ -170,16 +174,19 @@ def _loaded_prices(
 
 
 def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
-    status = derive_status("no-answer", reread.found)
+    # Every read here is settled: made SETTLE_SECONDS or more after the intent was sent.
+    status = derive_status("no-answer", reread.found, settled=True)
     outcome = Outcome(
         answer="no-answer",
         status=status,
         answered_at=None,
-        error="the run sending it stopped before eMAG's answer arrived",
+        error=row.error
+        if row.status != SENDING
+        else "the run sending it stopped before eMAG's answer arrived",
         reread=reread,
     )
     record_outcome(conn, row.id, outcome)
-    return Reconciled(row.id, row.sku, row.account, status, reread.found)
+    return Reconciled(row.id, row.sku, row.account, status, reread.found, row.status == SENDING)
 
 
 def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
@@ -188,7 +195,13 @@ def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
 
 
 def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
-    """'2 interrupted price updates reconciled from eMAG: 1 applied, 1 not-applied'."""
+    """'2 interrupted price update(s) reconciled from eMAG: 1 applied, 1 not-applied'."""
     counts: Mapping[str, int] = {s: sum(1 for r in done if r.status == s) for s in {r.status for r in done}}
     figures = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    return f"{len(done)} interrupted price update(s) reconciled from {source}: {figures}"
+    uncertain = sum(1 for r in done if not r.interrupted)
+    what = (
+        "interrupted"
+        if not uncertain
+        else f"uncertain (lost answer){'' if uncertain == len(done) else ' or interrupted'}"
+    )
+    return f"{len(done)} {what} price update(s) reconciled from {source}: {figures}"

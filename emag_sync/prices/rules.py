@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +54,7 @@ class StoredOffer:
     vat_id: int | None
     status: int | None
     is_active: bool
+    prices_pushed_at: datetime | None = None  # when a price update last confirmed what eMAG holds
 
 
 @dataclass(frozen=True)
