@@ -15,7 +15,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from emag_sandbox.accounts import SandboxAccount, default_accounts, unique_names
-from emag_sandbox.catalogue import DEFAULT_PRODUCTS, PRICE_SCALE, Catalogue, format_price
+from emag_sandbox.catalogue import (
+    DEFAULT_PRODUCTS,
+    MAX_ACCOUNTS,
+    PRICE_SCALE,
+    Catalogue,
+    format_price,
+)
 from emag_sandbox.hostile import kind_at, kinds_from, make_hostile
 from emag_sync.accounts import AccountType
 from emag_sync.limits import (
@@ -267,8 +273,8 @@ class SandboxState:
     """The accounts of one seller or many; records are generated on demand, only changes are stored.
 
     Without ``accounts``: today's two accounts of one seller, ``main`` (``main_products``, default 85% of
-    ``products``) and ``fbe`` (``products``) on ``platform``. With ``accounts``, those three describe
-    nothing. Every method taking an account takes its name (``AccountType.MAIN`` is the name ``main``).
+    ``products``) and ``fbe`` (``products``) on ``platform``. With ``accounts``, those three are not
+    used. Every method taking an account takes its name (``AccountType.MAIN`` is the name ``main``).
 
     Thread-safe: the server thread answers while a test changes faults or reads the logs. A save with
     any invalid entity is refused whole (one message per bad id) and applies nothing.
@@ -290,8 +296,8 @@ class SandboxState:
         given = (
             list(accounts) if accounts is not None else default_accounts(products, main_products, platform)
         )
-        if not given:
-            raise ValueError("a sandbox needs at least one account")
+        if not 1 <= len(given) <= MAX_ACCOUNTS:
+            raise ValueError(f"a sandbox serves 1 to {MAX_ACCOUNTS} accounts, got {len(given)}")
         unique_names(given)
         self.seed = seed
         self.platform = platform
@@ -333,12 +339,7 @@ class SandboxState:
 
     def account_named(self, name: str) -> str:
         """The name an account is held under; UnknownAccountError naming the accounts otherwise."""
-        state = self._accounts.get(name)
-        if state is None:
-            raise UnknownAccountError(
-                f"unknown account {str(name)!r}; this sandbox has {', '.join(self._accounts)}"
-            )
-        return state.name
+        return self._state(name).name
 
     def set_faults(self, account: str, faults: Faults | None = None, **changes: Any) -> Faults:
         """Replace the account's faults (``faults`` or keyword fields); restarts fail_from_request's count."""
@@ -574,8 +575,8 @@ class SandboxState:
     def _state(self, account: str) -> _Account:
         state = self._accounts.get(account)
         if state is None:
-            self.account_named(account)  # raises, naming the accounts
-        assert state is not None
+            known = ", ".join(self._accounts)
+            raise UnknownAccountError(f"unknown account {str(account)!r}; this sandbox has {known}")
         return state
 
     def _window(self, account: str) -> _SlidingWindow:
