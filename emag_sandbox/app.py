@@ -1,4 +1,5 @@
-"""The sandbox's FastAPI app: eMAG's /api-3 endpoints plus /_sandbox control endpoints for tests."""
+"""The sandbox's FastAPI app: eMAG's /api-3 endpoints (also per platform, /emag-bg/api-3) plus /_sandbox
+control endpoints for tests."""
 
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from emag_sandbox.hostile import render
-from emag_sandbox.state import RATE_LIMIT_MESSAGE, Faults, Gate, RequestRefused, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sandbox.state import (
+    RATE_LIMIT_MESSAGE,
+    Faults,
+    Gate,
+    RequestRefused,
+    SandboxState,
+    UnknownAccountError,
+)
+from emag_sync.platforms import PLATFORMS
 
 API_PREFIX = "/api-3"
 CONTROL_PREFIX = "/_sandbox"
@@ -97,11 +105,19 @@ async def _control_body(request: Request) -> Any:
         raise HTTPException(422, "the body is not valid JSON") from None
 
 
-def _account_param(value: str) -> AccountType:
+def _account_param(state: SandboxState, value: str) -> str:
     try:
-        return AccountType(value.lower())
-    except ValueError:
-        raise HTTPException(404, f"unknown account {value!r}; use main or fbe") from None
+        return state.account_named(value.lower())
+    except UnknownAccountError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _wrong_credentials() -> JSONResponse:
+    return JSONResponse(
+        envelope(messages=["Invalid username or password"], is_error=True),
+        status_code=401,
+        headers={"WWW-Authenticate": 'Basic realm="eMAG Marketplace API"'},
+    )
 
 
 def create_app(state: SandboxState) -> FastAPI:
@@ -109,31 +125,44 @@ def create_app(state: SandboxState) -> FastAPI:
     app = FastAPI(title="eMAG Marketplace API sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = state
 
-    @app.post(API_PREFIX + "/{resource}/{action}")
-    async def api(resource: str, action: str, request: Request) -> Response:
+    async def api_call(platform: str | None, resource: str, action: str, request: Request) -> Response:
         arrived = time.monotonic()  # the rate limit counts arrivals, not when the loop got round to them
         data, body_error = _payload(await request.body())
         page = _page_of(resource, action, data)
         credentials = _credentials(request)
-        account = state.authenticate(*credentials) if credentials else None
+        account = state.authenticate(*credentials, platform=platform) if credentials else None
         if account is None:
             state.log(None, resource, action, page, 401)
-            return JSONResponse(
-                envelope(messages=["Invalid username or password"], is_error=True),
-                status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="eMAG Marketplace API"'},
-            )
+            return _wrong_credentials()
         response = await _answer(state, account, resource, action, data, body_error, arrived)
         state.log(account, resource, action, page, response.status_code)
         return response
 
+    @app.post(API_PREFIX + "/{resource}/{action}")
+    async def api(resource: str, action: str, request: Request) -> Response:
+        """Any account, by its credentials."""
+        return await api_call(None, resource, action, request)
+
+    @app.post("/{platform}" + API_PREFIX + "/{resource}/{action}")
+    async def platform_api(platform: str, resource: str, action: str, request: Request) -> Response:
+        """One platform's host: another platform's credentials are wrong credentials here, as on eMAG."""
+        if platform not in PLATFORMS:
+            return JSONResponse(
+                envelope(
+                    messages=[f"Unknown platform {platform!r}; this sandbox serves {', '.join(PLATFORMS)}"],
+                    is_error=True,
+                ),
+                status_code=404,
+            )
+        return await api_call(platform, resource, action, request)
+
     @app.get(CONTROL_PREFIX + "/faults")
     def get_faults() -> dict[str, Any]:
-        return {account.value: faults.to_json() for account, faults in state.faults.items()}
+        return {str(account): faults.to_json() for account, faults in state.faults.items()}
 
     @app.post(CONTROL_PREFIX + "/faults/{account}")
     async def set_faults(account: str, request: Request) -> dict[str, Any]:
-        which = _account_param(account)
+        which = _account_param(state, account)
         body = await _control_body(request)
         try:
             faults = Faults.from_json(body if isinstance(body, dict) else {"?": body})
@@ -143,8 +172,8 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.get(CONTROL_PREFIX + "/requests")
     def requests_log(account: str | None = None) -> list[dict[str, Any]]:
-        wanted = None if account is None else _account_param(account)
-        return [r.to_json() for r in list(state.request_log) if wanted is None or r.account is wanted]
+        wanted = None if account is None else _account_param(state, account)
+        return [r.to_json() for r in list(state.request_log) if wanted is None or r.account == wanted]
 
     @app.get(CONTROL_PREFIX + "/saves")
     def saves() -> list[dict[str, Any]]:
@@ -157,7 +186,7 @@ def create_app(state: SandboxState) -> FastAPI:
 
     @app.post(CONTROL_PREFIX + "/records/{account}/{change}")
     async def change_records(account: str, change: str, request: Request) -> dict[str, list[int]]:
-        which = _account_param(account)
+        which = _account_param(state, account)
         body = await _control_body(request)
         try:
             n = int(body.get("n", 0))
@@ -178,7 +207,7 @@ def create_app(state: SandboxState) -> FastAPI:
 
 async def _answer(
     state: SandboxState,
-    account: AccountType,
+    account: str,
     resource: str,
     action: str,
     data: object,

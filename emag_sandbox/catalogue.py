@@ -8,8 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from emag_sync.accounts import AccountType
-from emag_sync.limits import PRICE_DECIMALS
+from emag_sync.limits import MAX_OFFER_ID, PRICE_DECIMALS
 from emag_sync.platforms import platform_named
 
 # Prices are kept as integers of 1/10,000 of a currency unit: eMAG allows up to four decimals.
@@ -27,16 +26,24 @@ PRICE_GRID: dict[str, tuple[float, int]] = {
     "HUF": (78.5, PRICE_SCALE),  # HUF prices are whole forints
 }
 
-# Seller ids: MAIN and FBE live in separate ranges so one id never names records in both accounts.
-_ID_BASE = {AccountType.MAIN: 100_000_000, AccountType.FBE: 200_000_000}
+# A catalogue is of one of two kinds: FBE has a product per record, MAIN shares 2 of every 5 with FBE.
+KINDS = ("main", "fbe")
+# Seller ids: every account lives in its own range so one id never names records in two accounts. The
+# first two accounts (a seller's MAIN and FBE, today's sandbox) keep their wide ranges; later ones get
+# narrower ranges above them, which leaves room for hundreds of accounts under eMAG's largest id.
 _ID_STRIDE = 3
+_WIDE_RANGE = 100_000_000
+_NARROW_BASE = 300_000_000
+_NARROW_RANGE = 10_000_000
+MAX_ACCOUNTS = 2 + (MAX_OFFER_ID + 1 - _NARROW_BASE) // _NARROW_RANGE
 # MAIN products with a SKU of their own get product numbers far from the FBE ones.
 _MAIN_ONLY_PRODUCT_BASE = 500_000_000
 _PNK_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTVWXZ"  # 32 symbols
 _PNK_SPACE = 32**6
 _PNK_MULT = 0x2F3B5  # odd, so the product-number scramble is invertible modulo 2**30
 _PNK_MULT_INV = pow(_PNK_MULT, -1, _PNK_SPACE)
-_ACCOUNT_KEY = {AccountType.MAIN: 1, AccountType.FBE: 2}
+# Where a catalogue named like today's two accounts sits when no position is given.
+_LEGACY_POSITION = {"main": 1, "fbe": 2}
 
 _BRANDS = (
     "Arcton",
@@ -110,9 +117,16 @@ def _product_no_of_pnk(seed: int, pnk: str) -> int | None:
     return ((code - seed) * _PNK_MULT_INV) % _PNK_SPACE
 
 
-def account_key(account: AccountType) -> int:
-    """A small integer per account, for seeding per-account generators."""
-    return _ACCOUNT_KEY[account]
+def _id_range(position: int) -> tuple[int, int]:
+    """The first id and the number of records of the account at ``position`` (1-based)."""
+    if position <= 2:
+        return _WIDE_RANGE * position, _WIDE_RANGE // _ID_STRIDE
+    return _NARROW_BASE + _NARROW_RANGE * (position - 3), _NARROW_RANGE // _ID_STRIDE
+
+
+def _offer_stream(seed: int, position: int) -> int:
+    """The seed of an account's offer fields; the first two keep today's so their records do not change."""
+    return seed * 4 + position if position <= 2 else (seed << 32) + position
 
 
 def _ean13(rng: random.Random) -> str:
@@ -127,16 +141,38 @@ def _round_to(units: float, step: int) -> int:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """One account's catalogue of ``size`` records; every method is O(1) and allocation-light."""
+    """One account's catalogue of ``size`` records; every method is O(1) and allocation-light.
 
-    account: AccountType
+    ``position`` (1-based, the account's place in the sandbox) picks its id range and its offer fields;
+    ``kind`` its shape. Both default from the names ``main`` (1) and ``fbe`` (2), today's two accounts.
+    """
+
+    account: str  # the account's name
     size: int
     seed: int = 7
     platform: str = "ro"
+    kind: str = ""
+    position: int = 0
 
     def __post_init__(self) -> None:
+        legacy = str(self.account) if str(self.account) in _LEGACY_POSITION else None
+        if not self.kind:
+            if legacy is None:
+                raise ValueError(f"{self.account}: a catalogue needs a kind ({' or '.join(KINDS)})")
+            object.__setattr__(self, "kind", legacy)
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.account}: kind must be {' or '.join(KINDS)}, got {self.kind!r}")
+        if not self.position:
+            if legacy is None:
+                raise ValueError(f"{self.account}: a catalogue needs a position (1 and up)")
+            object.__setattr__(self, "position", _LEGACY_POSITION[legacy])
+        if not 1 <= self.position <= MAX_ACCOUNTS:
+            raise ValueError(f"{self.account}: position must be 1..{MAX_ACCOUNTS}, got {self.position}")
         if self.size < 0:
-            raise ValueError(f"{self.account.label}: catalogue size must be >= 0, got {self.size}")
+            raise ValueError(f"{self.account}: catalogue size must be >= 0, got {self.size}")
+        room = _id_range(self.position)[1]
+        if self.size > room:
+            raise ValueError(f"{self.account}: at most {room} records fit its id range, got {self.size}")
         platform_named(self.platform)  # ValueError naming the platforms
 
     @property
@@ -145,16 +181,16 @@ class Catalogue:
 
     # --- identity: index <-> id, SKU, PNK ---------------------------------------------------------
     def id_of(self, index: int) -> int:
-        return _ID_BASE[self.account] + _ID_STRIDE * index + 1
+        return _id_range(self.position)[0] + _ID_STRIDE * index + 1
 
     def index_of_id(self, emag_id: int) -> int | None:
-        offset = emag_id - _ID_BASE[self.account] - 1
+        offset = emag_id - _id_range(self.position)[0] - 1
         index, rest = divmod(offset, _ID_STRIDE)
         return index if rest == 0 and 0 <= index < self.size else None
 
     def product_no(self, index: int) -> int:
         """The product behind record ``index``; MAIN shares 2 of every 5 products with FBE."""
-        if self.account is AccountType.FBE or index % 5 in (3, 4):
+        if self.kind == "fbe" or index % 5 in (3, 4):
             return index + 1
         return _MAIN_ONLY_PRODUCT_BASE + index
 
@@ -168,7 +204,7 @@ class Catalogue:
             index = int(match.group(1)) - 1
         else:
             match = _SKU_MAIN.fullmatch(sku)
-            if not match or self.account is not AccountType.MAIN:
+            if not match or self.kind != "main":
                 return None
             index = int(match.group(1)) - 1
         if 0 <= index < self.size and self.sku_of(index) == sku:
@@ -188,7 +224,7 @@ class Catalogue:
     def record(self, index: int) -> dict[str, Any]:
         """Record ``index`` as product_offer/read returns it (a new dict each call)."""
         if not 0 <= index < self.size:
-            raise IndexError(f"{self.account.label}: record {index} outside 0..{self.size - 1}")
+            raise IndexError(f"{self.account}: record {index} outside 0..{self.size - 1}")
         record: dict[str, Any] = {"id": self.id_of(index), "part_number": self.sku_of(index)}
         record.update(self._product_content(self.product_no(index)))
         record.update(self.offer_fields(index))
@@ -246,7 +282,7 @@ class Catalogue:
 
         The draw order is part of the catalogue: changing it changes every seed's records.
         """
-        rng = random.Random((self.seed * 4 + _ACCOUNT_KEY[self.account]) * 4_294_967_296 + index)
+        rng = random.Random(_offer_stream(self.seed, self.position) * 4_294_967_296 + index)
         currency = self.currency
         factor, step = PRICE_GRID[currency]
         ron = math.exp(rng.uniform(math.log(10), math.log(5000))) * PRICE_SCALE
@@ -307,14 +343,3 @@ class Catalogue:
             "genius_eligibility_type": 1 + rng.randrange(3) if genius else 0,
             "genius_computed": 0,
         }
-
-
-def catalogues(
-    products: int = DEFAULT_PRODUCTS, main_products: int | None = None, seed: int = 7, platform: str = "ro"
-) -> dict[AccountType, Catalogue]:
-    """Both accounts' catalogues: FBE of ``products`` records, MAIN of ``main_products`` (default 85%)."""
-    main_size = round(products * MAIN_SHARE) if main_products is None else main_products
-    return {
-        AccountType.MAIN: Catalogue(AccountType.MAIN, main_size, seed, platform),
-        AccountType.FBE: Catalogue(AccountType.FBE, products, seed, platform),
-    }

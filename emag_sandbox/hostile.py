@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from emag_sync.accounts import AccountType
-
 if TYPE_CHECKING:
     from emag_sandbox.state import SandboxState
 
@@ -100,7 +98,7 @@ def make_hostile(record: dict[str, Any], kind: str) -> None:
         record["name"] = MARKUP_NAME
 
 
-def hostile_records(state: SandboxState, account: AccountType) -> dict[int, str]:
+def hostile_records(state: SandboxState, account: str) -> dict[int, str]:
     """The account's hostile records now: their catalogue id (before ``big_id`` changes it) -> kind."""
     catalogue = state.catalogues[account]
     kinds = state.faults[account].hostile_records

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 
+from emag_sandbox.accounts import LEGACY_NAMES
 from emag_sandbox.app import API_PREFIX, create_app
 from emag_sandbox.state import SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.platforms import platform_named
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
@@ -42,6 +43,10 @@ class RunningSandbox:
         """The eMAG API base URL (``.../api-3``)."""
         return self.base_url + API_PREFIX
 
+    def url_for(self, platform: str) -> str:
+        """The API base URL of one platform's host (``.../emag-bg/api-3``): only its accounts open there."""
+        return f"{self.base_url}/{platform_named(platform).code}{API_PREFIX}"
+
     @property
     def control_url(self) -> str:
         """Base of the ``/_sandbox`` control endpoints."""
@@ -49,12 +54,18 @@ class RunningSandbox:
 
     @property
     def env(self) -> dict[str, str]:
-        """EMAG_API_URL and both accounts' sandbox credentials (well-known test values)."""
+        """EMAG_API_URL and every account's sandbox credentials (well-known test values).
+
+        ``main`` and ``fbe`` get today's EMAG_MAIN_* / EMAG_FBE_* (served at EMAG_API_URL); any other
+        account EMAG_<NAME>_USERNAME, _PASSWORD and _API_URL, its platform's URL.
+        """
         env = {"EMAG_API_URL": self.url}
-        for account in AccountType:
-            username, password = self.state.credentials[account]
-            env[f"EMAG_{account.label}_USERNAME"] = username
-            env[f"EMAG_{account.label}_PASSWORD"] = password
+        for name, account in self.state.accounts.items():
+            username, password = self.state.credentials[name]
+            env[account.env_prefix + "USERNAME"] = username
+            env[account.env_prefix + "PASSWORD"] = password
+            if name not in LEGACY_NAMES:
+                env[account.env_prefix + "API_URL"] = self.url_for(account.platform)
         return env
 
 
@@ -158,15 +169,15 @@ def serve_in_process(*options: str) -> Iterator[SandboxProcess]:
 
 
 def _read_exports(process: subprocess.Popen[str]) -> dict[str, str]:
-    wanted = {"EMAG_API_URL", "EMAG_SANDBOX_URL", "EMAG_MAIN_USERNAME", "EMAG_MAIN_PASSWORD",
-              "EMAG_FBE_USERNAME", "EMAG_FBE_PASSWORD"}  # fmt: skip
+    """Every ``export`` line up to EMAG_SANDBOX_URL, which the command prints last."""
     env: dict[str, str] = {}
     assert process.stdout is not None
     for line in process.stdout:
+        if not line.startswith("export "):
+            continue
         name, _, value = line.removeprefix("export ").strip().partition("=")
-        if name in wanted:
-            env[name] = shlex.split(value)[0] if value else ""
-        if wanted <= env.keys():
+        env[name] = shlex.split(value)[0] if value else ""
+        if name == "EMAG_SANDBOX_URL":
             return env
     raise RuntimeError(f"eMAG sandbox process exited ({process.wait()}) before printing its environment")
 

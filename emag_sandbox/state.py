@@ -1,4 +1,4 @@
-"""The sandbox's mutable world: both accounts' catalogues, their changes, faults, rate windows and logs."""
+"""The sandbox's mutable world: its accounts' catalogues, their changes, faults, rate windows and logs."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from emag_sandbox.accounts import SandboxAccount, default_accounts, unique_names
 from emag_sandbox.catalogue import (
     DEFAULT_PRODUCTS,
+    MAX_ACCOUNTS,
     PRICE_SCALE,
     Catalogue,
-    account_key,
-    catalogues,
     format_price,
 )
 from emag_sandbox.hostile import kind_at, kinds_from, make_hostile
@@ -45,11 +45,6 @@ SERVER_ERRORS = (500, 502, 504)
 PRODUCT_OFFER_SAVE_REQUIRED = ("id", "status", "sale_price", "vat_id", "handling_time", "stock")
 PRICE_FIELDS = ("sale_price", "recommended_price", "min_sale_price", "max_sale_price")
 MALFORMED_KINDS = ("missing_part_number", "bad_sale_price", "missing_id")
-# Well-known test values, printed by `emag-sync sandbox`; they protect nothing.
-SANDBOX_CREDENTIALS: dict[AccountType, tuple[str, str]] = {
-    AccountType.MAIN: ("sandbox-main", "sandbox-main-password"),
-    AccountType.FBE: ("sandbox-fbe", "sandbox-fbe-password"),
-}
 _KEY_FILTERS = ("id", "part_number", "part_number_key")
 _INT_FILTERS = (
     "id",
@@ -61,6 +56,10 @@ _INT_FILTERS = (
     "translation_validation_status",
 )
 _STR_FILTERS = ("part_number", "part_number_key")
+
+
+class UnknownAccountError(LookupError):
+    """No account of the sandbox has this name; the message names the ones it has."""
 
 
 class RequestRefused(Exception):
@@ -202,7 +201,7 @@ def _fault_value(name: str, value: Any) -> Any:
 class LoggedRequest:
     """One request as the sandbox saw it; ``account`` is None when the credentials matched no account."""
 
-    account: AccountType | None
+    account: str | None  # the account's name
     resource: str
     action: str
     page: int | None
@@ -211,7 +210,7 @@ class LoggedRequest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "account": None if self.account is None else self.account.value,
+            "account": None if self.account is None else str(self.account),
             "resource": self.resource,
             "action": self.action,
             "page": self.page,
@@ -224,7 +223,7 @@ class LoggedRequest:
 class AcceptedSave:
     """One entity of a save that the sandbox applied."""
 
-    account: AccountType
+    account: str  # the account's name
     resource: str
     action: str
     entity: dict[str, Any]
@@ -232,7 +231,7 @@ class AcceptedSave:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "account": self.account.value,
+            "account": str(self.account),
             "resource": self.resource,
             "action": self.action,
             "entity": self.entity,
@@ -300,10 +299,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_LEGACY_MEMBERS: dict[str, str] = {account.value: account for account in AccountType}
+
+
+def _check_shared_logins(accounts: Sequence[SandboxAccount], requests_per_second: float) -> None:
+    """Accounts sharing a login share one budget on eMAG, so they must not be given different rates."""
+    rates: dict[tuple[str, str], tuple[str, float]] = {}
+    for account in accounts:
+        rate = requests_per_second if account.requests_per_second is None else account.requests_per_second
+        first = rates.setdefault(account.login, (account.name, rate))
+        if first[1] != rate:
+            raise ValueError(
+                f"accounts {first[0]} and {account.name} share a login, so one budget, but were given "
+                f"{first[1]:g} and {rate:g} requests per second"
+            )
+
+
+def _canonical(name: str) -> str:
+    """The key an account is held under: ``main`` and ``fbe`` as the AccountType members (a str), so that
+    code written for today's two accounts (``request.account is AccountType.FBE``) keeps working."""
+    return _LEGACY_MEMBERS.get(name, name)
+
+
 @dataclass
 class _Account:
+    name: str
     catalogue: Catalogue
-    window: _SlidingWindow
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
     removed: list[int] = field(default_factory=list)  # sorted record indices
     renamed: dict[str, int] = field(default_factory=dict)  # part_number given by rename_records -> index
@@ -314,7 +335,11 @@ class _Account:
 
 
 class SandboxState:
-    """Both accounts of one seller; records are generated on demand, only changes are stored.
+    """The accounts of one seller or many; records are generated on demand, only changes are stored.
+
+    Without ``accounts``: today's two accounts of one seller, ``main`` (``main_products``, default 85% of
+    ``products``) and ``fbe`` (``products``) on ``platform``. With ``accounts``, those three are not
+    used. Every method taking an account takes its name (``AccountType.MAIN`` is the name ``main``).
 
     Thread-safe: the server thread answers while a test changes faults or reads the logs. A save with
     any invalid entity is refused whole (one message per bad id) and applies nothing.
@@ -329,21 +354,36 @@ class SandboxState:
         requests_per_second: float = REQUESTS_PER_SECOND,
         per_minute: int = REQUESTS_PER_MINUTE,
         platform: str = "ro",
+        accounts: Sequence[SandboxAccount] | None = None,
     ) -> None:
         if requests_per_second <= 0 or per_minute <= 0:
             raise ValueError("requests_per_second and per_minute must be > 0")
+        given = (
+            list(accounts) if accounts is not None else default_accounts(products, main_products, platform)
+        )
+        if not 1 <= len(given) <= MAX_ACCOUNTS:
+            raise ValueError(f"a sandbox serves 1 to {MAX_ACCOUNTS} accounts, got {len(given)}")
+        unique_names(given)
         self.seed = seed
         self.platform = platform
         self.rate_limit = rate_limit
         self.requests_per_second = requests_per_second
         self.per_minute = per_minute
-        self.credentials: dict[AccountType, tuple[str, str]] = dict(SANDBOX_CREDENTIALS)
-        self._generated = catalogues(products, main_products, seed, platform)
+        self.accounts: dict[str, SandboxAccount] = {_canonical(a.name): a for a in given}
+        _check_shared_logins(given, requests_per_second)
+        # mutable: a test may give an account other credentials before serving it
+        self.credentials: dict[str, tuple[str, str]] = {name: a.login for name, a in self.accounts.items()}
+        self._generated = {
+            name: Catalogue(name, a.products, seed, a.platform, a.kind, position)
+            for position, (name, a) in enumerate(self.accounts.items(), start=1)
+        }
         self.catalogues = dict(self._generated)
-        self.faults: dict[AccountType, Faults] = {}
+        self.faults: dict[str, Faults] = {}
         self.request_log: list[LoggedRequest] = []
         self.saves: list[AcceptedSave] = []
-        self._accounts: dict[AccountType, _Account] = {}
+        self._accounts: dict[str, _Account] = {}
+        # one sliding window per login, made on first use: two accounts with one login share a budget
+        self._windows: dict[tuple[str, str], _SlidingWindow] = {}
         self._lock = threading.RLock()
         self._change_counter = 0
         self.reset()
@@ -352,60 +392,61 @@ class SandboxState:
     def reset(self) -> None:
         """Back to the freshly generated catalogues: no changes, faults, logs or rate history."""
         with self._lock:
-            # N/s is "at most N in any 1 s window"; a fractional rate gets a longer window instead
-            limit = max(1, int(self.requests_per_second * RATE_WINDOW_SECONDS))
-            window = limit / self.requests_per_second
             self.catalogues = dict(self._generated)
-            for account, catalogue in self.catalogues.items():
-                self._accounts[account] = _Account(
-                    catalogue=catalogue,
-                    window=_SlidingWindow(limit, window, self.per_minute),
-                    error_rng=self._error_rng(account),
+            for name, catalogue in self.catalogues.items():
+                self._accounts[name] = _Account(
+                    name=name, catalogue=catalogue, error_rng=self._error_rng(name)
                 )
-                self.faults[account] = Faults()
+                self.faults[name] = Faults()
+            self._windows.clear()
             self.request_log.clear()
             self.saves.clear()
 
-    def set_faults(self, account: AccountType, faults: Faults | None = None, **changes: Any) -> Faults:
+    def account_named(self, name: str) -> str:
+        """The name an account is held under; UnknownAccountError naming the accounts otherwise."""
+        return self._state(name).name
+
+    def set_faults(self, account: str, faults: Faults | None = None, **changes: Any) -> Faults:
         """Replace the account's faults (``faults`` or keyword fields); restarts fail_from_request's count."""
         with self._lock:
             new = faults if faults is not None else Faults(**changes)
-            state = self._accounts[account]
-            self.faults[account] = new
+            state = self._state(account)
+            self.faults[state.name] = new
             state.requests_since_faults = 0
-            state.error_rng = self._error_rng(account)
+            state.error_rng = self._error_rng(state.name)
             self._changed(state)
             return new
 
-    def _error_rng(self, account: AccountType) -> random.Random:
+    def _error_rng(self, account: str) -> random.Random:
         """The same seed and account give the same sequence of injected errors."""
-        return random.Random(self.seed * 10 + account_key(account))
+        return random.Random(self.seed * 10 + self.catalogues[account].position)
 
-    def authenticate(self, username: str, password: str) -> AccountType | None:
-        """The account these credentials open, or None (answered 401)."""
-        for account, (user, secret) in self.credentials.items():
-            if username == user and password == secret:
-                return account
+    def authenticate(self, username: str, password: str, platform: str | None = None) -> str | None:
+        """The name of the account these credentials open (on ``platform``, a code, when given), or None
+        (answered 401). A login shared by two accounts of one platform opens the first of them."""
+        for name, login in self.credentials.items():
+            if login == (username, password) and platform in (None, self.accounts[name].platform):
+                return name
         return None
 
-    def log(
-        self, account: AccountType | None, resource: str, action: str, page: int | None, status: int
-    ) -> None:
+    def log(self, account: str | None, resource: str, action: str, page: int | None, status: int) -> None:
         with self._lock:
-            self.request_log.append(LoggedRequest(account, resource, action, page, status, _now()))
+            name = None if account is None else self.account_named(account)
+            self.request_log.append(LoggedRequest(name, resource, action, page, status, _now()))
 
-    def gate(self, account: AccountType, *, now: float | None = None) -> Gate:
+    def gate(self, account: str, *, now: float | None = None) -> Gate:
         """Forced 429s, the rate limit, then injected failures, in that order; counts the request."""
         with self._lock:
-            state = self._accounts[account]
-            faults = self.faults[account]
-            limit = state.window.limit if self.rate_limit else None
+            state = self._state(account)
+            faults = self.faults[state.name]
+            window = self._window(state.name)
+            limit = window.limit if self.rate_limit else None
             if faults.force_429 > 0:
                 faults.force_429 -= 1
-                return Gate(429, 0.0, state.window.limit, 0)
+                return Gate(429, 0.0, window.limit, 0)
             remaining = None
             if self.rate_limit:
-                admitted, remaining = state.window.admit(time.monotonic() if now is None else now)
+                admitted, remaining = window.admit(time.monotonic() if now is None else now)
                 if not admitted:
                     return Gate(429, 0.0, limit, 0)
             state.requests_since_faults += 1
@@ -421,18 +462,18 @@ class SandboxState:
             return Gate(status, faults.latency_seconds, limit, remaining)
 
     # --- reads ------------------------------------------------------------------------------------
-    def read(self, account: AccountType, data: object) -> list[dict[str, Any]]:
+    def read(self, account: str, data: object) -> list[dict[str, Any]]:
         """product_offer/read: one page of records matching the filters."""
         params = _mapping(data)
         page, per_page = _paging(params)
         filters = _filters(params)
         with self._lock:
-            faults = self.faults[account]
+            state = self._state(account)
+            faults = self.faults[state.name]
             if page in faults.error_pages:
                 raise RequestRefused([f"Could not read page {page} of product offers, please retry later"])
             if faults.empty_catalogue:
                 return []
-            state = self._accounts[account]
             offset = (page - 1) * per_page
             by_product = any(key in filters for key in _KEY_FILTERS)
             if not filters:
@@ -445,9 +486,9 @@ class SandboxState:
                 self._shift_under_the_reader(account, offset + len(indices), faults)
             return served
 
-    def _shift_under_the_reader(self, account: AccountType, served_up_to: int, faults: Faults) -> None:
+    def _shift_under_the_reader(self, account: str, served_up_to: int, faults: Faults) -> None:
         """Remove records from the part of the catalogue a read has already passed; append new ones."""
-        state = self._accounts[account]
+        state = self._state(account)
         passed = self._live_slice(state, 0, served_up_to)
         for index in passed[: faults.mutate_remove]:
             bisect.insort(state.removed, index)
@@ -456,25 +497,25 @@ class SandboxState:
         if faults.mutate_add:
             self.add_records(account, faults.mutate_add)
 
-    def count(self, account: AccountType, data: object) -> dict[str, str]:
+    def count(self, account: str, data: object) -> dict[str, str]:
         """product_offer/count: numbers as strings, like eMAG."""
         params = _mapping(data)
         _, per_page = _paging(params)
         filters = _filters(params)
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             total = (
                 len(self._matching(state, filters)) if filters else state.catalogue.size - len(state.removed)
             )
-            if self.faults[account].empty_catalogue:
+            if self.faults[state.name].empty_catalogue:
                 total = 0
         pages = -(-total // per_page)
         return {"noOfItems": str(total), "noOfPages": str(pages), "itemsPerPage": str(per_page)}
 
-    def catalogue_records(self, account: AccountType) -> list[dict[str, Any]]:
+    def catalogue_records(self, account: str) -> list[dict[str, Any]]:
         """Every record a full read returns now, in page order (O(catalogue): for small catalogues)."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             removed = set(state.removed)
             return [
                 self._served(account, index, by_product=False)
@@ -482,24 +523,24 @@ class SandboxState:
                 if index not in removed
             ]
 
-    def record_by_id(self, account: AccountType, emag_id: int) -> dict[str, Any] | None:
+    def record_by_id(self, account: str, emag_id: int) -> dict[str, Any] | None:
         """The record with this id as a read filtered by id returns it, or None."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             index = self._live_index_of_id(state, emag_id)
             return None if index is None else self._served(account, index, by_product=True)
 
-    def record_by_sku(self, account: AccountType, sku: str) -> dict[str, Any] | None:
+    def record_by_sku(self, account: str, sku: str) -> dict[str, Any] | None:
         """The record with this part_number (unmalformed), or None."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             index = self._index_of_sku(state, sku)
             if index is None or self._is_removed(state, index):
                 return None
             return self._current(state, index)
 
     # --- saves ------------------------------------------------------------------------------------
-    def save(self, account: AccountType, resource: str, action: str, data: object) -> None:
+    def save(self, account: str, resource: str, action: str, data: object) -> None:
         """offer/save or product_offer/save: validate every entity, then apply all or nothing."""
         entities = data if isinstance(data, list) else [data]
         if not entities:
@@ -510,8 +551,8 @@ class SandboxState:
             )
         required = PRODUCT_OFFER_SAVE_REQUIRED if resource == "product_offer" else ("id",)
         with self._lock:
-            state = self._accounts[account]
-            refusals = self.faults[account].refuse_saves
+            state = self._state(account)
+            refusals = self.faults[state.name].refuse_saves
             planned: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
             errors: list[str] = []
             for position, entity in enumerate(entities, start=1):
@@ -530,19 +571,19 @@ class SandboxState:
             at = _now()
             for index, changes, entity in planned:
                 state.overrides.setdefault(index, {}).update(changes)
-                self.saves.append(AcceptedSave(account, resource, action, entity, at))
+                self.saves.append(AcceptedSave(state.name, resource, action, entity, at))
             self._changed(state)
 
     # --- changes between runs ---------------------------------------------------------------------
-    def remove_records(self, account: AccountType, n: int, *, ids: Iterable[int] = ()) -> list[int]:
+    def remove_records(self, account: str, n: int, *, ids: Iterable[int] = ()) -> list[int]:
         """Remove ``n`` live records (chosen deterministically) plus ``ids``; returns the removed ids."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             chosen = self._pick(state, n)
             for emag_id in ids:
                 index = self._live_index_of_id(state, emag_id)
                 if index is None:
-                    raise ValueError(f"{account.label}: no live record with id {emag_id}")
+                    raise ValueError(f"{account}: no live record with id {emag_id}")
                 chosen.append(index)
             chosen = sorted(set(chosen))
             for index in chosen:
@@ -550,28 +591,28 @@ class SandboxState:
             self._changed(state)
             return [state.catalogue.id_of(index) for index in chosen]
 
-    def add_records(self, account: AccountType, n: int) -> list[int]:
+    def add_records(self, account: str, n: int) -> list[int]:
         """Append ``n`` new records at the end of the catalogue (as a seller adding offers); their ids."""
         if n < 0:
-            raise ValueError(f"{account.label}: cannot add {n} records")
+            raise ValueError(f"{account}: cannot add {n} records")
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             first = state.catalogue.size
             state.catalogue = dataclasses.replace(state.catalogue, size=first + n)
-            self.catalogues[account] = state.catalogue
+            self.catalogues[state.name] = state.catalogue
             self._changed(state)
             return [state.catalogue.id_of(index) for index in range(first, first + n)]
 
-    def rename_records(self, account: AccountType, ids: Iterable[int]) -> dict[int, str]:
+    def rename_records(self, account: str, ids: Iterable[int]) -> dict[int, str]:
         """Give live records a new part_number under the same id (a seller renaming a SKU, which eMAG
         allows); returns each id's new part_number."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             renamed: dict[int, str] = {}
             for emag_id in ids:
                 index = self._live_index_of_id(state, emag_id)
                 if index is None:
-                    raise ValueError(f"{account.label}: no live record with id {emag_id}")
+                    raise ValueError(f"{account}: no live record with id {emag_id}")
                 new = f"{self._current(state, index)['part_number']}-R"
                 state.overrides.setdefault(index, {})["part_number"] = new
                 state.renamed[new] = index
@@ -579,24 +620,24 @@ class SandboxState:
             self._changed(state)
             return renamed
 
-    def restore_records(self, account: AccountType, ids: Iterable[int]) -> list[int]:
+    def restore_records(self, account: str, ids: Iterable[int]) -> list[int]:
         """Bring removed records back at their place in the catalogue (inside pages a read may have passed)."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             restored = []
             for emag_id in ids:
                 index = state.catalogue.index_of_id(int(emag_id))
                 if index is None or not self._is_removed(state, index):
-                    raise ValueError(f"{account.label}: no removed record with id {emag_id}")
+                    raise ValueError(f"{account}: no removed record with id {emag_id}")
                 state.removed.remove(index)
                 restored.append(int(emag_id))
             self._changed(state)
             return restored
 
-    def reprice_records(self, account: AccountType, n: int) -> list[int]:
+    def reprice_records(self, account: str, n: int) -> list[int]:
         """Give ``n`` live records (chosen deterministically) a new sale_price inside their range."""
         with self._lock:
-            state = self._accounts[account]
+            state = self._state(account)
             chosen = self._pick(state, n)
             rng = random.Random(self.seed * 7919 + self._change_counter)
             for index in chosen:
@@ -613,6 +654,32 @@ class SandboxState:
             return [state.catalogue.id_of(index) for index in chosen]
 
     # --- internals --------------------------------------------------------------------------------
+    def _state(self, account: str) -> _Account:
+        state = self._accounts.get(account)
+        if state is None:
+            known = ", ".join(self._accounts)
+            raise UnknownAccountError(f"unknown account {str(account)!r}; this sandbox has {known}")
+        return state
+
+    def _window(self, account: str) -> _SlidingWindow:
+        """The sliding window of the account's login; the strictest rate of the accounts sharing it."""
+        login = self.credentials[account]
+        window = self._windows.get(login)
+        if window is None:
+            sharing = [self.accounts[name] for name, other in self.credentials.items() if other == login]
+            per_second = min(self._rate_of(a)[0] for a in sharing)
+            per_minute = min(self._rate_of(a)[1] for a in sharing)
+            # N/s is "at most N in any 1 s window"; a fractional rate gets a longer window instead
+            limit = max(1, int(per_second * RATE_WINDOW_SECONDS))
+            window = self._windows[login] = _SlidingWindow(limit, limit / per_second, per_minute)
+        return window
+
+    def _rate_of(self, account: SandboxAccount) -> tuple[float, int]:
+        """Requests per second and per minute; an account's own rate brings its own minute budget (60 x)."""
+        if account.requests_per_second is None:
+            return self.requests_per_second, self.per_minute
+        return account.requests_per_second, max(1, round(account.requests_per_second * MINUTE_SECONDS))
+
     def _changed(self, state: _Account) -> None:
         state.version += 1
         state.scan_cache.clear()
@@ -621,7 +688,7 @@ class SandboxState:
     def _pick(self, state: _Account, n: int) -> list[int]:
         live = state.catalogue.size - len(state.removed)
         if not 0 <= n <= live:
-            raise ValueError(f"{state.catalogue.account.label}: cannot pick {n} of {live} live records")
+            raise ValueError(f"{state.name}: cannot pick {n} of {live} live records")
         rng = random.Random(self.seed * 104_729 + self._change_counter)
         removed = set(state.removed)
         chosen: list[int] = []
@@ -710,12 +777,12 @@ class SandboxState:
             record.update(copy.deepcopy(changes))
         return record
 
-    def _served(self, account: AccountType, index: int, *, by_product: bool) -> dict[str, Any]:
+    def _served(self, account: str, index: int, *, by_product: bool) -> dict[str, Any]:
         """The record as a read returns it: generated, changed by saves, maybe malformed or hostile."""
-        state = self._accounts[account]
+        state = self._state(account)
         record = self._current(state, index)
-        rate = self.faults[account].malformed_rate
-        key = account_key(account)
+        rate = self.faults[state.name].malformed_rate
+        key = state.catalogue.position
         if rate > 0 and _unit(self.seed, key, index) < rate:
             kind = MALFORMED_KINDS[int(_unit(self.seed, key, index, 1) * len(MALFORMED_KINDS))]
             if kind == "missing_part_number":
@@ -724,7 +791,7 @@ class SandboxState:
                 record["sale_price"] = "12,5a"
             else:
                 del record["id"]
-        hostile = self.faults[account].hostile_records
+        hostile = self.faults[state.name].hostile_records
         if hostile and (hostile_kind := kind_at(index, state.catalogue.size, hostile)) is not None:
             make_hostile(record, hostile_kind)
         if by_product:

@@ -13,14 +13,17 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from emag_sandbox.accounts import SandboxAccount, parse_account
 from emag_sandbox.app import create_app
 from emag_sandbox.catalogue import Catalogue
 from emag_sandbox.state import (
     FAULT_FIELDS,
     MAX_ENTITIES_PER_SAVE,
+    MAX_ITEMS_PER_PAGE,
     RATE_LIMIT_MESSAGE,
     Faults,
     SandboxState,
+    UnknownAccountError,
 )
 from emag_sync.accounts import AccountType
 
@@ -597,3 +600,261 @@ def test_the_sandbox_command_serves_hostile_records() -> None:
     with serve_in_process("--products", "40", "--no-rate-limit", "--hostile-records", "deep,nan") as sandbox:
         faults = httpx.get(sandbox.control_url + "/faults").json()
     assert faults["fbe"]["hostile_records"] == faults["main"]["hostile_records"] == ["deep", "nan"]
+
+
+# --- many accounts on many platforms ----------------------------------------------------------------
+# A seller on eMAG RO, BG and HU: MAIN and FBE on RO and BG, MAIN alone on HU.
+SELLER = (
+    SandboxAccount("ro-main", "emag-ro", "main", 40),
+    SandboxAccount("ro-fbe", "emag-ro", "fbe", 50),
+    SandboxAccount("bg-main", "emag-bg", "main", 30),
+    SandboxAccount("bg-fbe", "emag-bg", "fbe", 35),
+    SandboxAccount("hu-main", "emag-hu", "main", 25),
+)
+CURRENCY = {"emag-ro": "RON", "emag-bg": "EUR", "emag-hu": "HUF"}  # BG prices in EUR since 2026-01-01
+
+
+def read_everything(http: httpx.Client, auth: tuple[str, str]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for page in range(1, 100):
+        answer = results(http.post("/product_offer/read", json={"data": {"currentPage": page}}, auth=auth))
+        records += answer
+        if len(answer) < MAX_ITEMS_PER_PAGE:
+            return records
+    raise AssertionError("the read never ended")
+
+
+def test_a_seller_on_three_platforms_has_a_catalogue_per_account(serve_sandbox: Any) -> None:
+    state = SandboxState(accounts=SELLER, rate_limit=False)
+    with serve_sandbox(state) as running:
+        served: dict[str, list[dict[str, Any]]] = {}
+        for account in SELLER:
+            env = running.env
+            auth = (env[account.env_prefix + "USERNAME"], env[account.env_prefix + "PASSWORD"])
+            with httpx.Client(base_url=env[account.env_prefix + "API_URL"]) as http:
+                count = results(http.post("/product_offer/count", json={"data": {}}, auth=auth))
+                served[account.name] = read_everything(http, auth)
+            assert count["noOfItems"] == str(account.products)
+            assert served[account.name] == state.catalogue_records(account.name)
+            assert {r["currency"] for r in served[account.name]} == {CURRENCY[account.platform]}
+    assert all(r["sale_price"].endswith(".0000") for r in served["hu-main"])  # whole forints
+    ids = [r["id"] for records in served.values() for r in records]
+    assert len(ids) == len(set(ids)) == sum(a.products for a in SELLER)
+    # MAIN and FBE share SKUs like today; the same SKU is the same eMAG product on every platform
+    ro_fbe = {r["part_number"]: r for r in served["ro-fbe"]}
+    for main in ("ro-main", "bg-main", "hu-main"):
+        shared = [r for r in served[main] if r["part_number"] in ro_fbe]
+        assert shared and all(r["part_number"].startswith("EMG") for r in shared)
+        assert all(r["part_number_key"] == ro_fbe[r["part_number"]]["part_number_key"] for r in shared)
+    # the same SKUs, offers of their own: each account has its own prices and stock
+    ro_main, bg_main = served["ro-main"][:30], served["bg-main"]
+    assert [r["part_number"] for r in ro_main] == [r["part_number"] for r in bg_main]
+    assert [r["general_stock"] for r in ro_main] != [r["general_stock"] for r in bg_main]
+
+
+def test_catalogues_of_many_accounts_are_deterministic_and_bounded() -> None:
+    first, second = SandboxState(accounts=SELLER, seed=5), SandboxState(accounts=SELLER, seed=5)
+    for account in SELLER:
+        assert first.catalogue_records(account.name) == second.catalogue_records(account.name)
+    assert first.catalogue_records("bg-main") != SandboxState(accounts=SELLER, seed=6).catalogue_records(
+        "bg-main"
+    )
+    # the first two accounts keep today's id ranges, whatever they are called
+    assert first.catalogues["ro-main"].id_of(0) == SandboxState().catalogues[MAIN].id_of(0) == 100_000_001
+    assert first.catalogues["ro-fbe"].id_of(0) == 200_000_001
+    assert first.catalogues["bg-main"].id_of(0) == 300_000_001
+    with pytest.raises(ValueError, match="at most 3333333 records fit its id range"):
+        SandboxState(accounts=[*SELLER, SandboxAccount("big", "hu", "fbe", 3_333_334)])
+    with pytest.raises(ValueError, match="'bg-main' is given twice"):
+        SandboxState(accounts=[*SELLER, SandboxAccount("bg-main", "bg", "fbe", 1)])
+
+
+def test_account_values_are_checked() -> None:
+    account = SandboxAccount("acme-bg-main", "bg", "main", 3)
+    assert (account.platform, account.username, account.password) == (
+        "emag-bg",
+        "sandbox-acme-bg-main",
+        "sandbox-acme-bg-main-password",
+    )
+    assert account.env_prefix == "EMAG_ACME_BG_MAIN_"
+    with pytest.raises(ValueError, match="lower-case letters, digits and '-'"):
+        SandboxAccount("Acme BG")
+    with pytest.raises(ValueError, match="platform must be one of emag-ro"):
+        SandboxAccount("x", "mars")
+    with pytest.raises(ValueError, match="kind must be main or fbe"):
+        SandboxAccount("x", "ro", "fbm")
+    assert parse_account("bg-fbe:emag-bg:fbe:500") == SandboxAccount("bg-fbe", "emag-bg", "fbe", 500)
+    assert parse_account("hu:hu:MAIN", default_products=9) == SandboxAccount("hu", "emag-hu", "main", 9)
+    for bad in ("bg-fbe", "bg-fbe:bg", "bg-fbe:bg:fbe:5:6", "bg-fbe:bg:fbe:many"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            parse_account(bad)
+
+
+def test_account_type_members_still_name_the_default_accounts(
+    sandbox_state: SandboxState, client: TestClient
+) -> None:
+    """AccountType is a StrEnum: AccountType.MAIN is the name "main" everywhere, and logs hold it."""
+    assert list(sandbox_state.accounts) == ["main", "fbe"]
+    assert sandbox_state.read(MAIN, {"itemsPerPage": 5}) == sandbox_state.read("main", {"itemsPerPage": 5})
+    assert sandbox_state.count("fbe", {}) == sandbox_state.count(FBE, {})
+    sandbox_state.set_faults("fbe", force_429=1)
+    assert sandbox_state.faults[FBE].force_429 == 1
+    assert call(client, sandbox_state, FBE, "product_offer/count").status_code == 429
+    record = sandbox_state.catalogue_records("main")[0]
+    results(call(client, sandbox_state, MAIN, "offer/save", {"id": record["id"], "status": 1}))
+    logged, saved = sandbox_state.request_log[0].account, sandbox_state.saves[0].account
+    assert logged is FBE and saved is MAIN and isinstance(logged, str)  # code written for two accounts works
+    with pytest.raises(UnknownAccountError, match="unknown account 'ro-main'; this sandbox has main, fbe"):
+        sandbox_state.count("ro-main", {})
+    unknown = client.post("/_sandbox/records/ro-main/remove", json={"n": 1})
+    assert unknown.status_code == 404 and "this sandbox has main, fbe" in unknown.text
+
+
+def test_control_endpoints_take_account_names() -> None:
+    state = SandboxState(accounts=SELLER, rate_limit=False)
+    client = client_for(state)
+    assert set(client.get("/_sandbox/faults").json()) == {a.name for a in SELLER}
+    assert client.post("/_sandbox/faults/bg-fbe", json={"force_429": 1}).status_code == 200
+    assert state.faults["bg-fbe"] == Faults(force_429=1) and state.faults["bg-main"] == Faults()
+    removed = client.post("/_sandbox/records/hu-main/remove", json={"n": 2}).json()["removed"]
+    assert len(removed) == 2 and state.count("hu-main", {})["noOfItems"] == "23"
+    auth = state.credentials["bg-fbe"]
+    assert client.post("/emag-bg/api-3/product_offer/count", json={}, auth=auth).status_code == 429
+    log = client.get("/_sandbox/requests", params={"account": "bg-fbe"}).json()
+    assert [(r["account"], r["status_code"]) for r in log] == [("bg-fbe", 429)]
+    assert client.get("/_sandbox/requests", params={"account": "fbe"}).status_code == 404
+
+
+# --- budgets per login ------------------------------------------------------------------------------
+def test_one_accounts_429_leaves_the_other_accounts_budgets(serve_sandbox: Any) -> None:
+    slow = SandboxAccount("hu-fbe", "emag-hu", "fbe", 10, requests_per_second=1)
+    state = SandboxState(accounts=[*SELLER, slow], rate_limit=True)
+    with serve_sandbox(state) as running, httpx.Client() as http:
+
+        def count(name: str) -> httpx.Response:
+            url = running.url_for(state.accounts[name].platform) + "/product_offer/count"
+            return http.post(url, json={}, auth=state.credentials[name])
+
+        assert [count("bg-main").status_code for _ in range(4)] == [200, 200, 200, 429]
+        for name in ("ro-main", "ro-fbe", "bg-fbe", "hu-main"):  # each its own 3 per second
+            assert [count(name).status_code for _ in range(3)] == [200, 200, 200], name
+        first, second = count("hu-fbe"), count("hu-fbe")  # an account of its own rate
+        assert (first.status_code, second.status_code) == (200, 429)
+        assert second.headers["X-RateLimit-Limit-3second"] == "1"
+    assert [r.account for r in state.request_log if r.status_code == 429] == ["bg-main", "hu-fbe"]
+
+
+def test_accounts_sharing_a_login_share_one_budget(serve_sandbox: Any) -> None:
+    """The same login on two platforms is one budget: three requests a second between them."""
+    ro = SandboxAccount("acme-ro-main", "emag-ro", "main", 10, username="acme", password="acme-pw")
+    bg = SandboxAccount("acme-bg-main", "emag-bg", "main", 10, username="acme", password="acme-pw")
+    other = SandboxAccount("acme-ro-fbe", "emag-ro", "fbe", 10)
+    state = SandboxState(accounts=[ro, bg, other], rate_limit=True)
+    with serve_sandbox(state) as running, httpx.Client() as http:
+
+        def count(platform: str, login: tuple[str, str]) -> int:
+            return http.post(
+                running.url_for(platform) + "/product_offer/count", json={}, auth=login
+            ).status_code
+
+        assert [count("emag-ro", ro.login), count("emag-ro", ro.login), count("emag-bg", bg.login)] == [
+            200
+        ] * 3
+        assert count("emag-bg", bg.login) == 429 and count("emag-ro", ro.login) == 429
+        assert count("emag-ro", other.login) == 200  # another login, another budget
+    assert [r.account for r in state.request_log] == [
+        "acme-ro-main",
+        "acme-ro-main",
+        "acme-bg-main",
+        "acme-bg-main",
+        "acme-ro-main",
+        "acme-ro-fbe",
+    ]
+    with pytest.raises(ValueError, match="share a login, so one budget"):
+        SandboxState(accounts=[ro, dataclasses.replace(bg, requests_per_second=12)])
+
+
+# --- platform routes --------------------------------------------------------------------------------
+def test_a_platform_url_refuses_another_platforms_credentials(serve_sandbox: Any) -> None:
+    state = SandboxState(accounts=SELLER, rate_limit=False)
+    bg = state.credentials["bg-main"]
+    with serve_sandbox(state) as running, httpx.Client() as http:
+        assert running.url_for("bg") == running.url_for("emag-bg") == running.base_url + "/emag-bg/api-3"
+        wrong_platform = http.post(running.url_for("emag-ro") + "/product_offer/count", json={}, auth=bg)
+        wrong_password = http.post(running.url + "/product_offer/count", json={}, auth=(bg[0], "nope"))
+        for refused in (wrong_platform, wrong_password):
+            assert refused.status_code == 401
+            assert refused.json() == {
+                "isError": True,
+                "messages": ["Invalid username or password"],
+                "results": [],
+            }
+            assert refused.headers["www-authenticate"] == 'Basic realm="eMAG Marketplace API"'
+        assert results(http.post(running.url_for("emag-bg") + "/product_offer/count", json={}, auth=bg))
+        assert results(http.post(running.url + "/product_offer/count", json={}, auth=bg))  # any account
+        unknown = http.post(running.base_url + "/emag-pl/api-3/product_offer/count", json={}, auth=bg)
+        assert unknown.status_code == 404 and "emag-ro, emag-bg" in unknown.json()["messages"][0]
+    assert [(r.account, r.status_code) for r in state.request_log] == [
+        (None, 401),
+        (None, 401),
+        ("bg-main", 200),
+        ("bg-main", 200),
+    ]
+
+
+# --- environment and the command --------------------------------------------------------------------
+def test_env_names_every_account(serve_sandbox: Any) -> None:
+    """main and fbe keep today's variables; other accounts get theirs, with their platform's URL."""
+    state = SandboxState(
+        accounts=[SandboxAccount("main", "ro", "main", 5), SandboxAccount("acme-bg-main", "bg", "main", 7)],
+        rate_limit=False,
+    )
+    with serve_sandbox(state) as running:
+        env = running.env
+        assert env == {
+            "EMAG_API_URL": running.url,
+            "EMAG_MAIN_USERNAME": "sandbox-main",
+            "EMAG_MAIN_PASSWORD": "sandbox-main-password",
+            "EMAG_ACME_BG_MAIN_USERNAME": "sandbox-acme-bg-main",
+            "EMAG_ACME_BG_MAIN_PASSWORD": "sandbox-acme-bg-main-password",
+            "EMAG_ACME_BG_MAIN_API_URL": running.url_for("emag-bg"),
+        }
+        auth = (env["EMAG_ACME_BG_MAIN_USERNAME"], env["EMAG_ACME_BG_MAIN_PASSWORD"])
+        count = httpx.post(env["EMAG_ACME_BG_MAIN_API_URL"] + "/product_offer/count", json={}, auth=auth)
+        assert results(count)["noOfItems"] == "7"
+
+
+def test_the_sandbox_command_serves_the_accounts_it_is_given() -> None:
+    from typer.testing import CliRunner
+
+    from emag_sandbox.server import serve_in_process
+    from emag_sync.cli import app
+
+    for options, named in (
+        (["--account", "bg-fbe:emag-pl:fbe"], "'bg-fbe:emag-pl:fbe': platform must be one of"),
+        (["--account", "bg-fbe:bg"], "'bg-fbe:bg' is not NAME:PLATFORM:KIND[:PRODUCTS]"),
+        (["--account", "a:ro:main", "--fault-account", "both"], "'both': unknown account main, fbe"),
+    ):
+        refused = CliRunner().invoke(app, ["sandbox", *options])
+        message = " ".join(refused.stderr.replace("│", " ").split())  # one line, boxed by typer
+        assert refused.exit_code == 2 and named in message, refused.stderr
+    accounts = [
+        "--account",
+        "ro-fbe:ro:fbe:30",
+        "--account",
+        "bg-main:bg:main",
+        "--account",
+        "hu-main:hu:main:5",
+    ]
+    options = ["--products", "12", "--no-rate-limit", "--force-429", "1", "--fault-account", "hu-main"]
+    with serve_in_process(*accounts, *options) as sandbox:
+        env = sandbox.env
+        assert "EMAG_MAIN_USERNAME" not in env and env["EMAG_BG_MAIN_API_URL"].endswith("/emag-bg/api-3")
+        counts = {}
+        for name in ("RO_FBE", "BG_MAIN", "HU_MAIN"):
+            auth = (env[f"EMAG_{name}_USERNAME"], env[f"EMAG_{name}_PASSWORD"])
+            answer = httpx.post(env[f"EMAG_{name}_API_URL"] + "/product_offer/count", json={}, auth=auth)
+            counts[name] = results(answer)["noOfItems"] if answer.status_code == 200 else answer.status_code
+        faults = httpx.get(sandbox.control_url + "/faults").json()
+    assert counts == {"RO_FBE": "30", "BG_MAIN": "12", "HU_MAIN": 429}
+    assert faults["hu-main"]["force_429"] == 0 and faults["bg-main"]["force_429"] == 0

@@ -270,23 +270,40 @@ def sandbox(
         help="records PostgreSQL or Python cannot store, and markup: comma-separated kinds or 'all' "
         "(nul, escaped_nul, lone_surrogate, big_integer, big_id, long_part_number, deep, long_number, nan, markup)",
     ),
-    fault_account: str = typer.Option("both", help="account(s) the faults apply to: main, fbe or both"),
+    account: list[str] = typer.Option(
+        [],
+        "--account",
+        help="NAME:PLATFORM:KIND[:PRODUCTS] (e.g. bg-fbe:emag-bg:fbe:500), repeat for each account; "
+        "replaces the default main and fbe (and --main-products, --platform); PRODUCTS defaults to --products",
+    ),
+    fault_account: str = typer.Option(
+        "all", help="account(s) the faults apply to: names, comma-separated, or all (both: main,fbe)"
+    ),
 ) -> None:
     """Run the eMAG API sandbox until Ctrl-C; prints the `export` lines that point emag-sync at it."""
     import shlex
 
+    from emag_sandbox.accounts import parse_account
     from emag_sandbox.server import RunningSandbox, run_foreground
     from emag_sandbox.state import Faults, SandboxState
-    from emag_sync.accounts import parse_accounts
 
+    try:
+        accounts = [parse_account(spec, products) for spec in account] or None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--account") from None
     try:
         state = SandboxState(
             products=products, main_products=main_products, seed=seed, rate_limit=not no_rate_limit,
-            requests_per_second=requests_per_second, platform=platform.lower(),
+            requests_per_second=requests_per_second, platform=platform.lower(), accounts=accounts,
         )  # fmt: skip
-        for account in parse_accounts(fault_account):
+    except ValueError as exc:
+        if accounts is not None:  # two accounts of one name
+            raise typer.BadParameter(str(exc), param_hint="--account") from None
+        fail(str(exc))
+    try:
+        for name in _fault_accounts(fault_account, list(state.accounts)):
             state.set_faults(
-                account,
+                name,
                 Faults(
                     latency_seconds=latency, error_rate=error_rate, malformed_rate=malformed_rate,
                     error_pages=set(error_page), force_429=force_429, fail_from_request=fail_from_request,
@@ -301,7 +318,10 @@ def sandbox(
     def announce(running: RunningSandbox) -> None:
         for name, value in {**running.env, "EMAG_SANDBOX_URL": running.base_url}.items():
             typer.echo(f"export {name}={shlex.quote(value)}")
-        sizes = ", ".join(f"{a.label} {c.size} records" for a, c in state.catalogues.items())
+        sizes = ", ".join(
+            f"{name} {c.size} records ({state.accounts[name].platform} {state.accounts[name].kind})"
+            for name, c in state.catalogues.items()
+        )
         limit = "off" if no_rate_limit else f"{requests_per_second:g}/s per account"
         typer.echo(f"eMAG sandbox on {running.url} ({sizes}; rate limit {limit}); Ctrl-C stops it", err=True)
 
@@ -311,6 +331,23 @@ def sandbox(
         fail(f"sandbox cannot listen on {host}:{port}: {exc.strerror or exc}")
     except KeyboardInterrupt:
         pass
+
+
+def _fault_accounts(value: str, names: list[str]) -> list[str]:
+    """``--fault-account``: names, comma-separated, ``all``, or ``both`` (main,fbe); BadParameter otherwise."""
+    wanted = [part.strip().lower() for part in value.split(",") if part.strip()]
+    if wanted == ["all"]:
+        return names
+    if wanted == ["both"]:
+        wanted = ["main", "fbe"]
+    unknown = [name for name in wanted if name not in names]
+    if unknown or not wanted:
+        raise typer.BadParameter(
+            f"{value!r}: unknown account {', '.join(unknown) or '(none given)'}; "
+            f"use all or names among {', '.join(names)}",
+            param_hint="--fault-account",
+        )
+    return wanted
 
 
 @app.command()
