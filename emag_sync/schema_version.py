@@ -243,7 +243,12 @@ def upgrade(engine: Engine, target: str = "head") -> SchemaState:
                 f"the database stays at revision {_named(now)}"
             ) from exc
         after = read_state(conn)
-        log.info("database: schema upgraded from revision %s to %s", _named(before), _named(after.current))
+        if before is None:
+            log.info("database: schema created at revision %s", _named(after.current))
+        else:
+            log.info(
+                "database: schema upgraded from revision %s to %s", _named(before), _named(after.current)
+            )
         return after
 
 

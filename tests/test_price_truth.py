@@ -345,9 +345,10 @@ class FailingReadTransport(httpx.BaseTransport):
     ("transport", "expected"),
     [
         (
-            OtherRecordsTransport,
-            "EMG469 on eMAG FBE: eMAG did not return offer id 200001405 when read by id (no record, or "
-            "records of other offers): its current prices are unknown, so nothing was sent",
+            OtherRecordsTransport,  # the client's filter check refuses an answer of other records
+            "fbe: reading the offers' current prices from eMAG failed, so nothing was validated or sent: "
+            "product_offer/read: offer id 200001405: filtered by id 200001405, eMAG answered 1 records, 1 with "
+            "another id",
         ),
         (
             FailingReadTransport,

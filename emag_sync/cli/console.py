@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich import box
 from rich.console import Console
@@ -66,7 +66,19 @@ def say_schema_changes() -> None:
     """A schema upgrade (or adoption) done on the way is one line on stderr: ``emag-sync: database: ...``."""
     import logging
 
-    handler = logging.StreamHandler(sys.stderr)
+    class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+        """Writes to sys.stderr as it is when a line is logged, not as it was when the handler was made
+        (a test's captured stream is closed by then)."""
+
+        @property
+        def stream(self) -> TextIO:
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: object) -> None:
+            pass
+
+    handler = CurrentStderr()
     handler.setFormatter(logging.Formatter("emag-sync: %(message)s"))
     for name in SCHEMA_LOGGERS:
         logger = logging.getLogger(name)
