@@ -93,7 +93,8 @@ class RunRow:
     """One row of app.emag_sync_runs (field names are the column names)."""
 
     id: int
-    account_type: str
+    account_type: str  # the account's kind
+    account: str  # the account's name (app.emag_accounts)
     flow_run_id: str | None
     status: str
     started_at: datetime
@@ -127,7 +128,7 @@ class RunRow:
         return cls(**row._mapping)
 
     @property
-    def account(self) -> AccountType:
+    def kind(self) -> AccountType:
         return AccountType(self.account_type)
 
     @property

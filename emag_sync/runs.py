@@ -61,6 +61,7 @@ def start_run(
             insert(sync_runs)
             .values(
                 account_type=account.value,
+                account=account.value,
                 flow_run_id=flow_run_id,
                 status=RunStatus.RUNNING,
                 items_per_page=items_per_page,
@@ -79,7 +80,7 @@ def succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str
         return None
     query = (
         select(sync_runs.c.id)
-        .where(sync_runs.c.account_type == account.value)
+        .where(sync_runs.c.account == account.value)
         .where(sync_runs.c.flow_run_id == flow_run_id)
         .where(sync_runs.c.status == RunStatus.SUCCEEDED)
         .order_by(sync_runs.c.id.desc())
@@ -93,7 +94,7 @@ def latest_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str) -
     """The account's latest run made by this Prefect flow run, whatever its status."""
     query = (
         select(sync_runs)
-        .where(sync_runs.c.account_type == account.value, sync_runs.c.flow_run_id == flow_run_id)
+        .where(sync_runs.c.account == account.value, sync_runs.c.flow_run_id == flow_run_id)
         .order_by(sync_runs.c.id.desc())
         .limit(1)
     )
@@ -113,10 +114,10 @@ def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str
     later = sync_runs.alias("later")
     query = (
         select(sync_runs)
-        .where(sync_runs.c.account_type == account.value, sync_runs.c.status.in_(UNFINISHED))
+        .where(sync_runs.c.account == account.value, sync_runs.c.status.in_(UNFINISHED))
         .where(
             ~select(later.c.id)
-            .where(later.c.account_type == sync_runs.c.account_type, later.c.id > sync_runs.c.id)
+            .where(later.c.account == sync_runs.c.account, later.c.id > sync_runs.c.id)
             .exists()
         )
         .order_by(sync_runs.c.id.desc())
@@ -176,7 +177,7 @@ def resume_run(engine: Engine, run_id: int, *, expected_items: int, expected_pag
             raise ResumeError(
                 f"sync run {run_id} is {current.status}; only a running or failed run can be resumed "
                 "(start a new run instead)",
-                account=current.account,
+                account=current.kind,
             )
     return RunRow.from_row(row)
 
@@ -187,13 +188,13 @@ def lock_running_run(conn: Connection, run_id: int, account: AccountType) -> Non
     Its row stays locked to the commit, so a batch never lands in a run that another process finished.
     """
     row = conn.execute(
-        select(sync_runs.c.account_type, sync_runs.c.status).where(sync_runs.c.id == run_id).with_for_update()
+        select(sync_runs.c.account, sync_runs.c.status).where(sync_runs.c.id == run_id).with_for_update()
     ).one_or_none()
     if row is None:
         raise RunStateError(f"sync run {run_id} does not exist", account=account)
-    if row.account_type != account.value or row.status != RunStatus.RUNNING:
+    if row.account != account.value or row.status != RunStatus.RUNNING:
         raise RunStateError(
-            f"sync run {run_id} is a {row.account_type.upper()} run with status {row.status!r}; "
+            f"sync run {run_id} is a run of account {row.account} with status {row.status!r}; "
             "only a running run of this account can take batches",
             account=account,
         )
@@ -267,9 +268,7 @@ def finish_run(
         ).one_or_none()
         if row is None:
             current = _one_run(conn, run_id)
-            raise RunStateError(
-                f"sync run {run_id} is {current.status}, not running", account=current.account
-            )
+            raise RunStateError(f"sync run {run_id} is {current.status}, not running", account=current.kind)
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
     return RunRow.from_row(row)
 
@@ -327,7 +326,7 @@ def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
         ids: Sequence[int] = (
             conn.execute(
                 update(sync_runs)
-                .where(c.account_type == account.value, c.status == RunStatus.RUNNING)
+                .where(c.account == account.value, c.status == RunStatus.RUNNING)
                 .values(
                     status=RunStatus.CRASHED,
                     finished_at=func.now(),
@@ -352,7 +351,7 @@ def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: i
         ids: Sequence[int] = (
             conn.execute(
                 update(sync_runs)
-                .where(c.account_type == account.value, c.status.in_(UNFINISHED), c.id != except_run_id)
+                .where(c.account == account.value, c.status.in_(UNFINISHED), c.id != except_run_id)
                 .values(
                     status=RunStatus.ABANDONED,
                     finished_at=func.coalesce(c.finished_at, func.now()),
@@ -388,7 +387,7 @@ def recent_runs(engine: Engine, limit: int = 20, account: AccountType | None = N
     """The latest runs, newest first (for ``emag-sync runs``)."""
     query = select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
     if account is not None:
-        query = query.where(sync_runs.c.account_type == account.value)
+        query = query.where(sync_runs.c.account == account.value)
     with engine.connect() as conn:
         return [RunRow.from_row(row) for row in conn.execute(query)]
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from emag_sync.accounts import AccountType
 from emag_sync.limits import PRICE_DECIMALS
+from emag_sync.platforms import PLATFORMS
 
 SCHEMA = "app"
 # eMAG prices are ex-VAT with up to 4 decimals; 14 digits cover HUF catalogues too.
@@ -35,7 +36,7 @@ Money = Numeric(MONEY_DIGITS, PRICE_DECIMALS)
 # The first amount a money column cannot hold.
 MAX_MONEY = Decimal(10) ** (MONEY_DIGITS - PRICE_DECIMALS)
 # A btree index entry holds at most 2,704 bytes (a third of an 8 kB page), and part_number is a key of
-# the catalogue's unique (sku, account_type) and of the seen set's (run_id, sku). eMAG documents it as 1-25
+# the catalogue's unique (sku, account) and of the seen set's (run_id, sku). eMAG documents it as 1-25
 # characters: 1 kB of UTF-8 leaves room for any real one and keeps every key far below PostgreSQL's limit.
 MAX_SKU_BYTES = 1024
 # The raw JSON columns hold records at most this many levels deep (eMAG's are 4): orjson writes no deeper,
@@ -57,12 +58,48 @@ def _account_check(table: str) -> CheckConstraint:
     return CheckConstraint(f"account_type IN {ACCOUNT_TYPES!r}", name=f"{table}_account_type")
 
 
+# The account registry: an account is a row, found by its name everywhere (every table below carries it).
+# No credential is ever stored here: they are found by the name (EMAG_<NAME>_USERNAME, Secret blocks).
+ACCOUNT_NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+PLATFORM_CODES = tuple(PLATFORMS)
+accounts = Table(
+    "emag_accounts",
+    metadata,
+    Column("name", Text, primary_key=True, comment="a slug such as ro-fbe or acme-bg-main"),
+    Column("seller", Text, comment="free text, for grouping (an integrator's client)"),
+    Column("platform", Text, nullable=False, comment=", ".join(PLATFORM_CODES)),
+    Column("kind", Text, nullable=False, comment="main or fbe"),
+    Column("api_url", Text, comment="overrides the platform's API URL (a proxy, the sandbox)"),
+    Column("requests_per_second", Numeric(8, 3), nullable=False, server_default="3"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("removed_at", DateTime(timezone=True), comment="set by `accounts remove --keep-data`"),
+    *_timestamps(),
+    CheckConstraint(f"name ~ '{ACCOUNT_NAME_PATTERN}'", name="emag_accounts_name"),
+    CheckConstraint(f"platform IN {PLATFORM_CODES!r}", name="emag_accounts_platform"),
+    CheckConstraint(f"kind IN {ACCOUNT_TYPES!r}", name="emag_accounts_kind"),
+    CheckConstraint("requests_per_second > 0", name="emag_accounts_requests_per_second"),
+)
+
+
+def _account_column(*, registered: bool = False) -> Column[str]:
+    """The account's name. ``registered``: a foreign key to the registry, on the tables written a row at a
+    time (runs, price updates); the catalogue tables skip it, as a check per row of a first load costs more
+    than it guards (only a run of a registered account writes them)."""
+    if registered:
+        return Column(
+            "account", Text, ForeignKey(accounts.c.name, onupdate="CASCADE"), nullable=False,
+            comment="the account's name (app.emag_accounts)",
+        )  # fmt: skip
+    return Column("account", Text, nullable=False, comment="the account's name (app.emag_accounts)")
+
+
 products = Table(
     "emag_products_v2",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("sku", Text, nullable=False, comment="the record's part_number"),
-    Column("account_type", Text, nullable=False),
+    Column("account_type", Text, nullable=False, comment="the account's kind: main or fbe"),
+    _account_column(),
     Column("emag_id", BigInteger, nullable=False, comment="the record's id (seller's internal product id)"),
     Column("part_number_key", Text),
     Column("name", Text),
@@ -91,7 +128,7 @@ products = Table(
     Column("is_active", Boolean, nullable=False, server_default="true"),
     Column("last_synced_at", DateTime(timezone=True), nullable=False),
     *_timestamps(),
-    UniqueConstraint("sku", "account_type", name="emag_products_v2_sku_account"),
+    UniqueConstraint("sku", "account", name="emag_products_v2_sku_account"),
     # No index on emag_id here: the offer row carries the same id (emag_offer_id, indexed), and every index
     # is paid on each insert of a first load.
     _account_check("emag_products_v2"),
@@ -103,7 +140,8 @@ offers = Table(
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("product_id", BigInteger, ForeignKey(products.c.id, ondelete="RESTRICT"), nullable=False),
     Column("sku", Text, nullable=False),
-    Column("account_type", Text, nullable=False),
+    Column("account_type", Text, nullable=False, comment="the account's kind: main or fbe"),
+    _account_column(),
     Column("emag_offer_id", BigInteger, nullable=False, comment="the record's id: what offer/save takes"),
     Column("price", Money, comment="current selling price ex-VAT (= sale_price)"),
     Column("sale_price", Money),
@@ -137,12 +175,12 @@ offers = Table(
     ),
     Column("last_synced_at", DateTime(timezone=True), nullable=False),
     *_timestamps(),
-    UniqueConstraint("sku", "account_type", name="emag_product_offers_v2_sku_account"),
-    Index("emag_product_offers_v2_offer_id", "account_type", "emag_offer_id"),
+    UniqueConstraint("sku", "account", name="emag_product_offers_v2_sku_account"),
+    Index("emag_product_offers_v2_offer_id", "account", "emag_offer_id"),
     # Only the few offers with a price pushed from here: the load's check for them costs nothing otherwise.
     Index(
         "emag_product_offers_v2_pushed",
-        "account_type",
+        "account",
         "prices_pushed_at",
         postgresql_where=text("prices_pushed_at IS NOT NULL"),
     ),
@@ -154,7 +192,8 @@ sync_runs = Table(
     "emag_sync_runs",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
-    Column("account_type", Text, nullable=False),
+    Column("account_type", Text, nullable=False, comment="the account's kind: main or fbe"),
+    _account_column(registered=True),
     Column("flow_run_id", Text, comment="Prefect flow run; a retry of the same flow run resumes this row"),
     Column("status", Text, nullable=False, comment="running, succeeded, failed, abandoned"),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -197,7 +236,7 @@ sync_runs = Table(
     Column("dq_results", JSONB),
     Column("error", Text),
     _account_check("emag_sync_runs"),
-    Index("emag_sync_runs_account_started", "account_type", "started_at"),
+    Index("emag_sync_runs_account_started", "account", "started_at"),
     Index("emag_sync_runs_flow_run", "flow_run_id"),
 )
 
@@ -206,7 +245,8 @@ sync_rejects = Table(
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("run_id", BigInteger, ForeignKey(sync_runs.c.id, ondelete="CASCADE"), nullable=False),
-    Column("account_type", Text, nullable=False),
+    Column("account_type", Text, nullable=False, comment="the account's kind: main or fbe"),
+    _account_column(),
     Column("page", Integer),
     Column("emag_id", Text, comment="as sent, may be unparsable"),
     Column("sku", Text),
@@ -244,7 +284,8 @@ price_updates = Table(
     Column("source", Text, nullable=False, comment="cli, cli-bulk, flow"),
     Column("flow_run_id", Text),
     Column("sku", Text, nullable=False),
-    Column("account_type", Text, nullable=False),
+    Column("account_type", Text, nullable=False, comment="the account's kind: main or fbe"),
+    _account_column(registered=True),
     Column("emag_offer_id", BigInteger),
     Column("currency", Text),
     Column("old_sale_price", Money),
@@ -281,7 +322,7 @@ price_updates = Table(
         comment="the sale price moved by more than EMAG_MAX_PRICE_CHANGE and the operator allowed it",
     ),
     _account_check("emag_price_updates"),
-    Index("emag_price_updates_sku", "account_type", "sku"),
+    Index("emag_price_updates_sku", "account", "sku"),
 )
 
 

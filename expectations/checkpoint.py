@@ -117,9 +117,9 @@ def run_checkpoint(
 def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> Facts:
     with engine.connect() as conn:
         active_products = conn.scalar(
-            select(func.count()).where(products.c.account_type == account.value, products.c.is_active)
+            select(func.count()).where(products.c.account == account.value, products.c.is_active)
         )
-        wanted = select(sync_runs).where(sync_runs.c.account_type == account.value)
+        wanted = select(sync_runs).where(sync_runs.c.account == account.value)
         if run_id is None:
             wanted = (
                 wanted.where(sync_runs.c.status == RunStatus.SUCCEEDED)

@@ -32,19 +32,19 @@ _O = f"{SCHEMA}.{offers.name}"
 _R = f"{SCHEMA}.{sync_runs.name}"
 
 ASSET_QUERIES: Mapping[str, str] = {
-    PRODUCTS: f"SELECT id, sku, account_type, is_active FROM {_P} WHERE account_type = '{{account}}'",
-    OFFERS: f"SELECT id, sku, account_type, is_active FROM {_O} WHERE account_type = '{{account}}'",
+    PRODUCTS: f"SELECT id, sku, account_type, account, is_active FROM {_P} WHERE account = '{{account}}'",
+    OFFERS: f"SELECT id, sku, account_type, account, is_active FROM {_O} WHERE account = '{{account}}'",
     ACTIVE_PRODUCTS: (
-        f"SELECT id, sku, account_type, emag_id FROM {_P} WHERE account_type = '{{account}}' AND is_active"
+        f"SELECT id, sku, account_type, account, emag_id FROM {_P} WHERE account = '{{account}}' AND is_active"
     ),
     ACTIVE_OFFERS: (
-        "SELECT id, product_id, sku, account_type, emag_offer_id, sale_price, min_sale_price, max_sale_price,"
+        "SELECT id, product_id, sku, account_type, account, emag_offer_id, sale_price, min_sale_price, max_sale_price,"
         f" currency, stock, available_stock, reserved_stock FROM {_O}"
-        " WHERE account_type = '{account}' AND is_active"
+        " WHERE account = '{account}' AND is_active"
     ),
     RUN: (
-        "SELECT id, account_type, status, expected_items, records_loaded, rows_rejected, rows_deactivated"
-        f" FROM {_R} WHERE account_type = '{{account}}' AND id = {{run_id:d}}"
+        "SELECT id, account_type, account, status, expected_items, records_loaded, rows_rejected, rows_deactivated"
+        f" FROM {_R} WHERE account = '{{account}}' AND id = {{run_id:d}}"
     ),
 }
 
@@ -71,7 +71,7 @@ class Check:
 _PRODUCTS_WITHOUT_ONE_OFFER = f"""
 SELECT p.sku, count(o.id) AS active_offers
 FROM {{batch}} AS p
-LEFT JOIN {_O} AS o ON o.product_id = p.id AND o.account_type = p.account_type AND o.is_active
+LEFT JOIN {_O} AS o ON o.product_id = p.id AND o.account = p.account AND o.is_active
 GROUP BY p.sku
 HAVING count(o.id) <> 1
 ORDER BY p.sku
@@ -81,7 +81,7 @@ _OFFERS_WITHOUT_PRODUCT = f"""
 SELECT o.sku, o.product_id
 FROM {{batch}} AS o
 LEFT JOIN {_P} AS p
-  ON p.id = o.product_id AND p.account_type = o.account_type AND p.sku = o.sku AND p.is_active
+  ON p.id = o.product_id AND p.account = o.account AND p.sku = o.sku AND p.is_active
 WHERE p.id IS NULL
 ORDER BY o.sku
 """
@@ -213,8 +213,8 @@ def checks_for(
             "critical",
             asset,
             "ExpectCompoundColumnsToBeUnique",
-            {"column_list": ["sku", "account_type"]},
-            f"{{unexpected}} {asset} rows share a (sku, account_type): {{skus}}",
+            {"column_list": ["sku", "account"]},
+            f"{{unexpected}} {asset} rows share a (sku, account): {{skus}}",
         )
         for asset in (PRODUCTS, OFFERS)
     ]

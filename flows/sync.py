@@ -57,7 +57,7 @@ def emag_product_sync(
             continue
         run: RunRow = future.result()
         runs.append(run)
-        quality = check_account_quality_task(run.account, run.id, return_state=True)
+        quality = check_account_quality_task(run.kind, run.id, return_state=True)
         if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
             failures[account] = quality.message or f"{account.value}: data quality failed"
             dq_status[run.account_type] = DqStatus.FAILED
@@ -71,9 +71,9 @@ def emag_product_sync(
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
 
-    unsynced = [account for account in failures if account not in {run.account for run in runs}]
+    unsynced = [account for account in failures if account not in {run.kind for run in runs}]
     runs += failed_runs(unsynced, runtime.flow_run.id)  # the summary then has a row for every account
-    runs.sort(key=lambda run: targets.index(run.account))
+    runs.sort(key=lambda run: targets.index(run.kind))
     report_dq_warnings(dq_results)
     publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
     if failures:

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # batch: creating and dropping them wrote the catalogue twice per batch (~5% of a first load's time).
 STAGE_PRODUCTS = "emag_stage_products"
 STAGE_OFFERS = "emag_stage_offers"
-_KEY = ("sku", "account_type")
+_KEY = ("sku", "account")
 
 
 def _qualified(name: str) -> str:
@@ -156,8 +156,9 @@ WITH fresh AS (
         (SELECT v.emag_id FROM {_qualified(sync_seen.name)} v
          WHERE v.run_id = :run_id AND v.sku = s.sku) AS id_of_sku
 ), rejected AS (
-    INSERT INTO {_qualified(sync_rejects.name)} (run_id, account_type, page, emag_id, sku, reason, raw_payload)
-    SELECT :run_id, :account, {PAGE}, emag_id::text, sku,
+    INSERT INTO {_qualified(sync_rejects.name)}
+        (run_id, account_type, account, page, emag_id, sku, reason, raw_payload)
+    SELECT :run_id, :kind, :account, {PAGE}, emag_id::text, sku,
         CASE
             WHEN sku_of_id IS NOT NULL THEN
                 format('id %s already loaded in this run with part_number %L', emag_id, sku_of_id)
@@ -177,7 +178,7 @@ SELECT (SELECT count(*) FROM fresh) AS fresh,
 
 
 def _upsert_sql(table: str, columns: Sequence[str], select_sql: str, *, counter: str | None = None) -> str:
-    """INSERT ... ON CONFLICT (sku, account_type) that rewrites a row only when its content changed.
+    """INSERT ... ON CONFLICT (sku, account) that rewrites a row only when its content changed.
 
     ``select_sql`` reads staging as ``s``. Unchanged active rows are filtered out before the insert, so
     the steady state (most rows unchanged) costs one index probe per row, not a JSONB parse and a
@@ -196,7 +197,7 @@ INSERT INTO {_qualified(table)} AS t ({_columns(columns)})
 {select_sql}
 WHERE s.content_hash IS DISTINCT FROM (
     SELECT same.content_hash FROM {_qualified(table)} same
-    WHERE same.sku = s.sku AND same.account_type = s.account_type AND same.is_active
+    WHERE same.sku = s.sku AND same.account = s.account AND same.is_active
 )
 ON CONFLICT ({_columns(_KEY)}) DO UPDATE SET {", ".join(assignments)}
 WHERE t.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR NOT t.is_active
@@ -211,8 +212,8 @@ _KEEP_PUSHED_PRICES_SQL = f"""
 UPDATE {STAGE_OFFERS} s
 SET {", ".join(f"{name} = t.{name}" for name in ("price", *PRICE_FIELDS))}, content_hash = ''
 FROM {_qualified(offers.name)} t
-WHERE t.account_type = :account AND t.prices_pushed_at > s.{READ_AT}
-  AND t.sku = s.sku AND t.account_type = s.account_type
+WHERE t.account = :account AND t.prices_pushed_at > s.{READ_AT}
+  AND t.sku = s.sku AND t.account = s.account
 RETURNING s.sku
 """
 
@@ -231,7 +232,7 @@ _OFFERS_SQL = _upsert_sql(
     f"""SELECT p.id, {_columns(OFFER_COLUMNS, "s.")}, 1
 FROM {STAGE_OFFERS} s
 JOIN {STAGE_PRODUCTS} fresh ON fresh.sku = s.sku
-JOIN {_qualified(products.name)} p ON p.sku = s.sku AND p.account_type = s.account_type""",
+JOIN {_qualified(products.name)} p ON p.sku = s.sku AND p.account = s.account""",
     counter=offers.c.sync_attempts.name,
 )
 
@@ -255,7 +256,9 @@ def load_batch(
     with engine.begin() as conn:
         lock_running_run(conn, run_id, account)
         _stage(conn, frames)
-        seen = conn.execute(text(_SEEN_SQL), {"run_id": run_id, "account": account.value}).one()
+        seen = conn.execute(
+            text(_SEEN_SQL), {"run_id": run_id, "account": account.value, "kind": account.value}
+        ).one()
         kept: Sequence[str] = (
             conn.execute(text(_KEEP_PUSHED_PRICES_SQL), {"account": account.value}).scalars().all()
         )
@@ -326,7 +329,7 @@ def rejects_line(rejected: int, named: Sequence[Mapping[Any, Any]], run_id: int)
 # eMAG returned (malformed this time, its old values kept).
 _MISSING_SQL = f"""
 SELECT t.sku, t.emag_id FROM {_qualified(products.name)} t
-WHERE t.account_type = :account AND t.is_active
+WHERE t.account = :account AND t.is_active
   AND NOT EXISTS (SELECT 1 FROM {_qualified(sync_seen.name)} v WHERE v.run_id = :run_id AND v.sku = t.sku)
   AND NOT EXISTS (
     SELECT 1 FROM {_qualified(sync_rejects.name)} r
@@ -345,7 +348,7 @@ def missing_from_read(engine: Engine, run_id: int, account: AccountType) -> list
 
 def active_products(engine: Engine, account: AccountType) -> int:
     """How many products of the account are active now."""
-    query = select(func.count()).where(products.c.account_type == account.value, products.c.is_active)
+    query = select(func.count()).where(products.c.account == account.value, products.c.is_active)
     with engine.connect() as conn:
         return int(conn.scalar(query) or 0)
 
@@ -363,7 +366,7 @@ def deactivate(engine: Engine, run_id: int, account: AccountType, skus: Sequence
         for table in (products, offers):
             result = conn.execute(
                 update(table)
-                .where(table.c.account_type == account.value, table.c.is_active, table.c.sku.in_(list(skus)))
+                .where(table.c.account == account.value, table.c.is_active, table.c.sku.in_(list(skus)))
                 .values(is_active=False, updated_at=func.now())
             )
             done = result.rowcount if table is products else done

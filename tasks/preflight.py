@@ -15,6 +15,7 @@ from emag_sync.db import engine_from_settings
 from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError, SyncLockedError
 from emag_sync.locks import check_unlocked
 from emag_sync.redact import redact_url
+from emag_sync.registry import register_legacy
 from emag_sync.settings import AccountConfig, Settings, get_settings
 from tasks.outcomes import run_step
 
@@ -43,6 +44,7 @@ def preflight(
     engine = engine_from_settings(settings)
     free: list[AccountType] = []
     try:
+        register_legacy(engine, accounts, settings.emag_api_url)  # first use of an install's main / fbe
         for account in accounts:  # every lock before any request, so a refused sync spends no budget
             try:
                 check_unlocked(engine, account)

@@ -169,6 +169,7 @@ def _reject(
         emag_id, sku = record.emag_id, record.part_number
     return {
         "account_type": account.value,
+        "account": account.value,
         "page": page,
         "emag_id": _reject_text(emag_id),
         "sku": _reject_text(sku),
@@ -330,6 +331,7 @@ def _frames(
     pick = _picker(names, offers)
     columns["offer_hash"] = [content_hash(pick(row)) for row in rows]
     columns["account_type"] = [account.value] * len(kept)
+    columns["account"] = [account.value] * len(kept)
     columns["is_active"] = [True] * len(kept)
     columns["last_synced_at"] = [synced_at] * len(kept)
     _derive(columns)

@@ -28,7 +28,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from emag_sync.accounts import AccountType
 from emag_sync.db import embedded_server_url, make_engine
+from emag_sync.registry import register_legacy
 from emag_sync.schema_version import upgrade
 from tests.helpers import SCHEMA_TEMPLATE, scratch_database
 
@@ -41,6 +43,7 @@ def pg_admin_url() -> Iterator[URL]:
     template_url = embedded_server_url(_SESSION_DIR / "pg", database=SCHEMA_TEMPLATE)
     engine = make_engine(template_url)
     upgrade(engine)
+    register_legacy(engine, AccountType, "http://sandbox")  # an install whose main and fbe have synced before
     engine.dispose()
     yield template_url.set(database="postgres")
 

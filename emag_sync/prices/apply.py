@@ -81,7 +81,7 @@ def find_offers(
     with engine.connect() as conn:
         for start in range(0, len(wanted), LOOKUP_BATCH):
             batch = wanted[start : start + LOOKUP_BATCH]
-            query = select(offers).where(tuple_(offers.c.sku, offers.c.account_type).in_(batch))
+            query = select(offers).where(tuple_(offers.c.sku, offers.c.account).in_(batch))
             rows += conn.execute(query).mappings().all()
     found = {}
     for row in rows:

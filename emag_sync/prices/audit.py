@@ -142,6 +142,7 @@ def _intent(plan: PlannedUpdate, who: Requester, sent_at: datetime) -> dict[str,
         "flow_run_id": who.flow_run_id,
         "sku": offer.sku,
         "account_type": offer.account.value,
+        "account": offer.account.value,
         "emag_offer_id": offer.emag_offer_id,
         "currency": offer.currency,
         "old_sale_price": offer.sale_price,
@@ -195,7 +196,7 @@ def write_offer_prices(
     # even if eMAG's values went back to what the row's old hash described.
     changes |= {"updated_at": func.now(), "content_hash": "", "prices_pushed_at": held_at}
     conn.execute(
-        offers.update().where(offers.c.account_type == account.value, offers.c.sku == sku).values(**changes)
+        offers.update().where(offers.c.account == account.value, offers.c.sku == sku).values(**changes)
     )
 
 
@@ -273,7 +274,7 @@ def price_history(
     if sku is not None:
         query = query.where(price_updates.c.sku == sku)
     if account is not None:
-        query = query.where(price_updates.c.account_type == account.value)
+        query = query.where(price_updates.c.account == account.value)
     with engine.connect() as conn:
         return [AuditRow.from_mapping(row) for row in conn.execute(query).mappings()]
 
@@ -286,7 +287,7 @@ def unsettled_rows(
     query = (
         select(price_updates)
         .where(
-            price_updates.c.account_type == account.value,
+            price_updates.c.account == account.value,
             or_(
                 price_updates.c.status == SENDING,
                 and_(

@@ -161,7 +161,7 @@ def _loaded_prices(
 ) -> dict[str, dict[str, Decimal | None]]:
     """The prices of active offer rows that hold what the read found (no push since it started)."""
     query = select(offers.c.sku, *(offers.c[name] for name in PRICE_FIELDS)).where(
-        offers.c.account_type == account.value,
+        offers.c.account == account.value,
         offers.c.sku.in_(skus),
         offers.c.is_active,
         or_(offers.c.prices_pushed_at.is_(None), offers.c.prices_pushed_at < read_started_at),
