@@ -655,7 +655,8 @@ class SandboxState:
 
     # --- internals --------------------------------------------------------------------------------
     def _state(self, account: str) -> _Account:
-        state = self._accounts.get(account)
+        # str(): an emag_sync Account stands for its name, as an AccountType member does
+        state = self._accounts.get(str(account))
         if state is None:
             known = ", ".join(self._accounts)
             raise UnknownAccountError(f"unknown account {str(account)!r}; this sandbox has {known}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 
 
 class EmagSyncError(Exception):
@@ -15,13 +15,13 @@ class EmagSyncError(Exception):
     a message to learn which account failed.
     """
 
-    def __init__(self, message: str, *, account: AccountType | None = None) -> None:
+    def __init__(self, message: str, *, account: Account | None = None) -> None:
         super().__init__(message)
         self.detail = message
         self.account = account
 
     def __str__(self) -> str:
-        return f"{self.account.value}: {self.detail}" if self.account is not None else self.detail
+        return f"{self.account.title}: {self.detail}" if self.account is not None else self.detail
 
 
 class ConfigError(EmagSyncError):
@@ -44,7 +44,7 @@ class DatabasePermissionError(EmagSyncError):
     """The database role may not do what was asked to a table (SQLSTATE 42501); ``role`` and ``relation``
     name them."""
 
-    def __init__(self, message: str, *, role: str, relation: str, account: AccountType | None = None) -> None:
+    def __init__(self, message: str, *, role: str, relation: str, account: Account | None = None) -> None:
         super().__init__(message, account=account)
         self.role = role
         self.relation = relation
@@ -61,7 +61,7 @@ class EmagApiError(EmagSyncError):
         self,
         message: str,
         *,
-        account: AccountType,
+        account: Account,
         resource: str,
         page: int | None = None,
         status_code: int | None = None,
@@ -122,7 +122,7 @@ class SyncInterruptedError(EmagSyncError):
     ``signal_number`` is the signal that asked for it (the command exits 128 + it).
     """
 
-    def __init__(self, message: str, *, account: AccountType | None = None, signal_number: int) -> None:
+    def __init__(self, message: str, *, account: Account | None = None, signal_number: int) -> None:
         super().__init__(message, account=account)
         self.signal_number = signal_number
 
@@ -174,7 +174,7 @@ class PriceUpdateError(EmagSyncError):
         self,
         message: str,
         *,
-        account: AccountType | None = None,
+        account: Account | None = None,
         subject: str | None = None,
         fix: PriceFix | None = None,
     ) -> None:
@@ -186,7 +186,7 @@ class PriceUpdateError(EmagSyncError):
         """The whole message with its fix in ``fixes``' terms."""
         text = f"{self.subject}: {self.detail}" if self.subject else self.detail
         if self.account is not None:
-            text = f"{self.account.value}: {text}"
+            text = f"{self.account.title}: {text}"
         return with_fix(text, self.fix, fixes)
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ same offer one after the other."""
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,14 +13,21 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType
 from emag_sync.errors import SyncLockedError
 
 log = logging.getLogger(__name__)
 
 # Advisory lock keys (two int4 form): a namespace for emag-sync, then one key per account.
 LOCK_NAMESPACE = 0x656D6173  # "emas"
-_LOCK_KEYS = {AccountType.MAIN: 1, AccountType.FBE: 2}
+# The accounts of earlier versions keep their keys, so a process of the previous version is still excluded.
+_LEGACY_KEYS = {AccountType.MAIN.value: 1, AccountType.FBE.value: 2}
+
+
+def account_key(name: str) -> int:
+    """The account's lock key: a stable 31-bit number of its name (a collision only serialises two)."""
+    return _LEGACY_KEYS.get(name) or (zlib.crc32(name.encode()) & 0x7FFFFFFF) | 0x100
+
 
 _HOLDER_SQL = text(
     """
@@ -32,11 +40,11 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
 )
 
 
-def _keys(account: AccountType) -> dict[str, int]:
-    return {"namespace": LOCK_NAMESPACE, "key": _LOCK_KEYS[account]}
+def _keys(account: Account) -> dict[str, int]:
+    return {"namespace": LOCK_NAMESPACE, "key": account_key(account.name)}
 
 
-def _holder(conn: Connection, account: AccountType) -> str:
+def _holder(conn: Connection, account: Account) -> str:
     """Who holds the account's lock, for the error message (best effort)."""
     try:
         row = conn.execute(_HOLDER_SQL, _keys(account)).first()
@@ -48,14 +56,14 @@ def _holder(conn: Connection, account: AccountType) -> str:
     return f" (pid {row.pid}{since})"
 
 
-def _locked_error(conn: Connection, account: AccountType) -> SyncLockedError:
+def _locked_error(conn: Connection, account: Account) -> SyncLockedError:
     return SyncLockedError(
         f"another sync of this account is running{_holder(conn, account)}; try again when it has finished",
         account=account,
     )
 
 
-def is_locked(engine: Engine, account: AccountType) -> bool:
+def is_locked(engine: Engine, account: Account) -> bool:
     """Whether a sync holds the account's lock now (a live process: PostgreSQL drops a dead one's lock)."""
     with engine.connect() as conn:
         query = text("SELECT pg_try_advisory_lock(:namespace, :key)")
@@ -66,7 +74,7 @@ def is_locked(engine: Engine, account: AccountType) -> bool:
         return not taken
 
 
-def check_unlocked(engine: Engine, account: AccountType) -> None:
+def check_unlocked(engine: Engine, account: Account) -> None:
     """Raise SyncLockedError when another sync holds the account's lock (taken and released at once)."""
     with engine.connect() as conn:
         if not conn.execute(
@@ -78,7 +86,7 @@ def check_unlocked(engine: Engine, account: AccountType) -> None:
 
 
 @contextmanager
-def account_lock(engine: Engine, account: AccountType, *, wait: bool = False) -> Iterator[bool]:
+def account_lock(engine: Engine, account: Account, *, wait: bool = False) -> Iterator[bool]:
     """Hold the account's PostgreSQL advisory lock for the whole block, on a dedicated connection.
 
     A second sync of the same account waits (``wait=True``) or fails at once with SyncLockedError.
@@ -92,7 +100,7 @@ def account_lock(engine: Engine, account: AccountType, *, wait: bool = False) ->
         if not conn.execute(text("SELECT pg_try_advisory_lock(:namespace, :key)"), keys).scalar_one():
             if not wait:
                 raise _locked_error(conn, account)
-            log.info("%s: another sync of this account is running; waiting for it to finish", account.value)
+            log.info("%s: another sync of this account is running; waiting for it to finish", account.name)
             conn.execute(text("SELECT pg_advisory_lock(:namespace, :key)"), keys)
             waited = True
         conn.commit()  # session-level lock outlives the transaction; the connection stays idle, not in txn
@@ -106,9 +114,7 @@ def account_lock(engine: Engine, account: AccountType, *, wait: bool = False) ->
             conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), keys)
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning(
-                "%s: releasing the sync lock failed (%s); dropping its connection", account.value, exc
-            )
+            log.warning("%s: releasing the sync lock failed (%s); dropping its connection", account.name, exc)
             conn.invalidate()
         finally:
             conn.close()
@@ -131,18 +137,18 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock' AND l.datab
 )
 
 
-def _price_keys(account: AccountType) -> dict[str, int]:
-    return {"namespace": PRICE_LOCK_NAMESPACE, "key": _LOCK_KEYS[account]}
+def _price_keys(account: Account) -> dict[str, int]:
+    return {"namespace": PRICE_LOCK_NAMESPACE, "key": account_key(account.name)}
 
 
-def try_price_reconcile_lock(conn: Connection, account: AccountType) -> bool:
+def try_price_reconcile_lock(conn: Connection, account: Account) -> bool:
     """Take the account's price lock exclusive on ``conn`` (session-level) if no price run holds it."""
     return bool(
         conn.execute(text("SELECT pg_try_advisory_lock(:namespace, :key)"), _price_keys(account)).scalar_one()
     )
 
 
-def try_price_reconcile_xact_lock(conn: Connection, account: AccountType) -> bool:
+def try_price_reconcile_xact_lock(conn: Connection, account: Account) -> bool:
     """The same, for ``conn``'s transaction only (released at its commit or rollback)."""
     return bool(
         conn.execute(
@@ -151,29 +157,28 @@ def try_price_reconcile_xact_lock(conn: Connection, account: AccountType) -> boo
     )
 
 
-def release_price_reconcile_lock(conn: Connection, account: AccountType) -> None:
+def release_price_reconcile_lock(conn: Connection, account: Account) -> None:
     conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), _price_keys(account))
 
 
-def hold_price_send_lock(conn: Connection, account: AccountType) -> None:
+def hold_price_send_lock(conn: Connection, account: Account) -> None:
     """Take the account's price lock shared on ``conn`` (waits only while a reconciler holds it)."""
     conn.execute(text("SELECT pg_advisory_lock_shared(:namespace, :key)"), _price_keys(account))
 
 
-def release_price_send_lock(conn: Connection, account: AccountType) -> None:
+def release_price_send_lock(conn: Connection, account: Account) -> None:
     conn.execute(text("SELECT pg_advisory_unlock_shared(:namespace, :key)"), _price_keys(account))
 
 
-def accounts_sending_prices(conn: Connection) -> set[AccountType]:
-    """The accounts a live price run is sending for right now (read from pg_locks, nothing taken)."""
-    keys = {key: account for account, key in _LOCK_KEYS.items()}
-    rows: list[int] = list(conn.execute(_PRICE_SENDERS_SQL, {"namespace": PRICE_LOCK_NAMESPACE}).scalars())
-    return {keys[key] for key in rows if key in keys}
+def price_senders(conn: Connection) -> set[int]:
+    """The lock keys (``account_key``) of the accounts a live price run is sending for right now (read from
+    pg_locks, nothing taken)."""
+    return set(conn.execute(_PRICE_SENDERS_SQL, {"namespace": PRICE_LOCK_NAMESPACE}).scalars())
 
 
 @contextmanager
 def price_run_lock(
-    engine: Engine, account: AccountType, reconcile: Callable[[], object] | None = None
+    engine: Engine, account: Account, reconcile: Callable[[], object] | None = None
 ) -> Iterator[None]:
     """Hold the account's price lock shared for the block, on a dedicated connection.
 
@@ -195,7 +200,7 @@ def price_run_lock(
             if reconcile is not None:
                 log.info(
                     "%s: another price run of this account is sending; its interrupted updates wait",
-                    account.value,
+                    account.name,
                 )
             hold_price_send_lock(conn, account)
         conn.commit()
@@ -209,7 +214,7 @@ def price_run_lock(
             release_price_send_lock(conn, account)
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning("%s: releasing the price lock failed (%s)", account.value, exc)
+            log.warning("%s: releasing the price lock failed (%s)", account.name, exc)
             conn.invalidate()
         finally:
             conn.close()
@@ -219,16 +224,18 @@ def price_run_lock(
 # Two updates of one offer at once must reach eMAG and the database in the same order: each holds the
 # offer's lock from its intent to its confirmation. Single-bigint keys (pg_locks objsubid 1, apart from the
 # two-int4 locks above): the account's namespace in the high 32 bits, the eMAG offer id in the low 32.
-OFFER_LOCK_NAMESPACES = {AccountType.MAIN: 0x656D6F01, AccountType.FBE: 0x656D6F02}  # "emo" + account
+# eMAG offer ids are at most 32 bits; the account's part is its key, offset so it never meets the others.
+OFFER_LOCK_BASE = 0x656D6F00  # "emo"
 
 
-def _offer_key(account: AccountType, emag_offer_id: int) -> int:
-    return (OFFER_LOCK_NAMESPACES[account] << 32) | emag_offer_id
+def _offer_key(account: Account, emag_offer_id: int) -> int:
+    high = (OFFER_LOCK_BASE + account_key(account.name)) & 0x7FFFFFFF
+    return (high << 32) | emag_offer_id
 
 
 @contextmanager
 def offer_update_locks(
-    engine: Engine, account: AccountType, emag_offer_ids: Iterable[int]
+    engine: Engine, account: Account, emag_offer_ids: Iterable[int]
 ) -> Iterator[datetime | None]:
     """Hold the price-update lock of each offer for the block, on a dedicated connection.
 
@@ -245,7 +252,7 @@ def offer_update_locks(
         for key in keys:
             if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
                 if waited_since is None:
-                    log.info("%s: another price update of these offers is sending; waiting", account.value)
+                    log.info("%s: another price update of these offers is sending; waiting", account.name)
                     waited_since = datetime.now(UTC)
                 conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         conn.commit()
@@ -259,7 +266,7 @@ def offer_update_locks(
             conn.execute(text("SELECT pg_advisory_unlock_all()"))  # this connection holds only these
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the locks
-            log.warning("%s: releasing the offer locks failed (%s)", account.value, exc)
+            log.warning("%s: releasing the offer locks failed (%s)", account.name, exc)
             conn.invalidate()
         finally:
             conn.close()

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
 from emag_sync.settings import DEFAULT_MAX_DEACTIVATED_COUNT
 
-# What the flow's ``accounts`` parameter takes; the Prefect UI shows it as a choice.
-Accounts = Literal["both", "main", "fbe"]
+# What the flows' ``accounts`` parameter takes: registered names, comma-separated, or ``all``; ``both``
+# (main and fbe) and ``main`` / ``fbe`` are the two accounts of earlier versions. A name that is not
+# registered fails the run at once, in one line listing the registered ones.
+Accounts = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=10_000,
+        pattern=r"^\s*[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*\s*$",
+        description="registered account names, comma-separated (e.g. ro-main,bg-main), or all; both = main,fbe",
+    ),
+]
 
 
 class SyncOptions(BaseModel):

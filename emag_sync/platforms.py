@@ -10,7 +10,7 @@ with a start date, not a constant.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -36,7 +36,7 @@ class Platform:
     api_url: str
     locale: str
     currencies: tuple[tuple[date, str], ...]  # (from, currency), oldest first
-    vat_rates: Mapping[int, Decimal]
+    vat_rates: Mapping[int, Decimal] = field(compare=False, hash=False)  # facts of the code, not identity
 
     def currency_on(self, day: date) -> str:
         """The platform's own currency on ``day``."""

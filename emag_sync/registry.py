@@ -11,46 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.errors import ConfigError
-from emag_sync.limits import REQUESTS_PER_SECOND
-from emag_sync.platforms import DEFAULT_PLATFORM, Platform, platform_named, platform_of_url
+from emag_sync.platforms import DEFAULT_PLATFORM, platform_named, platform_of_url
 from emag_sync.schema import ACCOUNT_NAME_PATTERN, accounts, offers, price_updates, products, sync_runs
+from emag_sync.settings import Settings
 
 # Words a selection uses, so no account may be called that.
 RESERVED_NAMES = frozenset({"all", "both"})
 LEGACY_NAMES = {kind.value: kind for kind in AccountType}
-
-
-@dataclass(frozen=True)
-class Account:
-    """One registered account: who it belongs to, where it is, and how fast it may be asked."""
-
-    name: str
-    kind: AccountType
-    platform: Platform
-    seller: str | None = None
-    api_url: str | None = None  # an override of the platform's URL (a proxy, the sandbox)
-    requests_per_second: Decimal = Decimal(str(REQUESTS_PER_SECOND))
-    enabled: bool = True
-    removed_at: datetime | None = None
-    created_at: datetime | None = None
-
-    @property
-    def label(self) -> str:
-        """``bg-main (acme)``: the account as messages, logs and reports name it."""
-        return f"{self.name} ({self.seller})" if self.seller else self.name
-
-    @property
-    def legacy(self) -> bool:
-        """One of the two accounts of earlier versions (``main``, ``fbe``) with the kind of its name."""
-        return LEGACY_NAMES.get(self.name) is self.kind
 
 
 def check_name(name: str) -> str:
@@ -87,6 +61,11 @@ def list_accounts(engine: Engine | Connection, *, include_removed: bool = False)
     if not include_removed:
         query = query.where(accounts.c.removed_at.is_(None))
     return [_from_row(row) for row in _rows(engine, query)]
+
+
+def accounts_by_name(engine: Engine | Connection) -> dict[str, Account]:
+    """The enabled accounts by name: what an account column or option may name."""
+    return {account.name: account for account in list_accounts(engine) if account.enabled}
 
 
 def get_account(engine: Engine | Connection, name: str) -> Account | None:
@@ -304,3 +283,37 @@ def select_accounts(
         if not chosen:
             raise ConfigError(f"no enabled account of seller {seller!r} among {', '.join(wanted)}")
     return chosen
+
+
+def resolve_accounts(
+    engine: Engine, selection: str | Sequence[str], *, seller: str | None = None, settings: Settings
+) -> list[Account]:
+    """The accounts a command or flow run names, registered first where an install of before accounts
+    were data uses them: ``main`` / ``fbe`` / ``both`` register those two (their credentials are checked
+    when they are used, as before), and ``all`` registers the ones whose credentials the environment has."""
+    parts = [selection] if isinstance(selection, str) else list(selection)
+    words = {p.strip().lower() for part in parts for p in part.split(",") if p.strip()}
+    legacy = {kind for kind in AccountType if kind.value in words or "both" in words}
+    if "all" in words:
+        legacy |= {
+            kind for kind in AccountType if settings.credential(legacy_account(kind), "username") is not None
+        }
+    if legacy:
+        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+    return select_accounts(engine, parts, seller=seller)
+
+
+def input_accounts(engine: Engine, settings: Settings, names: Iterable[str] = ()) -> dict[str, Account]:
+    """The accounts operator input (a price CSV's account column, an option) may name, by name: the enabled
+    registered ones, after registering ``main`` / ``fbe`` where an install of before accounts were data
+    names them or has their credentials."""
+    named = {name.strip().lower() for name in names}
+    legacy = {
+        kind
+        for kind in AccountType
+        if kind.value in named or settings.credential(legacy_account(kind), "username") is not None
+    }
+    have = {account.name for account in list_accounts(engine, include_removed=True)}
+    if any(kind.value not in have for kind in legacy):
+        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+    return accounts_by_name(engine)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.client import RequestCounters
 from emag_sync.errors import ResumeError, RunStateError
 from emag_sync.run_row import UNFINISHED, BatchCounts, DqStatus, RunRow, RunStatus
@@ -47,7 +47,7 @@ def get_run(engine: Engine, run_id: int) -> RunRow:
 
 def start_run(
     engine: Engine,
-    account: AccountType,
+    account: Account,
     *,
     flow_run_id: str | None,
     items_per_page: int,
@@ -60,8 +60,8 @@ def start_run(
         run_id: int = conn.execute(
             insert(sync_runs)
             .values(
-                account_type=account.value,
-                account=account.value,
+                account_type=account.kind.value,
+                account=account.name,
                 flow_run_id=flow_run_id,
                 status=RunStatus.RUNNING,
                 items_per_page=items_per_page,
@@ -74,13 +74,13 @@ def start_run(
     return run_id
 
 
-def succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str | None) -> int | None:
+def succeeded_in_flow_run(engine: Engine, account: Account, flow_run_id: str | None) -> int | None:
     """The run that already synced ``account`` completely in this Prefect flow run (a Retry skips it)."""
     if flow_run_id is None:
         return None
     query = (
         select(sync_runs.c.id)
-        .where(sync_runs.c.account == account.value)
+        .where(sync_runs.c.account == account.name)
         .where(sync_runs.c.flow_run_id == flow_run_id)
         .where(sync_runs.c.status == RunStatus.SUCCEEDED)
         .order_by(sync_runs.c.id.desc())
@@ -90,11 +90,11 @@ def succeeded_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str
         return conn.scalar(query)
 
 
-def latest_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str) -> RunRow | None:
+def latest_in_flow_run(engine: Engine, account: Account, flow_run_id: str) -> RunRow | None:
     """The account's latest run made by this Prefect flow run, whatever its status."""
     query = (
         select(sync_runs)
-        .where(sync_runs.c.account == account.value, sync_runs.c.flow_run_id == flow_run_id)
+        .where(sync_runs.c.account == account.name, sync_runs.c.flow_run_id == flow_run_id)
         .order_by(sync_runs.c.id.desc())
         .limit(1)
     )
@@ -103,7 +103,7 @@ def latest_in_flow_run(engine: Engine, account: AccountType, flow_run_id: str) -
     return RunRow.from_row(row) if row is not None else None
 
 
-def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str | None) -> RunRow | None:
+def find_resumable_run(engine: Engine, account: Account, *, flow_run_id: str | None) -> RunRow | None:
     """The run a rerun should continue, or None.
 
     The latest run of ``account`` if it is running or failed and no later run of the account exists
@@ -114,7 +114,7 @@ def find_resumable_run(engine: Engine, account: AccountType, *, flow_run_id: str
     later = sync_runs.alias("later")
     query = (
         select(sync_runs)
-        .where(sync_runs.c.account == account.value, sync_runs.c.status.in_(UNFINISHED))
+        .where(sync_runs.c.account == account.name, sync_runs.c.status.in_(UNFINISHED))
         .where(
             ~select(later.c.id)
             .where(later.c.account == sync_runs.c.account, later.c.id > sync_runs.c.id)
@@ -175,14 +175,13 @@ def resume_run(engine: Engine, run_id: int, *, expected_items: int, expected_pag
         if row is None:
             current = _one_run(conn, run_id)
             raise ResumeError(
-                f"sync run {run_id} is {current.status}; only a running or failed run can be resumed "
-                "(start a new run instead)",
-                account=current.kind,
+                f"{current.account}: sync run {run_id} is {current.status}; only a running or failed run can be "
+                "resumed (start a new run instead)"
             )
     return RunRow.from_row(row)
 
 
-def lock_running_run(conn: Connection, run_id: int, account: AccountType) -> None:
+def lock_running_run(conn: Connection, run_id: int, account: Account) -> None:
     """Inside a batch's transaction: the run must exist, be this account's and be running.
 
     Its row stays locked to the commit, so a batch never lands in a run that another process finished.
@@ -192,7 +191,7 @@ def lock_running_run(conn: Connection, run_id: int, account: AccountType) -> Non
     ).one_or_none()
     if row is None:
         raise RunStateError(f"sync run {run_id} does not exist", account=account)
-    if row.account != account.value or row.status != RunStatus.RUNNING:
+    if row.account != account.name or row.status != RunStatus.RUNNING:
         raise RunStateError(
             f"sync run {run_id} is a run of account {row.account} with status {row.status!r}; "
             "only a running run of this account can take batches",
@@ -268,7 +267,7 @@ def finish_run(
         ).one_or_none()
         if row is None:
             current = _one_run(conn, run_id)
-            raise RunStateError(f"sync run {run_id} is {current.status}, not running", account=current.kind)
+            raise RunStateError(f"{current.account}: sync run {run_id} is {current.status}, not running")
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
     return RunRow.from_row(row)
 
@@ -315,7 +314,7 @@ def fail_run(
     return False
 
 
-def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
+def mark_crashed(engine: Engine, account: Account) -> list[int]:
     """The account's runs still 'running' are runs whose process died: mark them crashed (resumable).
 
     Call it only while no live sync of the account can be running: under the account's lock, or after
@@ -326,7 +325,7 @@ def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
         ids: Sequence[int] = (
             conn.execute(
                 update(sync_runs)
-                .where(c.account == account.value, c.status == RunStatus.RUNNING)
+                .where(c.account == account.name, c.status == RunStatus.RUNNING)
                 .values(
                     status=RunStatus.CRASHED,
                     finished_at=func.now(),
@@ -340,18 +339,18 @@ def mark_crashed(engine: Engine, account: AccountType) -> list[int]:
         )
     if ids:
         which = f"run {ids[0]} was" if len(ids) == 1 else f"runs {', '.join(map(str, ids))} were"
-        log.warning("%s: %s left running by a process that died: marked crashed", account.value, which)
+        log.warning("%s: %s left running by a process that died: marked crashed", account.name, which)
     return list(ids)
 
 
-def abandon_unfinished(engine: Engine, account: AccountType, *, except_run_id: int) -> int:
+def abandon_unfinished(engine: Engine, account: Account, *, except_run_id: int) -> int:
     """A new (non-resume) run supersedes the account's unfinished runs: mark them abandoned."""
     c = sync_runs.c
     with engine.begin() as conn:
         ids: Sequence[int] = (
             conn.execute(
                 update(sync_runs)
-                .where(c.account == account.value, c.status.in_(UNFINISHED), c.id != except_run_id)
+                .where(c.account == account.name, c.status.in_(UNFINISHED), c.id != except_run_id)
                 .values(
                     status=RunStatus.ABANDONED,
                     finished_at=func.coalesce(c.finished_at, func.now()),
@@ -383,11 +382,11 @@ def abandon_run(engine: Engine, run_id: int, error: str) -> None:
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
 
 
-def recent_runs(engine: Engine, limit: int = 20, account: AccountType | None = None) -> list[RunRow]:
+def recent_runs(engine: Engine, limit: int = 20, account: Account | None = None) -> list[RunRow]:
     """The latest runs, newest first (for ``emag-sync runs``)."""
     query = select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
     if account is not None:
-        query = query.where(sync_runs.c.account == account.value)
+        query = query.where(sync_runs.c.account == account.name)
     with engine.connect() as conn:
         return [RunRow.from_row(row) for row in conn.execute(query)]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from decimal import Decimal
 from pathlib import Path
 
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -18,7 +20,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.errors import ConfigError, MissingCredentialsError
 from emag_sync.limits import DEFAULT_API_URL, REQUESTS_PER_MINUTE, REQUESTS_PER_SECOND, SECONDS_PER_MINUTE
 
@@ -38,7 +40,7 @@ class AccountConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    account: AccountType
+    account: Account
     username: str
     password: SecretStr
     api_url: str
@@ -50,9 +52,16 @@ class AccountConfig(BaseModel):
     max_backoff_seconds: float = 30.0
 
 
-def credential_variable(account: AccountType, field: str) -> str:
-    """``EMAG_FBE_PASSWORD``: the environment variable holding one credential of an account."""
-    return f"EMAG_{account.label}_{field.upper()}"
+def credential_variable(account: Account, field: str) -> str:
+    """``EMAG_FBE_PASSWORD``, ``EMAG_ACME_BG_MAIN_USERNAME``: the variable holding one credential of an
+    account (its name upper-cased, ``-`` as ``_``)."""
+    return f"{account.env_prefix}_{field.upper()}"
+
+
+def _dotenv() -> dict[str, str | None]:
+    """The .env file of the working directory, as pydantic-settings reads it for the declared settings."""
+    path = Path(".env")
+    return dotenv_values(path) if path.is_file() else {}
 
 
 class Settings(BaseSettings):
@@ -124,25 +133,68 @@ class Settings(BaseSettings):
         """EMAG_SYNC_DATA_DOCS_DIR when set (None: the checkpoint's default site under the home)."""
         return self.emag_sync_data_docs_dir.expanduser().resolve() if self.emag_sync_data_docs_dir else None
 
-    def api_url_for(self, account: AccountType) -> str:
-        return (self.api_url_override(account) or self.emag_api_url).rstrip("/")
+    def api_url_for(self, account: Account) -> str:
+        """Where the account's API is: ``EMAG_<NAME>_API_URL``, else the registry's override, else (for
+        ``main`` / ``fbe``, as before) ``EMAG_API_URL``, else its platform's URL."""
+        url = self.api_url_override(account) or account.api_url
+        if url is None:
+            url = self.emag_api_url if account.legacy else account.platform.api_url
+        return url.rstrip("/")
 
-    def api_url_override(self, account: AccountType) -> str | None:
-        """EMAG_MAIN_API_URL / EMAG_FBE_API_URL when set."""
-        value: str | None = getattr(self, f"emag_{account.value}_api_url")
-        return value
+    def api_url_override(self, account: Account) -> str | None:
+        """``EMAG_<NAME>_API_URL`` when set."""
+        if account.legacy:
+            value: str | None = getattr(self, f"emag_{account.name}_api_url")
+            return value
+        return self._variable(f"{account.env_prefix}_API_URL")
 
-    def api_url_setting(self, account: AccountType) -> str:
-        """The variable that decides the account's API URL, for error messages."""
-        return f"EMAG_{account.label}_API_URL" if self.api_url_override(account) else "EMAG_API_URL"
+    def api_url_setting(self, account: Account) -> str:
+        """What decides the account's API URL, for error messages."""
+        if self.api_url_override(account):
+            return f"{account.env_prefix}_API_URL"
+        if account.api_url:
+            return f"the api_url of account {account.name} (emag-sync accounts list)"
+        return "EMAG_API_URL" if account.legacy else f"{account.env_prefix}_API_URL"
 
-    def credential(self, account: AccountType, field: str) -> str | SecretStr | None:
-        """The username or password of an account as the environment has it (None when unset)."""
-        value: str | SecretStr | None = getattr(self, f"emag_{account.value}_{field}")
-        return value
+    def credential(self, account: Account, field: str) -> str | SecretStr | None:
+        """The username or password of an account as the environment (or .env) has it (None when unset)."""
+        if account.legacy:
+            value: str | SecretStr | None = getattr(self, f"emag_{account.name}_{field}")
+            return value
+        text = self._variable(credential_variable(account, field))
+        if text is None:
+            return None
+        return SecretStr(text) if field == "password" else text
+
+    def credential_source(self, account: Account, field: str) -> str | None:
+        """``the environment`` or ``.env`` for a credential that is set there, None otherwise."""
+        variable = credential_variable(account, field)
+        if (os.environ.get(variable) or "").strip():
+            return "the environment"
+        return ".env" if (_dotenv().get(variable) or "").strip() else None
+
+    @staticmethod
+    def _variable(name: str) -> str | None:
+        value = os.environ.get(name)
+        if value is None:
+            value = _dotenv().get(name)
+        return value.strip() or None if value is not None else None
+
+    def rate_for(self, account: Account) -> tuple[float, int]:
+        """The account's requests per second and per minute: EMAG_REQUESTS_PER_SECOND (and _PER_MINUTE)
+        when set in the environment, for every account as before; else the registry's rate."""
+        if "emag_requests_per_second" in self.model_fields_set:
+            return self.emag_requests_per_second, self.emag_requests_per_minute
+        per_second = float(account.requests_per_second)
+        per_minute = (
+            self.emag_requests_per_minute
+            if "emag_requests_per_minute" in self.model_fields_set
+            else max(1, int(per_second * SECONDS_PER_MINUTE))
+        )
+        return per_second, per_minute
 
     def account_config(
-        self, account: AccountType, password: SecretStr | None = None, username: str | None = None
+        self, account: Account, password: SecretStr | None = None, username: str | None = None
     ) -> AccountConfig:
         """The account's connection settings; raises before any request when credentials are missing.
 
@@ -169,8 +221,8 @@ class Settings(BaseSettings):
             username=username,
             password=password,
             api_url=self.api_url_for(account),
-            requests_per_second=self.emag_requests_per_second,
-            requests_per_minute=self.emag_requests_per_minute,
+            requests_per_second=self.rate_for(account)[0],
+            requests_per_minute=self.rate_for(account)[1],
             max_attempts=self.emag_max_attempts,
             timeout_seconds=self.emag_timeout_seconds,
         )

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.errors import SyncInterruptedError
 
 T = TypeVar("T")
@@ -39,7 +39,7 @@ def clear_stop() -> None:
     _signal = None
 
 
-def stop_at_boundary(account: AccountType, where: str) -> None:
+def stop_at_boundary(account: Account, where: str) -> None:
     """Raise ``SyncInterruptedError`` when a stop was asked for. Call it only where the committed work is
     whole (between batches): the run is then marked interrupted and ``--resume`` continues it."""
     stopped = stop_requested()

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import URL
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.db import make_engine, normalise_url
 from emag_sync.run_row import RunStatus
 from emag_sync.runs import record_dq
@@ -70,7 +70,7 @@ class _DocsRun:
 
 def run_checkpoint(
     database_url: str | URL,
-    account: AccountType,
+    account: Account,
     *,
     run_id: int | None,
     home: Path,
@@ -87,8 +87,7 @@ def run_checkpoint(
     (``emag_sync.runs.record_dq``); a standalone check leaves the run history alone.
     """
     url = normalise_url(database_url) if isinstance(database_url, str) else database_url
-    account = AccountType(account)
-    checks = checks_for(reject_threshold=reject_threshold)
+    checks = checks_for(reject_threshold=reject_threshold, currencies=account.platform.accepted_currencies())
     site = data_docs_site(home, docs_dir)
     gx = _import_gx()  # outside the lock: the other account's checkpoint need not wait for the import
     engine = make_engine(url)
@@ -114,12 +113,12 @@ def run_checkpoint(
         engine.dispose()
 
 
-def _read_facts(engine: Engine, account: AccountType, run_id: int | None) -> Facts:
+def _read_facts(engine: Engine, account: Account, run_id: int | None) -> Facts:
     with engine.connect() as conn:
         active_products = conn.scalar(
-            select(func.count()).where(products.c.account == account.value, products.c.is_active)
+            select(func.count()).where(products.c.account == account.name, products.c.is_active)
         )
-        wanted = select(sync_runs).where(sync_runs.c.account == account.value)
+        wanted = select(sync_runs).where(sync_runs.c.account == account.name)
         if run_id is None:
             wanted = (
                 wanted.where(sync_runs.c.status == RunStatus.SUCCEEDED)
@@ -219,7 +218,7 @@ def _context(gx: Any, root: Path, site: Path) -> Any:
 
 
 def _validate(
-    gx: Any, url: URL, account: AccountType, facts: Facts, checks: Sequence[Check], root: Path, site: Path
+    gx: Any, url: URL, account: Account, facts: Facts, checks: Sequence[Check], root: Path, site: Path
 ) -> tuple[dict[str, Any], _DocsRun]:
     """Build the account's suites and checkpoint from ``checks``, run it, build its Data Docs pages, and
     return the results by check and what it left in Data Docs."""
@@ -234,7 +233,7 @@ def _validate(
         wanted = [c for c in checks if c.asset != RUN or facts.run is not None]
         checkpoint = context.checkpoints.add_or_update(
             gx.Checkpoint(
-                name=f"emag_{account.value}",
+                name=f"emag_{account.name}",
                 validation_definitions=[
                     _add_validation(gx, context, datasource, account, asset, wanted, facts.run_id)
                     for asset in dict.fromkeys(c.asset for c in wanted)
@@ -248,14 +247,14 @@ def _validate(
                 },
             )
         )
-        run_name = f"{account.value}-run-{facts.run_id}" if facts.run else f"{account.value}-check"
+        run_name = f"{account.name}-run-{facts.run_id}" if facts.run else f"{account.name}-check"
         result = checkpoint.run(
             expectation_parameters={ACTIVE_PRODUCT_COUNT: facts.active_products},
             run_id=RunIdentifier(run_name=run_name),
         )
     finally:
         datasource.get_engine().dispose()
-    _register_site_suites(gx, context, checks)
+    _register_site_suites(gx, context, checks, _site_accounts(url, account))
     # Data Docs once for the whole checkpoint: GX's UpdateDataDocsAction rebuilds the site (index included)
     # once per validation definition, which made it most of the checkpoint's run time.
     context.build_data_docs(
@@ -285,20 +284,31 @@ def _validation_page(identifier: Any) -> str:
     return "/".join(("validations", *identifier.to_tuple())) + ".html"
 
 
-def _register_site_suites(gx: Any, context: Any, checks: Sequence[Check]) -> None:
+def _site_accounts(url: URL, account: Account) -> list[str]:
+    """Every account that has pages on the site: the registered ones (removed ones too), and this one."""
+    from emag_sync.registry import list_accounts
+
+    engine = make_engine(url)
+    try:
+        return sorted({a.name for a in list_accounts(engine, include_removed=True)} | {account.name})
+    finally:
+        engine.dispose()
+
+
+def _register_site_suites(gx: Any, context: Any, checks: Sequence[Check], accounts: Sequence[str]) -> None:
     """Every account's suite names in the (in-memory) expectations store, empty unless this run built
     them: building the site index removes the pages of every suite the store does not know, which would
     drop the other account's pages. Only this run's suites are rendered."""
     known = {suite.name for suite in context.suites.all()}
-    for account in AccountType:
+    for account in accounts:
         for asset in dict.fromkeys(check.asset for check in checks):
             name = _suite_name(account, asset)
             if name not in known:
                 context.suites.add(gx.ExpectationSuite(name=name))
 
 
-def _suite_name(account: AccountType, asset: str) -> str:
-    return f"emag_{account.value}_{asset}"
+def _suite_name(account: str, asset: str) -> str:
+    return f"emag_{account}_{asset}"
 
 
 def _write_report_page(site: Path, result: DQResult, run: _DocsRun, *, standalone: bool) -> str:
@@ -341,13 +351,13 @@ def _add_validation(
     gx: Any,
     context: Any,
     datasource: Any,
-    account: AccountType,
+    account: Account,
     asset: str,
     checks: Sequence[Check],
     run_id: int | None,
 ) -> Any:
     """One query asset of the account, its suite, and the validation definition joining them."""
-    name = _suite_name(account, asset)
+    name = _suite_name(account.name, asset)
     data = datasource.add_query_asset(name, query=asset_query(asset, account, run_id))
     suite = gx.ExpectationSuite(
         name=name, expectations=[_expectation(gx, c) for c in checks if c.asset == asset]
@@ -367,13 +377,13 @@ def _expectation(gx: Any, check: Check) -> Any:
     return cls(**check.kwargs, severity=check.severity, meta={"check": check.name}, **extra)
 
 
-def _prune_history(root: Path, site: Path, account: AccountType) -> None:
+def _prune_history(root: Path, site: Path, account: Account) -> None:
     """Drop all but the newest validation results of the account's suites, their Data Docs pages and the
     account's run pages (room is left for the run about to be written)."""
     folders = [
-        *(root / "uncommitted" / "validations").glob(f"emag_{account.value}_*"),
-        *(site / "validations").glob(f"emag_{account.value}_*"),
-        site / RUNS_SECTION / f"emag_{account.value}",
+        *(root / "uncommitted" / "validations").glob(f"emag_{account.name}_*"),
+        *(site / "validations").glob(f"emag_{account.name}_*"),
+        site / RUNS_SECTION / f"emag_{account.name}",
     ]
     for folder in folders:
         # Layout: <folder>/<run name>/<run time>/...; run times sort chronologically as text.

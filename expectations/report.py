@@ -20,7 +20,7 @@ def artifact_key(account: str) -> str:
 def report_link_text(result: DQResult) -> str:
     """What the link to the run's Data Docs page says, e.g. ``Data-quality report fbe, sync run 12: failed``."""
     run = f", sync run {result.run_id}" if result.run_id is not None else ""
-    return f"Data-quality report {result.account.value}{run}: {result.status}"
+    return f"Data-quality report {result.account.name}{run}: {result.status}"
 
 
 def dq_markdown(result: DQResult) -> str:
@@ -30,7 +30,7 @@ def dq_markdown(result: DQResult) -> str:
     """
     run = f" (sync run {result.run_id})" if result.run_id is not None else ""
     lines = [
-        f"## Data quality {result.account.value}{run}: **{result.status}**",
+        f"## Data quality {result.account.name}{run}: **{result.status}**",
         "",
         markdown_text(result.message),
         "",

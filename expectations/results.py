@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.run_row import DqStatus
 from expectations.suites import MAX_LISTED_SKUS, RUN, Check, Severity
 
@@ -37,7 +37,7 @@ class DQResult:
     EMAG_SYNC_DATA_DOCS_URL; ``data_docs_index`` is the site's index (every suite and run).
     """
 
-    account: AccountType
+    account: Account
     status: DqStatus
     rows: list[DQRow]
     data_docs_index: Path
@@ -60,13 +60,13 @@ class DQResult:
         if not failing:
             skipped = sum(row.passed is None for row in self.rows)
             note = f" ({skipped} not applicable)" if skipped else ""
-            return f"{self.account.value}: all {len(self.rows) - skipped} expectations passed{note}"
-        return "; ".join(dict.fromkeys(f"{self.account.value}: {row.details}" for row in failing))
+            return f"{self.account.name}: all {len(self.rows) - skipped} expectations passed{note}"
+        return "; ".join(dict.fromkeys(f"{self.account.name}: {row.details}" for row in failing))
 
     def as_json(self) -> dict[str, Any]:
         """Plain JSON: what the run-history row stores in ``dq_results``."""
         return {
-            "account": self.account.value,
+            "account": self.account.name,
             "status": self.status,
             "message": self.message,
             "run_id": self.run_id,

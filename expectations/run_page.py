@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 
 if TYPE_CHECKING:
     from expectations.results import DQRow
@@ -45,9 +45,9 @@ class ValidationPage:
     success: bool
 
 
-def run_page_path(account: AccountType, run_name: str, run_time: str) -> str:
+def run_page_path(account: Account, run_name: str, run_time: str) -> str:
     """The page's path relative to the site root (``run_time`` as GX writes it, 20260101T120000.000000Z)."""
-    return f"{RUNS_SECTION}/emag_{account.value}/{run_name}/{run_time}/index.html"
+    return f"{RUNS_SECTION}/emag_{account.name}/{run_name}/{run_time}/index.html"
 
 
 def write_run_page(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.limits import MAX_STOCK, PLATFORM_CURRENCIES
 from emag_sync.schema import SCHEMA, offers, products, sync_runs
 
@@ -106,7 +106,7 @@ WHERE rows_rejected > {threshold!r} * greatest(coalesce(expected_items, 0), reco
 """
 
 
-def _active_offer_checks() -> list[Check]:
+def _active_offer_checks(currencies: Sequence[str]) -> list[Check]:
     """Per-column expectations on the account's active offers."""
     not_null = [
         Check(
@@ -162,8 +162,8 @@ def _active_offer_checks() -> list[Check]:
         "warning",
         ACTIVE_OFFERS,
         "ExpectColumnValuesToBeInSet",
-        {"column": "currency", "value_set": list(PLATFORM_CURRENCIES)},
-        f"{{unexpected}} active offers with a currency outside {', '.join(PLATFORM_CURRENCIES)}: {{skus}}",
+        {"column": "currency", "value_set": list(currencies)},
+        f"{{unexpected}} active offers with a currency outside {', '.join(currencies)}: {{skus}}",
     )
     return [*not_null, *stock_ranges, *pairs, currency]
 
@@ -204,9 +204,13 @@ def _run_checks(reject_threshold: float, min_loaded_share: float) -> list[Check]
 
 
 def checks_for(
-    *, reject_threshold: float = DEFAULT_REJECT_THRESHOLD, min_loaded_share: float = DEFAULT_MIN_LOADED_SHARE
+    *,
+    reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
+    min_loaded_share: float = DEFAULT_MIN_LOADED_SHARE,
+    currencies: Sequence[str] = PLATFORM_CURRENCIES,
 ) -> list[Check]:
-    """Every expectation of one account, critical ones first."""
+    """Every expectation of one account, critical ones first; ``currencies``: what its platform prices in
+    today (``Platform.accepted_currencies``; default any platform's)."""
     unique = [
         Check(
             f"{asset}_sku_account_unique",
@@ -265,12 +269,12 @@ def checks_for(
         *coverage,
         *unique,
         *one_row_per_emag_id,
-        *_active_offer_checks(),
+        *_active_offer_checks(currencies),
         *_run_checks(reject_threshold, min_loaded_share),
     ]
     return sorted(checks, key=lambda check: check.severity != "critical")
 
 
-def asset_query(asset: str, account: AccountType, run_id: int | None = None) -> str:
+def asset_query(asset: str, account: Account, run_id: int | None = None) -> str:
     """The SQL of one asset for one account."""
-    return ASSET_QUERIES[asset].format(account=account.value, run_id=run_id or 0)
+    return ASSET_QUERIES[asset].format(account=account.name, run_id=run_id or 0)

@@ -8,7 +8,6 @@ from prefect import State, flow, get_run_logger, runtime
 from prefect.futures import as_completed
 from prefect.states import Failed
 
-from emag_sync.accounts import AccountType, parse_accounts
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.run_row import DqStatus, RunRow
 from expectations.checkpoint import preload as preload_great_expectations
@@ -22,60 +21,63 @@ from tasks.sync_account import sync_account_task
 
 @flow(name="emag-product-sync", log_prints=False)
 def emag_product_sync(
-    accounts: Accounts = "both", options: SyncOptions = SyncOptions()
+    accounts: Accounts = "both", options: SyncOptions = SyncOptions(), seller: str | None = None
 ) -> list[RunRow] | State[Any]:
-    """Sync the eMAG catalogue of MAIN, FBE or both into PostgreSQL and check what was loaded.
+    """Sync the eMAG catalogue of the named accounts (``all``, ``both``, names) into PostgreSQL and check
+    what was loaded; ``seller`` keeps that seller's accounts.
 
     A rerun (the UI's Retry, or ``options.resume``) continues after the last committed batch. Another sync
     of the same account running makes this one fail at once, or wait for it with ``options.wait_for_lock``.
     """
     logger = get_run_logger()
-    targets = parse_accounts(accounts)
-    checked = preflight_task(targets, options.wait_for_lock, return_state=True)
+    checked = preflight_task(accounts, seller, options.wait_for_lock, return_state=True)
     if checked.is_failed():
         return Failed(message=checked.message)
     preflight: Preflight = checked.result()
+    targets = preflight.accounts
 
     preload_great_expectations()  # its import (seconds) overlaps the reads, which mostly wait on eMAG
     futures = {
         sync_account_task.submit(
-            account, options, runtime.flow_run.id, preflight.counts.get(account)
+            account, options, runtime.flow_run.id, preflight.counts.get(account.name)
         ): account
         for account in targets
     }
     runs: list[RunRow] = []
-    failures: dict[AccountType, str] = {}
+    failures: dict[str, str] = {}  # by account name
     dq_status: dict[str, str] = {}
     dq_results: list[DQResult] = []
-    # Each account is checked as soon as its own read ends, while the other may still be reading (the
+    # Each account is checked as soon as its own read ends, while the others may still be reading (the
     # limiters pace requests on when they really leave, so the check's CPU work cannot bunch them up).
-    for future in as_completed(list(futures)):  # the other account's committed work stays; report both
+    for future in as_completed(list(futures)):  # the others' committed work stays; report every account
         account = futures[future]
         future.wait()  # keeps the task's own final state: unwaited, .state asks the API, which may lag behind
         if future.state.is_failed():
-            failures[account] = future.state.message or f"{account.value}: failed"
+            failures[account.name] = future.state.message or f"{account.title}: failed"
             continue
         run: RunRow = future.result()
         runs.append(run)
-        quality = check_account_quality_task(run.kind, run.id, return_state=True)
+        quality = check_account_quality_task(account, run.id, return_state=True)
         if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
-            failures[account] = quality.message or f"{account.value}: data quality failed"
-            dq_status[run.account_type] = DqStatus.FAILED
+            failures[account.name] = quality.message or f"{account.title}: data quality failed"
+            dq_status[run.account] = DqStatus.FAILED
             continue
         result: DQResult = quality.result()
         dq_results.append(result)
-        dq_status[run.account_type] = result.status
+        dq_status[run.account] = result.status
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",
-            run.account_type, run.rows_inserted, run.rows_updated, run.rows_unchanged,
+            account.title, run.rows_inserted, run.rows_updated, run.rows_unchanged,
             run.rows_rejected, run.rows_deactivated, result.status,
         )  # fmt: skip
 
-    unsynced = [account for account in failures if account not in {run.kind for run in runs}]
+    synced = {run.account for run in runs}
+    unsynced = [account for account in targets if account.name in failures and account.name not in synced]
     runs += failed_runs(unsynced, runtime.flow_run.id)  # the summary then has a row for every account
-    runs.sort(key=lambda run: targets.index(run.kind))
+    order = [account.name for account in targets]
+    runs.sort(key=lambda run: order.index(run.account))
     report_dq_warnings(dq_results)
-    publish_summary_task(summary_markdown(runs, dq_status, {a.value: m for a, m in failures.items()}))
+    publish_summary_task(summary_markdown(runs, dq_status, failures))
     if failures:
         return Failed(message="; ".join(failures.values()))
     return runs

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 
-from emag_sync.prices.form import Account, CsvText, OptionalPriceText, PriceText, Sku
+from emag_sync.prices.form import AccountName, CsvText, OptionalPriceText, PriceText, Sku
 from emag_sync.prices.results import PriceUpdateResult, failure_line, summary
 from tasks.prices import (
     FORM_FIXES,
@@ -21,7 +21,7 @@ from tasks.prices import (
 @flow(name="emag-update-offer-price", log_prints=False)
 def emag_update_offer_price(
     sku: Sku,
-    account: Account,
+    account: AccountName,
     price: PriceText,
     min_price: OptionalPriceText = None,
     max_price: OptionalPriceText = None,
@@ -31,7 +31,7 @@ def emag_update_offer_price(
 
     Args:
         sku: The offer's SKU (eMAG part_number), e.g. EMG469.
-        account: The eMAG account that holds the offer: main or fbe.
+        account: The registered account that holds the offer, by name (e.g. main, fbe, bg-main).
         price: New sale price without VAT, as text with up to 4 decimals, e.g. 99.90.
         min_price: New min_sale_price without VAT; leave empty to keep the stored one.
         max_price: New max_sale_price without VAT; leave empty to keep the stored one.

@@ -21,7 +21,7 @@ MAX_WARNING_CHARS = 600
 def dq_warning_lines(results: Sequence[DQResult]) -> list[str]:
     """One bounded line per failed non-critical expectation, ``account: details`` as in the run's report."""
     lines = [
-        f"{result.account.value}: {row.details or row.name}" for result in results for row in result.warnings
+        f"{result.account.name}: {row.details or row.name}" for result in results for row in result.warnings
     ]
     bounded = [
         line if len(line) <= MAX_WARNING_CHARS else line[: MAX_WARNING_CHARS - 3] + "..." for line in lines
@@ -51,7 +51,7 @@ def report_dq_warnings(results: Sequence[DQResult]) -> None:
             "prefect.resource.name": f"data-quality warnings of {context.flow_run.name}",
         },
         payload={
-            "accounts": sorted({result.account.value for result in results if result.warnings}),
+            "accounts": sorted({result.account.name for result in results if result.warnings}),
             "warnings": lines,
         },
     )

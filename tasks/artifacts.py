@@ -14,7 +14,7 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.escaping import markdown_text
 from emag_sync.prefect_api import is_lost, mark_lost
 from emag_sync.run_row import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
@@ -32,7 +32,7 @@ ARTIFACT_UPDATE_SECONDS = 1.0
 class ProgressEvent:
     """Pages committed so far out of the total that ``product_offer/count`` announced."""
 
-    account: AccountType
+    account: Account
     pages_done: int
     pages_total: int
     records_done: int
@@ -83,7 +83,7 @@ def _in_prefect_run() -> bool:
 class ProgressReporter:
     """Reports one account's progress per committed batch, to Prefect (when in a run) and to listeners."""
 
-    def __init__(self, account: AccountType) -> None:
+    def __init__(self, account: Account) -> None:
         self.account = account
         self._artifact_id: UUID | None = None
         self._prefect = _in_prefect_run()
@@ -109,7 +109,7 @@ class ProgressReporter:
             f"{self.account.label}: {event.pages_done} of {event.pages_total} pages committed "
             f"({event.records_done} records)"
         )
-        key = f"emag-sync-progress-{self.account.value}"
+        key = f"emag-sync-progress-{self.account.name}"
 
         def publish() -> None:
             if self._artifact_id is None:
@@ -119,7 +119,7 @@ class ProgressReporter:
             else:
                 update_progress_artifact(self._artifact_id, progress=percent, description=description)
 
-        record_in_prefect(f"the progress of {self.account.value}", publish)
+        record_in_prefect(f"the progress of {self.account.name}", publish)
         self._prefect = not is_lost()
 
 
@@ -152,7 +152,7 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def failed_runs(accounts: Sequence[AccountType], flow_run_id: str) -> list[RunRow]:
+def failed_runs(accounts: Sequence[Account], flow_run_id: str) -> list[RunRow]:
     """The run rows this flow run left for accounts whose sync failed, for the summary's tables (what the
     run got through before it failed: pages, requests, 429s). None when the database cannot say (the
     failure may be the database itself): the summary then gives the causes alone."""

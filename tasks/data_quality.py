@@ -7,7 +7,7 @@ from typing import cast
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.db import database_url
 from emag_sync.escaping import markdown_text, markdown_url
 from emag_sync.settings import get_settings
@@ -20,7 +20,7 @@ from tasks.outcomes import run_step
 
 
 def check_account_quality(
-    account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+    account: Account, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
 ) -> DQResult:
     """The account's checkpoint against the configured database, published as artifacts when in a run.
 
@@ -51,7 +51,7 @@ def publish_dq_artifacts(result: DQResult) -> None:
 
     if FlowRunContext.get() is None and TaskRunContext.get() is None:
         return  # a plain call (CLI, tests): nothing to attach the artifacts to
-    account = result.account.value
+    account = result.account.name
 
     def publish() -> None:
         create_markdown_artifact(
@@ -72,7 +72,7 @@ def publish_dq_artifacts(result: DQResult) -> None:
 
 @task(name="data-quality", task_run_name="data-quality-{account}", cache_policy=NO_CACHE)
 def check_account_quality_task(
-    account: AccountType, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
+    account: Account, run_id: int | None = None, reject_threshold: float = DEFAULT_REJECT_THRESHOLD
 ) -> DQResult:
     """Prefect task: the account's checkpoint. A critical failure ends the task Failed with its one-line
     cause (logged at ERROR); warnings are logged at WARNING; the report's link at INFO."""
@@ -84,10 +84,10 @@ def check_account_quality_task(
     if isinstance(result, State):
         return result  # the checkpoint could not run: already one line
     logger = get_run_logger()
-    logger.info("%s: data-quality report: %s", account.value, result.report_url or result.data_docs_index)
+    logger.info("%s: data-quality report: %s", account.name, result.report_url or result.data_docs_index)
     if result.critical_failures:
         logger.error(result.message)
         return cast(DQResult, Failed(message=result.message))
     for row in result.warnings:
-        logger.warning("%s: data-quality warning: %s", account.value, row.details)
+        logger.warning("%s: data-quality warning: %s", account.name, row.details)
     return result

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api import RequestCounters
 from emag_sync.api.paging import BY_ID
 from emag_sync.run_row import BatchCounts
@@ -240,7 +240,7 @@ JOIN {_qualified(products.name)} p ON p.sku = s.sku AND p.account = s.account"""
 def load_batch(
     engine: Engine,
     run_id: int,
-    account: AccountType,
+    account: Account,
     frames: BatchFrames,
     *,
     last_page: int | None,
@@ -257,15 +257,15 @@ def load_batch(
         lock_running_run(conn, run_id, account)
         _stage(conn, frames)
         seen = conn.execute(
-            text(_SEEN_SQL), {"run_id": run_id, "account": account.value, "kind": account.value}
+            text(_SEEN_SQL), {"run_id": run_id, "account": account.name, "kind": account.kind.value}
         ).one()
         kept: Sequence[str] = (
-            conn.execute(text(_KEEP_PUSHED_PRICES_SQL), {"account": account.value}).scalars().all()
+            conn.execute(text(_KEEP_PUSHED_PRICES_SQL), {"account": account.name}).scalars().all()
         )
         if kept:
             log.info(
                 "%s: %d offers keep prices pushed after their page was read (%s)",
-                account.value,
+                account.name,
                 len(kept),
                 ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),
             )
@@ -292,8 +292,8 @@ def load_batch(
             params = {"run_id": run_id, "limit": REJECTS_NAMED}
             named = conn.execute(text(_THIS_BATCHS_REJECTS_SQL), params).mappings().all()
     if counts.rejected:  # once committed: the line says they are kept
-        log.warning("%s: %s", account.value, rejects_line(counts.rejected, named, run_id))
-    log.debug("%s: run %s batch to page %s committed: %s", account.value, run_id, last_page, counts)
+        log.warning("%s: %s", account.name, rejects_line(counts.rejected, named, run_id))
+    log.debug("%s: run %s batch to page %s committed: %s", account.name, run_id, last_page, counts)
     return counts
 
 
@@ -339,21 +339,21 @@ ORDER BY t.emag_id
 """
 
 
-def missing_from_read(engine: Engine, run_id: int, account: AccountType) -> list[tuple[str, int]]:
+def missing_from_read(engine: Engine, run_id: int, account: Account) -> list[tuple[str, int]]:
     """(SKU, eMAG id) of the account's active products this run's read did not return."""
     with engine.connect() as conn:
-        rows = conn.execute(text(_MISSING_SQL), {"run_id": run_id, "account": account.value}).all()
+        rows = conn.execute(text(_MISSING_SQL), {"run_id": run_id, "account": account.name}).all()
     return [(row.sku, row.emag_id) for row in rows]
 
 
-def active_products(engine: Engine, account: AccountType) -> int:
+def active_products(engine: Engine, account: Account) -> int:
     """How many products of the account are active now."""
-    query = select(func.count()).where(products.c.account == account.value, products.c.is_active)
+    query = select(func.count()).where(products.c.account == account.name, products.c.is_active)
     with engine.connect() as conn:
         return int(conn.scalar(query) or 0)
 
 
-def deactivate(engine: Engine, run_id: int, account: AccountType, skus: Sequence[str]) -> int:
+def deactivate(engine: Engine, run_id: int, account: Account, skus: Sequence[str]) -> int:
     """Mark these products and their offers inactive (eMAG confirmed they are gone); returns how many.
 
     Never deletes; a row that comes back later is reactivated by ``load_batch``.
@@ -366,9 +366,9 @@ def deactivate(engine: Engine, run_id: int, account: AccountType, skus: Sequence
         for table in (products, offers):
             result = conn.execute(
                 update(table)
-                .where(table.c.account == account.value, table.c.is_active, table.c.sku.in_(list(skus)))
+                .where(table.c.account == account.name, table.c.is_active, table.c.sku.in_(list(skus)))
                 .values(is_active=False, updated_at=func.now())
             )
             done = result.rowcount if table is products else done
-    log.info("%s: run %s deactivated %s products eMAG confirmed gone", account.value, run_id, done)
+    log.info("%s: run %s deactivated %s products eMAG confirmed gone", account.name, run_id, done)
     return done

@@ -10,7 +10,7 @@ from prefect.exceptions import FailedRun
 from prefect.logging.handlers import APILogHandler
 from prefect.states import Failed
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.errors import EmagSyncError
 
 R = TypeVar("R")
@@ -21,7 +21,7 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def run_step(function: Callable[..., R], *args: Any, account: AccountType | None = None, **kwargs: Any) -> R:
+def run_step(function: Callable[..., R], *args: Any, account: Account | None = None, **kwargs: Any) -> R:
     """Call a step's plain function and turn a failure into a Failed state with one line.
 
     An EmagSyncError is expected (a bad setting, eMAG's refusal, a held lock, a critical data-quality
@@ -42,7 +42,7 @@ def run_step(function: Callable[..., R], *args: Any, account: AccountType | None
         message = one_line(exc)
         logger.error(message)
     except Exception as exc:
-        prefix = f"{account.value}: " if account is not None else ""
+        prefix = f"{account.name}: " if account is not None else ""
         message = (
             f"{prefix}unexpected {type(exc).__name__}: {one_line(exc)} (the traceback is in this run's logs)"
         )

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api import CatalogueCount, open_client
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError, SyncLockedError
 from emag_sync.locks import check_unlocked
 from emag_sync.redact import redact_url
-from emag_sync.registry import register_legacy
+from emag_sync.registry import resolve_accounts
 from emag_sync.settings import AccountConfig, Settings, get_settings
 from tasks.outcomes import run_step
 
@@ -28,11 +27,12 @@ class Preflight:
     sync counts once it holds the lock.
     """
 
-    counts: dict[AccountType, CatalogueCount]
+    accounts: list[Account]  # the ones the run names, in its order
+    counts: dict[str, CatalogueCount]  # by account name
 
 
 def preflight(
-    settings: Settings, accounts: Sequence[AccountType], *, wait_for_lock: bool = False
+    settings: Settings, selection: str, *, seller: str | None = None, wait_for_lock: bool = False
 ) -> Preflight:
     """Fail fast, in one line naming the setting, before anything is written.
 
@@ -40,11 +40,11 @@ def preflight(
     the sync lock (before any eMAG request, so a second sync never spends the first one's budget) and
     one ``count`` (a wrong API URL, refused credentials or a non-whitelisted IP).
     """
-    configs = {account: resolve_account_config(settings, account) for account in accounts}
     engine = engine_from_settings(settings)
-    free: list[AccountType] = []
+    free: list[Account] = []
     try:
-        register_legacy(engine, accounts, settings.emag_api_url)  # first use of an install's main / fbe
+        accounts = resolve_accounts(engine, selection, seller=seller, settings=settings)
+        configs = {account: resolve_account_config(settings, account) for account in accounts}
         for account in accounts:  # every lock before any request, so a refused sync spends no budget
             try:
                 check_unlocked(engine, account)
@@ -54,7 +54,7 @@ def preflight(
                     raise  # the sync that waits counts once it holds the lock
     finally:
         engine.dispose()
-    return Preflight({account: check_api(settings, configs[account]) for account in free})
+    return Preflight(accounts, {account.name: check_api(settings, configs[account]) for account in free})
 
 
 def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
@@ -65,7 +65,7 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
             return client.count()
     except EmagAuthError as exc:
         raise ConfigError(
-            f"{exc.detail}; check EMAG_{account.label}_USERNAME and EMAG_{account.label}_PASSWORD",
+            f"{exc.detail}; check {account.env_prefix}_USERNAME and {account.env_prefix}_PASSWORD",
             account=account,
         ) from None
     except EmagApiError as exc:
@@ -78,6 +78,6 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
 
 
 @task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE)
-def preflight_task(accounts: Sequence[AccountType], wait_for_lock: bool = False) -> Preflight:
+def preflight_task(selection: str, seller: str | None = None, wait_for_lock: bool = False) -> Preflight:
     """Prefect task: the checks against the configured database and eMAG; Failed in one line otherwise."""
-    return run_step(preflight, get_settings(), accounts, wait_for_lock=wait_for_lock)
+    return run_step(preflight, get_settings(), selection, seller=seller, wait_for_lock=wait_for_lock)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from prefect import runtime, task
 from prefect.cache_policies import NO_CACHE
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import PARAMETER_FIXES, PriceFix
 from emag_sync.prices.apply import emag_writers, run_bulk, run_single
@@ -16,6 +16,7 @@ from emag_sync.prices.audit import Requester
 from emag_sync.prices.csv_input import CsvProblem, parse_price_csv
 from emag_sync.prices.results import PriceUpdateResult, result_rows, summary
 from emag_sync.prices.rules import PlannedUpdate, change_rows, make_request
+from emag_sync.registry import input_accounts
 from emag_sync.settings import get_settings
 from tasks.outcomes import run_step
 
@@ -44,7 +45,7 @@ def result_rows_for_form(
 
 def update_offer_price(
     sku: str,
-    account: str | AccountType,
+    account: str | Account,
     price: str,
     min_price: str | None,
     max_price: str | None,
@@ -54,9 +55,12 @@ def update_offer_price(
     from prefect.logging import get_run_logger
 
     logger = get_run_logger()
-    request = make_request(sku, account, price, min_price, max_price, allow_large_change=allow_large_change)
     settings = get_settings()
     engine = engine_from_settings(settings)
+    request = make_request(
+        sku, account, price, min_price, max_price,
+        accounts=input_accounts(engine, settings, [str(account)]), allow_large_change=allow_large_change,
+    )  # fmt: skip
 
     def show(plan: PlannedUpdate) -> None:
         for name, now, new in change_rows(plan):
@@ -78,9 +82,11 @@ def update_offer_prices_bulk(csv_text: str, allow_large_change: bool = False) ->
     """Validate every CSV line, send the valid ones in chunks of at most 50; the per-line verdicts."""
     from prefect.logging import get_run_logger
 
-    parsed = parse_price_csv(csv_text, allow_large_change=allow_large_change)
     settings = get_settings()
     engine = engine_from_settings(settings)
+    parsed = parse_price_csv(
+        csv_text, accounts=input_accounts(engine, settings), allow_large_change=allow_large_change
+    )
     try:
         with emag_writers(settings) as writer_for:
             results = run_bulk(
@@ -124,7 +130,7 @@ def markdown_text(value: str) -> str:
 @task(name="update-offer-price", task_run_name="update-price-{account}-{sku}", cache_policy=NO_CACHE)
 def update_offer_price_task(
     sku: str,
-    account: str | AccountType,
+    account: str | Account,
     price: str,
     min_price: str | None,
     max_price: str | None,

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api import CatalogueCount, EmagClient, Page, RequestCounters, open_client
 from emag_sync.api.paging import BY_ID
 from emag_sync.db import database_error, database_url, describe, first_line, make_engine
@@ -86,7 +86,7 @@ def batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
 def sync_account(
     engine: Engine,
     client: EmagClient,
-    account: AccountType,
+    account: Account,
     options: SyncOptions,
     *,
     flow_run_id: str | None = None,
@@ -107,7 +107,7 @@ def sync_account(
         mark_crashed(engine, account)  # under the lock, a 'running' row is a run whose process died
         done = succeeded_in_flow_run(engine, account, flow_run_id)
         if done is not None:
-            _logger().info("%s: already synced by this flow run (run %s), skipping", account.value, done)
+            _logger().info("%s: already synced by this flow run (run %s), skipping", account.name, done)
             return get_run(engine, done)
 
         resumable = (
@@ -128,12 +128,12 @@ def sync_account(
             run_id, resume_after = run.id, run.last_committed_page
             again = f"after page {resume_after} (then re-reading {page_ranges(range(1, resume_after + 1))})"
             _logger().info(
-                "%s: resuming run %s %s", account.value, run_id,
+                "%s: resuming run %s %s", account.name, run_id,
                 again if resume_after else "from the first page (it had committed none)",
             )  # fmt: skip
         else:
             if options.resume:
-                _logger().info("%s: nothing to resume, starting a full read", account.value)
+                _logger().info("%s: nothing to resume, starting a full read", account.name)
             items_per_page, resume_after = options.items_per_page, 0
             run_id = start_run(
                 engine,
@@ -178,7 +178,7 @@ def _catalogue(
 
 
 def _load_pages(
-    engine: Engine, account: AccountType, run_id: int, pages: list[Page], meter: _Meter
+    engine: Engine, account: Account, run_id: int, pages: list[Page], meter: _Meter
 ) -> BatchCounts:
     """Transform and load pages in one transaction (offers read by id keep the run's resume point)."""
     numbers = [page.number for page in pages for _ in page.records]
@@ -204,7 +204,7 @@ def _load_pages(
 def _read_and_load(
     engine: Engine,
     client: EmagClient,
-    account: AccountType,
+    account: Account,
     run_id: int,
     pages: Generator[Page, None, None],
     options: SyncOptions,
@@ -222,7 +222,7 @@ def _read_and_load(
                 pages_done, records_done = pages_done + len(batch), records_done + counts.read
                 _logger().info(
                     "%s: %s committed: %s inserted, %s updated, %s unchanged, %s rejected",
-                    account.value, page_ranges(page.number for page in batch),
+                    account.name, page_ranges(page.number for page in batch),
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
@@ -251,7 +251,7 @@ def _read_and_load(
 
 
 def _settle_missing(
-    engine: Engine, client: EmagClient, account: AccountType, run_id: int, options: SyncOptions, meter: _Meter
+    engine: Engine, client: EmagClient, account: Account, run_id: int, options: SyncOptions, meter: _Meter
 ) -> int:
     """Deactivate only what eMAG confirms is gone; returns how many products were deactivated.
 
@@ -297,7 +297,7 @@ def _settle_missing(
         )
     _logger().info(
         "%s: %s active offers were not in the read; reading each by id before deactivating any",
-        account.value, len(missing),
+        account.name, len(missing),
     )  # fmt: skip
     answers = [(sku, client.read_by_id(emag_id)) for sku, emag_id in missing]
     found = [page for _, page in answers if page.records]
@@ -307,13 +307,13 @@ def _settle_missing(
         _load_pages(engine, account, run_id, found, meter)
         _logger().info(
             "%s: %s of them are live on eMAG (the paging had moved them past the read) and were loaded",
-            account.value, len(found) - len(renamed),
+            account.name, len(found) - len(renamed),
         )  # fmt: skip
     if renamed:
         _logger().info(
             "%s: %s of them answer their id with another part_number (renamed on eMAG), so their rows are "
             "deactivated: %s",
-            account.value, len(renamed),
+            account.name, len(renamed),
             ", ".join(f"{sku} -> {page.records[0]['part_number']}" for sku, page in renamed[:10]),
         )  # fmt: skip
     gone = [sku for sku, page in answers if not page.records]
@@ -339,7 +339,7 @@ def _renamed(record: object, sku: str) -> bool:
 
 
 def sync_account_with_settings(
-    account: AccountType, options: SyncOptions, flow_run_id: str | None, count: CatalogueCount | None
+    account: Account, options: SyncOptions, flow_run_id: str | None, count: CatalogueCount | None
 ) -> RunRow:
     """``sync_account`` against the configured database and eMAG (engine and client opened here)."""
     settings = get_settings()
@@ -369,7 +369,7 @@ def sync_account_with_settings(
 
 @task(name="sync-account", task_run_name="sync-{account}", cache_policy=NO_CACHE, retries=0)
 def sync_account_task(
-    account: AccountType,
+    account: Account,
     options: SyncOptions,
     flow_run_id: str | None = None,
     count: CatalogueCount | None = None,

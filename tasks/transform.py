@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pandas as pd
 from sqlalchemy import Table
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.salvage import UnreadableRecord
 from emag_sync.limits import (
     MIN_OFFER_ID,
@@ -159,7 +159,7 @@ assert not _unknown, f"transform produces columns the schema does not declare: {
 
 
 def _reject(
-    account: AccountType, page: int | None, record: object, reason: str, *, raw: str | None = None
+    account: Account, page: int | None, record: object, reason: str, *, raw: str | None = None
 ) -> dict[str, Any]:
     """A reject row; ``raw`` is the record's JSON text when the transform already has it."""
     emag_id = sku = None
@@ -168,8 +168,8 @@ def _reject(
     elif isinstance(record, UnreadableRecord):
         emag_id, sku = record.emag_id, record.part_number
     return {
-        "account_type": account.value,
-        "account": account.value,
+        "account_type": account.kind.value,
+        "account": account.name,
         "page": page,
         "emag_id": _reject_text(emag_id),
         "sku": _reject_text(sku),
@@ -240,7 +240,7 @@ def _per_record(name: str, records: Sequence[object], value: T | Sequence[T]) ->
 
 def transform_batch(
     records: Sequence[object],
-    account: AccountType,
+    account: Account,
     *,
     pages: int | Sequence[int] | None = None,
     read_at: datetime | Sequence[datetime] | None = None,
@@ -263,7 +263,7 @@ def transform_batch(
 
 
 def _split(
-    records: Sequence[object], page_of: list[int | None], read_times: list[datetime], account: AccountType
+    records: Sequence[object], page_of: list[int | None], read_times: list[datetime], account: Account
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Normalised rows to load, rejects, and how many repeats of an id were dropped."""
     rejects: list[dict[str, Any]] = []
@@ -312,7 +312,7 @@ def _picker(names: list[str], table: Table) -> Callable[[tuple[Any, ...]], tuple
 def _frames(
     kept: list[dict[str, Any]],
     rejects: list[dict[str, Any]],
-    account: AccountType,
+    account: Account,
     synced_at: datetime,
     *,
     records: int,
@@ -330,8 +330,8 @@ def _frames(
     # Offers hash their normalised fields; the derived ones (reserved stock, visibility) follow from them.
     pick = _picker(names, offers)
     columns["offer_hash"] = [content_hash(pick(row)) for row in rows]
-    columns["account_type"] = [account.value] * len(kept)
-    columns["account"] = [account.value] * len(kept)
+    columns["account_type"] = [account.kind.value] * len(kept)
+    columns["account"] = [account.name] * len(kept)
     columns["is_active"] = [True] * len(kept)
     columns["last_synced_at"] = [synced_at] * len(kept)
     _derive(columns)

@@ -17,7 +17,7 @@ from emag_sync.schema import offers, products
 
 def _active(engine: Engine, table, account: AccountType) -> dict[str, int]:
     query = select(table.c.sku, table.c.emag_offer_id if table is offers else table.c.emag_id).where(
-        table.c.account_type == account.value, table.c.is_active
+        table.c.account == account.name, table.c.is_active
     )
     with engine.connect() as conn:
         return {sku: emag_id for sku, emag_id in conn.execute(query)}

@@ -4,22 +4,40 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 from sqlalchemy import insert, select
 
 from emag_sandbox.state import SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.api import open_client
 from emag_sync.api.client import EmagClient
+from emag_sync.prices import csv_input, rules
+from emag_sync.prices.csv_input import ParsedCsv
+from emag_sync.prices.rules import PriceRequest
 from emag_sync.schema import offers, price_updates, products
 from emag_sync.settings import get_settings
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
+# The registered accounts of the tests' template database, by name (what operator input may name).
+REGISTERED = {account.name: account for account in (MAIN, FBE)}
+
+
+def make_request(*args: Any, **kwargs: Any) -> PriceRequest:
+    """``rules.make_request`` against the template's registered accounts."""
+    return rules.make_request(*args, accounts=REGISTERED, **kwargs)
+
+
+def parse_price_csv(text: str, **kwargs: Any) -> ParsedCsv:
+    """``csv_input.parse_price_csv`` against the template's registered accounts."""
+    return csv_input.parse_price_csv(text, accounts=REGISTERED, **kwargs)
+
+
 PRODUCTS = 500  # FBE holds EMG469 (range 79.21..132.58, recommended 164.63) and EMG470 (139.66..411.16)
 
 
-def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
+def seed_offers(engine, state: SandboxState, account: Account) -> None:
     """Product and offer rows for every sandbox record of the account, as a sync would leave them."""
     records = [r for r in state.catalogue_records(account) if r.get("part_number")]
     now = datetime.now(UTC)
@@ -29,7 +47,8 @@ def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
             [
                 {
                     "sku": r["part_number"],
-                    "account_type": account.value,
+                    "account_type": account.kind.value,
+                    "account": account.name,
                     "emag_id": r["id"],
                     "raw_emag_data": {},
                     "content_hash": "seed",
@@ -39,9 +58,7 @@ def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
             ],
         )
         product_ids = dict(
-            conn.execute(
-                select(products.c.sku, products.c.id).where(products.c.account_type == account.value)
-            )
+            conn.execute(select(products.c.sku, products.c.id).where(products.c.account == account.name))
             .tuples()
             .all()
         )
@@ -51,7 +68,8 @@ def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
                 {
                     "product_id": product_ids[r["part_number"]],
                     "sku": r["part_number"],
-                    "account_type": account.value,
+                    "account_type": account.kind.value,
+                    "account": account.name,
                     "emag_offer_id": r["id"],
                     "price": r["sale_price"],
                     "sale_price": r["sale_price"],
@@ -72,7 +90,7 @@ def seed_offers(engine, state: SandboxState, account: AccountType) -> None:
 def offer_row(engine, sku: str, account: AccountType = FBE) -> dict:
     with engine.connect() as conn:
         row = conn.execute(
-            select(offers).where(offers.c.sku == sku, offers.c.account_type == account.value)
+            select(offers).where(offers.c.sku == sku, offers.c.account == account.name)
         ).mappings()
         return dict(row.one())
 
@@ -86,7 +104,7 @@ def saves_sent(state: SandboxState, account: AccountType | None = None) -> list:
     return [
         r
         for r in state.request_log
-        if (r.resource, r.action) == ("offer", "save") and (account is None or r.account is account)
+        if (r.resource, r.action) == ("offer", "save") and (account is None or r.account == str(account))
     ]
 
 
@@ -103,7 +121,13 @@ def sync_account_once(engine, state: SandboxState, account: AccountType):
     with engine.begin() as conn:
         run_id = conn.execute(
             insert(sync_runs)
-            .values(account_type=account.value, status="running", items_per_page=100, pages_per_batch=5)
+            .values(
+                account_type=account.kind.value,
+                account=account.name,
+                status="running",
+                items_per_page=100,
+                pages_per_batch=5,
+            )
             .returning(sync_runs.c.id)
         ).scalar_one()
     frames = transform_batch(state.catalogue_records(account), account, pages=1, synced_at=datetime.now(UTC))

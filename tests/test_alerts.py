@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.cli.alerts import (
     ALERTS_BLOCK_NAME,
@@ -297,7 +297,7 @@ def stack(prefect_server, receiver, module_database, tmp_path_factory) -> Iterat
 
     state = SandboxState(products=2550, rate_limit=False)
     engine = make_engine(module_database)
-    with serve(state) as sandbox, account_lock(engine, AccountType.MAIN):
+    with serve(state) as sandbox, account_lock(engine, legacy_account(AccountType.MAIN)):
         env = served_env(sandbox, module_database, tmp_path_factory.mktemp("home"))
         names = ["sync-both", "sync-fbe", "dq-check"]
         command = [sys.executable, "-c", "from emag_sync.cli import app; app()", "serve", *names]
@@ -437,12 +437,12 @@ def test_a_failed_data_quality_check_sends_one_notification_with_its_cause(stack
 
 def test_data_quality_warnings_send_one_warning_per_run(stack: Stack) -> None:
     """3% of FBE records malformed: rejected, over the 1% threshold, a warning; the run stays Completed."""
-    stack.sandbox.set_faults(AccountType.FBE, malformed_rate=0.03)
+    stack.sandbox.set_faults(legacy_account(AccountType.FBE), malformed_rate=0.03)
     try:
         start = time.time()
         flow_run = stack.run("emag-product-sync/sync-fbe")
     finally:
-        stack.sandbox.set_faults(AccountType.FBE, malformed_rate=0.0)
+        stack.sandbox.set_faults(legacy_account(AccountType.FBE), malformed_rate=0.0)
     assert flow_run.state.is_completed(), flow_run.state
     posts = stack.receiver.wait_for(start, WARNING)
     assert len(posts) == 1, posts

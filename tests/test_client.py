@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from emag_sandbox.app import create_app
 from emag_sandbox.state import SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api.client import EmagClient, RequestCounters
 from emag_sync.api.deadline import environment_proxy
 from emag_sync.api.paging import CatalogueCount
@@ -38,7 +38,7 @@ from emag_sync.settings import AccountConfig
 from tests.helpers import FilterIgnoringTransport
 from tests.trickle import TricklingServer
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 IN_PROCESS_URL = "http://sandbox.test/api-3"
 SITE = CallSite(FBE, "product_offer/read", 3)
 
@@ -162,7 +162,7 @@ def test_retry_after_is_honoured() -> None:
 
 
 def _config(state: SandboxState, *, url: str = IN_PROCESS_URL, password: str | None = None, **knobs):
-    username, real_password = state.credentials[FBE]
+    username, real_password = state.credentials[FBE.name]
     knobs = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05, "max_attempts": 4} | knobs
     return AccountConfig(
         account=FBE, username=username, password=SecretStr(password or real_password), api_url=url, **knobs
@@ -444,8 +444,8 @@ def test_closing_wakes_a_look_ahead_read_waiting_out_a_backoff(state, transport)
 
 def test_secrets_never_reach_errors_reprs_or_logs(state, transport, caplog) -> None:
     password = "S3cret-pa55word"
-    username = state.credentials[FBE][0]
-    state.credentials[FBE] = (username, password)
+    username = state.credentials[FBE.name][0]
+    state.credentials[FBE.name] = (username, password)
     tokens = [
         base64.b64encode(f"{username}:{secret}".encode()).decode() for secret in (password, "Wr0ng-pa55")
     ]

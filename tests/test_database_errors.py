@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import URL
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.errors import DatabasePermissionError, StatementTimeoutError
 from emag_sync.options import SyncOptions
 from emag_sync.schema import sync_runs
 from tasks.sync_account import sync_account_with_settings
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 
 
 def emag_sync(*args: str, database: URL, **env: str) -> subprocess.CompletedProcess[str]:
@@ -52,7 +52,9 @@ def _stale_running_run(database_url: URL) -> int:
     with engine.begin() as conn:
         run_id: int = conn.execute(
             insert(sync_runs)
-            .values(account_type="fbe", status="running", items_per_page=100, pages_per_batch=5)
+            .values(
+                account_type="fbe", account="fbe", status="running", items_per_page=100, pages_per_batch=5
+            )
             .returning(sync_runs.c.id)
         ).scalar_one()
     engine.dispose()

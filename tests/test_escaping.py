@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from emag_sandbox.server import RunningSandbox
 from emag_sandbox.state import Faults, RequestRefused, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.escaping import markdown_link, markdown_text
 from emag_sync.run_row import COUNTER_LABELS
@@ -31,7 +31,7 @@ from tests.helpers import rendered_markdown
 from tests.test_expectations import drop_offers, seed_catalogue
 from tests.test_prices import seed_offers
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 RICH = "Invalid value [/data] for field [sale_price]"
 IMG = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>alert(1)</script>"
@@ -82,7 +82,12 @@ def test_summary_artifact_shows_emag_text_literally(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             insert(sync_runs).values(
-                account_type="fbe", status="failed", items_per_page=100, pages_per_batch=5, error=RICH
+                account_type="fbe",
+                account="fbe",
+                status="failed",
+                items_per_page=100,
+                pages_per_batch=5,
+                error=RICH,
             )
         )
     failures = {"fbe": f"fbe: page 2: eMAG refused: {IMG} {SCRIPT} | **x** [/data]"}
@@ -177,7 +182,7 @@ def test_runs_table_keeps_brackets_and_markup_from_the_database(engine: Engine, 
     with engine.begin() as conn:
         conn.execute(
             insert(sync_runs).values(
-                account_type="main", status="failed", items_per_page=100, pages_per_batch=5,
+                account_type="main", account="main", status="failed", items_per_page=100, pages_per_batch=5,
                 error=f"{RICH} :warning: [bold]not bold[/bold]",
             )
         )  # fmt: skip

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.cli.docs import serving
 from emag_sync.db import make_engine
@@ -30,7 +30,7 @@ from tasks.data_quality import publish_dq_artifacts
 from tests.helpers import rendered_markdown
 
 N = 40
-MAIN, FBE = AccountType.MAIN, AccountType.FBE
+MAIN, FBE = legacy_account(AccountType.MAIN), legacy_account(AccountType.FBE)
 
 
 def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run: bool = True) -> int | None:
@@ -42,7 +42,8 @@ def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run
             [
                 {
                     "sku": f"EMG{i}",
-                    "account_type": account.value,
+                    "account_type": account.kind.value,
+                    "account": account.name,
                     "emag_id": 1000 + i,
                     "name": f"Product {i}",
                     "raw_emag_data": {"id": 1000 + i, "part_number": f"EMG{i}"},
@@ -58,7 +59,8 @@ def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run
                 {
                     "product_id": product_id,
                     "sku": sku,
-                    "account_type": account.value,
+                    "account_type": account.kind.value,
+                    "account": account.name,
                     "emag_offer_id": 1000 + int(sku[3:]),
                     "price": Decimal("121.8400"),
                     "sale_price": Decimal("121.8400"),
@@ -79,7 +81,8 @@ def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run
         return conn.scalar(
             insert(sync_runs)
             .values(
-                account_type=account.value,
+                account_type=account.kind.value,
+                account=account.name,
                 status="succeeded",
                 items_per_page=100,
                 pages_per_batch=5,
@@ -94,7 +97,7 @@ def seed_catalogue(engine: Engine, account: AccountType, n: int = N, *, with_run
 
 def drop_offers(engine: Engine, account: AccountType, skus: list[str] | None = None) -> None:
     """The incident: offers never committed (all of the account's, or the given SKUs')."""
-    query = delete(offers).where(offers.c.account_type == account.value)
+    query = delete(offers).where(offers.c.account == account.name)
     with engine.begin() as conn:
         conn.execute(query if skus is None else query.where(offers.c.sku.in_(skus)))
 
@@ -128,7 +131,7 @@ def test_clean_database_passes_every_expectation_and_writes_docs_without_passwor
         assert result.status == "passed", result.message
         assert all(row.passed is True for row in result.rows), [r for r in result.rows if not r.passed]
         assert {"critical", "warning"} == {row.severity for row in result.rows}
-        assert result.message == f"{result.account.value}: all {len(result.rows)} expectations passed"
+        assert result.message == f"{result.account.title}: all {len(result.rows)} expectations passed"
         assert result.data_docs_index.is_file()
         assert result.data_docs_index.is_relative_to(tmp_path / "gx")
     count_row = next(r for r in results[1].rows if r.name == "active_offer_count_equals_active_product_count")
@@ -198,12 +201,12 @@ def test_an_emag_id_on_two_active_rows_fails_critically_naming_both_skus(
     with engine.begin() as conn:
         product_id = conn.scalar(
             insert(products)
-            .values(sku="EMG1-R", account_type=FBE.value, emag_id=1001, name="Product 1", content_hash="h",
+            .values(sku="EMG1-R", account_type=FBE.kind.value, account=FBE.name, emag_id=1001, name="Product 1", content_hash="h",
                     raw_emag_data={"id": 1001, "part_number": "EMG1-R"}, last_synced_at=datetime.now(UTC))
             .returning(products.c.id)
         )  # fmt: skip
         conn.execute(
-            insert(offers).values(product_id=product_id, sku="EMG1-R", account_type=FBE.value, emag_offer_id=1001,
+            insert(offers).values(product_id=product_id, sku="EMG1-R", account_type=FBE.kind.value, account=FBE.name, emag_offer_id=1001,
                                   price=Decimal("121.8400"), sale_price=Decimal("121.8400"), currency="RON",
                                   stock=1, available_stock=1, reserved_stock=0, content_hash="h",
                                   last_synced_at=datetime.now(UTC))
@@ -264,7 +267,7 @@ def test_cli_check_exit_codes(
     assert f"fbe: active offers 0 != active products {N}" in failed.stderr
 
     bad = runner.invoke(app, ["check", "--account", "shop"])
-    assert bad.exit_code == 1 and "main, fbe or both" in bad.stderr
+    assert bad.exit_code == 1 and "no account 'shop'; registered: fbe, main" in bad.stderr
 
 
 def test_great_expectations_is_imported_only_when_a_checkpoint_runs() -> None:
@@ -306,7 +309,7 @@ def test_site_keeps_both_accounts_and_each_run_has_its_own_page(
         )
     for result in (main, fbe):
         assert result.report_page is not None and result.report_page.is_file()
-        assert result.report_page.is_relative_to(site / "runs" / f"emag_{result.account.value}")
+        assert result.report_page.is_relative_to(site / "runs" / f"emag_{result.account.name}")
         assert result.report_url == "http://127.0.0.1:8766/" + result.report_page.relative_to(site).as_posix()
         page = result.report_page.read_text(encoding="utf-8")
         assert all(f"<td>{row.name}</td>" in page for row in result.rows)
@@ -462,10 +465,10 @@ def test_preload_then_checkpoint_at_once(engine: Engine, database_url: URL, tmp_
     run_id = seed_catalogue(engine, FBE)
     code = (
         "import sys, threading; from pathlib import Path;"
-        "from expectations import checkpoint;"
+        "from expectations import checkpoint; from emag_sync.accounts import AccountType, legacy_account;"
         "checkpoint.preload(); checkpoint.preload();"
         "loaders = [t for t in threading.enumerate() if t.name == 'gx-preload'];"
-        f"r = checkpoint.run_checkpoint(sys.argv[1], 'fbe', run_id={run_id}, home=Path(sys.argv[2]));"
+        f"r = checkpoint.run_checkpoint(sys.argv[1], legacy_account(AccountType.FBE), run_id={run_id}, home=Path(sys.argv[2]));"
         "checkpoint.preload();"
         "print(len(loaders), r.status, 'great_expectations' in sys.modules)"
     )

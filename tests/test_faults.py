@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from emag_sandbox.server import RunningSandbox, serve
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api.client import EmagClient
 from emag_sync.api.ratelimit import SlidingWindowLimiter
 from emag_sync.cli import app
@@ -53,7 +53,7 @@ from tests.helpers import (
 )
 from tests.trickle import TricklingServer
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 PAGE = 25  # records per page: FBE's 250 sandbox records are 10 full pages and an empty 11th
 
 
@@ -69,7 +69,7 @@ def client_for(
     **config: object,
 ) -> EmagClient:
     """A client of the served sandbox with short backoff and no pacing (the sandbox's limit is off)."""
-    username, password = running.state.credentials[account]
+    username, password = running.state.credentials[str(account)]
     settings = {"backoff_seconds": 0.01, "max_backoff_seconds": 0.05, **config}
     account_config = AccountConfig(
         account=account, username=username, password=SecretStr(password), api_url=running.url, **settings
@@ -810,8 +810,8 @@ MAIN_WRONG_PASSWORD = "main-Pw-Xk27-never-shown"
 
 def secrets_of(running: RunningSandbox) -> list[str]:
     """The passwords and the Basic tokens they travel in."""
-    username = running.state.credentials[FBE][0]
-    main_username = running.state.credentials[MAIN][0]
+    username = running.state.credentials[FBE.name][0]
+    main_username = running.state.credentials[MAIN.name][0]
     tokens = [
         base64.b64encode(f"{user}:{password}".encode()).decode()
         for user, password in ((username, FBE_PASSWORD), (main_username, MAIN_WRONG_PASSWORD))
@@ -848,8 +848,8 @@ def test_no_credential_in_logs_artifacts_errors_or_data_docs(
     from flows.sync import emag_product_sync
 
     state = SandboxState(products=120, main_products=60, rate_limit=False)
-    state.credentials[FBE] = ("fbe-user-q81", FBE_PASSWORD)
-    state.credentials[MAIN] = ("main-user-k27", "main-password-eMAG-knows")
+    state.credentials[FBE.name] = ("fbe-user-q81", FBE_PASSWORD)
+    state.credentials[MAIN.name] = ("main-user-k27", "main-password-eMAG-knows")
     home = tmp_path / "home"
     with serve(state) as running:
         secrets = secrets_of(running)
@@ -927,7 +927,9 @@ def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_every
     )
     assert healed.status == "succeeded" and healed.rows_deactivated == 0 and healed.records_loaded == 250
     by_id = [
-        r for r in sandbox_state.request_log if r.action == "read" and r.page is None and r.account is FBE
+        r
+        for r in sandbox_state.request_log
+        if r.action == "read" and r.page is None and r.account == FBE.name
     ]
     assert len(by_id) == 200  # each missing offer read by its id
     assert_matches_catalogue(engine, sandbox_state, FBE)

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.options import SyncOptions
 from emag_sync.schema import offers, products, sync_runs
 from tests.helpers import assert_matches_catalogue, assert_resumed_after
 
 pytestmark = pytest.mark.flow
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 
 
 @pytest.fixture

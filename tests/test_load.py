@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api import RequestCounters
 from emag_sync.errors import RunStateError
 from emag_sync.runs import finish_run, get_run, start_run
@@ -21,7 +21,7 @@ from tasks.transform import transform_batch
 from tests.helpers import OFFERS_UPSERT, before_statement
 
 PAYLOADS = Path(__file__).parent / "payloads"
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 INCIDENT_COUNT = "SELECT COUNT(*) FROM app.emag_product_offers_v2 WHERE account_type = 'fbe';"
 INCIDENT_ROW = (
     "SELECT sku, emag_offer_id, price, min_sale_price, max_sale_price, stock, reserved_stock, "
@@ -227,15 +227,15 @@ def test_deactivation_after_a_full_read_and_reactivation(engine) -> None:
 
 def test_deactivation_is_per_account(engine) -> None:
     full_sync(engine, catalogue(2))
-    _, deactivated = full_sync(engine, [emg469()], account=AccountType.MAIN)
+    _, deactivated = full_sync(engine, [emg469()], account=legacy_account(AccountType.MAIN))
     assert deactivated == 0
     assert all(row.is_active for row in table_state(engine, products).values())
 
 
 def test_finished_or_foreign_runs_take_no_batches(engine) -> None:
     run_id = new_run(engine)
-    with pytest.raises(RunStateError, match="main: sync run .* FBE run"):
-        load(engine, run_id, [emg469()], account=AccountType.MAIN)
+    with pytest.raises(RunStateError, match="main: sync run .* run of account fbe"):
+        load(engine, run_id, [emg469()], account=legacy_account(AccountType.MAIN))
     finish_run(engine, run_id, deactivated=0)
     with pytest.raises(RunStateError, match="status 'succeeded'"):
         load(engine, run_id, [emg469()])

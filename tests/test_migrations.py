@@ -382,7 +382,7 @@ def test_a_schema_newer_than_the_code_is_refused_and_never_written(engine: Engin
         conn.execute(text("UPDATE app.alembic_version SET version_num = '9999'"))
         conn.execute(
             text(
-                "INSERT INTO app.emag_accounts (name, kind, platform) VALUES ('main', 'main', 'emag-ro');"
+                "INSERT INTO app.emag_accounts (name, kind, platform) VALUES ('main', 'main', 'emag-ro') ON CONFLICT DO NOTHING;"
                 "INSERT INTO app.emag_sync_runs (account_type, account, status, items_per_page, pages_per_batch) "
                 "VALUES ('main', 'main', 'running', 100, 5)"
             )

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, insert
 from sqlalchemy.engine import URL
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.schema import price_updates, sync_runs
 
 LONG_ERROR = "fbe: product_offer/read page 7: " + "eMAG answered something long, " * 12
@@ -30,14 +30,14 @@ def _seed(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             insert(sync_runs).values(
-                account_type="fbe", status="failed", items_per_page=100, pages_per_batch=5,
+                account_type="fbe", account="fbe", status="failed", items_per_page=100, pages_per_batch=5,
                 expected_items=2550, rows_inserted=2550, rows_unchanged=123456789, rows_deactivated=12,
                 duration_seconds=Decimal("12.345"), error=ERROR,
             )
         )  # fmt: skip
         conn.execute(
             insert(price_updates).values(
-                requested_by="operator-with-a-long-name", source="cli", sku=LONG_SKU, account_type="fbe",
+                requested_by="operator-with-a-long-name", source="cli", sku=LONG_SKU, account_type="fbe", account="fbe",
                 currency="RON", old_sale_price=Decimal("23.4600"), new_sale_price=Decimal("25.8100"),
                 status="refused", emag_answer="refused", emag_messages=["Offer is locked\tfor editing"],
             )
@@ -98,7 +98,12 @@ def test_notes_go_to_stderr_beside_data(engine: Engine, database_url: URL) -> No
     with engine.begin() as conn:
         conn.execute(
             insert(price_updates).values(
-                requested_by="op", source="cli", sku="EMG1", account_type="main", status="sending"
+                requested_by="op",
+                source="cli",
+                sku="EMG1",
+                account_type="main",
+                account="main",
+                status="sending",
             )
         )
     listed = emag_sync("price-history", "--format", "json", database=database_url)
@@ -111,7 +116,7 @@ def test_notes_go_to_stderr_beside_data(engine: Engine, database_url: URL) -> No
 def test_check_as_json_keeps_its_notes_on_stderr(engine: Engine, database_url: URL, tmp_path) -> None:
     from tests.test_expectations import seed_catalogue
 
-    seed_catalogue(engine, AccountType.FBE)
+    seed_catalogue(engine, legacy_account(AccountType.FBE))
     checked = emag_sync("check", "--account", "fbe", "--format", "json", database=database_url,
                         EMAG_SYNC_HOME=str(tmp_path))  # fmt: skip
     assert checked.returncode == 0, checked.stderr
@@ -126,7 +131,7 @@ def test_bulk_price_results_as_json(engine: Engine, database_url: URL, sandbox_e
     """`update-price --file ... --format json`: the per-line verdicts on stdout, the summary on stderr."""
     from tests.price_helpers import seed_offers
 
-    seed_offers(engine, sandbox_env.state, AccountType.FBE)
+    seed_offers(engine, sandbox_env.state, legacy_account(AccountType.FBE))
     prices = tmp_path / "prices.csv"
     prices.write_text("sku,account,price\nEMG7,fbe,3_2.99\nEMG8,fbe,\t\n", encoding="utf-8")
     done = emag_sync("update-price", "--file", str(prices), "--dry-run", "--format", "json",

@@ -16,7 +16,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api import global_limit as shared_limit
 from emag_sync.api.credentials import SECRET_BLOCK_NAMES, resolve_account_config
 from emag_sync.api.global_limit import PrefectRateLimiter, gcl_name, shared_limiter_for
@@ -86,14 +86,16 @@ def _delete_limits(client: object, names: list[str]) -> None:
 
 
 def test_without_prefect_api_credentials_come_from_the_environment(no_prefect_api: None) -> None:
-    config = resolve_account_config(_settings(), AccountType.FBE)
+    config = resolve_account_config(_settings(), legacy_account(AccountType.FBE))
     assert (config.username, config.password.get_secret_value()) == ("env-fbe-user", "env-fbe-pass-Kx27")
 
 
 def test_missing_everywhere_names_the_environment_variables(dead_prefect_api: None) -> None:
     started = time.monotonic()
     with pytest.raises(MissingCredentialsError, match="EMAG_MAIN_USERNAME and EMAG_MAIN_PASSWORD"):
-        resolve_account_config(_settings(emag_main_username=None, emag_main_password=None), AccountType.MAIN)
+        resolve_account_config(
+            _settings(emag_main_username=None, emag_main_password=None), legacy_account(AccountType.MAIN)
+        )
     assert time.monotonic() - started < 10, "an unreachable Prefect API must not stall the run"
 
 
@@ -111,8 +113,8 @@ def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
     Secret(value=SecretStr("0123")).save("emag-fbe-password", overwrite=True)
     try:
         with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="emag_sync"):
-            fbe = resolve_account_config(_settings(), AccountType.FBE)
-            main = resolve_account_config(_settings(), AccountType.MAIN)
+            fbe = resolve_account_config(_settings(), legacy_account(AccountType.FBE))
+            main = resolve_account_config(_settings(), legacy_account(AccountType.MAIN))
     finally:
         _delete_blocks(("emag-fbe-username", "emag-fbe-password"))
     assert (fbe.username, fbe.password.get_secret_value()) == ("block-fbe-user", "0123")
@@ -136,14 +138,14 @@ def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
 def test_without_prefect_api_the_in_process_limiter_is_used(
     no_prefect_api: None, fresh_decisions: None
 ) -> None:
-    config = _settings().account_config(AccountType.FBE)
+    config = _settings().account_config(legacy_account(AccountType.FBE))
     assert shared_limiter_for(config) is limiter_for(config)
 
 
 def test_unreachable_prefect_api_falls_back_to_the_in_process_limiter(
     dead_prefect_api: None, fresh_decisions: None
 ) -> None:
-    config = _settings().account_config(AccountType.MAIN)
+    config = _settings().account_config(legacy_account(AccountType.MAIN))
     assert shared_limiter_for(config) is limiter_for(config)
 
 
@@ -152,13 +154,15 @@ def test_missing_global_limit_falls_back_and_an_existing_one_is_used(
 ) -> None:
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    config = _settings().account_config(AccountType.FBE)
-    _delete_limits(prefect_client, [gcl_name(AccountType.FBE)])
+    config = _settings().account_config(legacy_account(AccountType.FBE))
+    _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
     assert shared_limiter_for(config) is limiter_for(config)
 
     monkeypatch.setattr(shared_limit, "_decisions", {})
     prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
-        GlobalConcurrencyLimitCreate(name=gcl_name(AccountType.FBE), limit=1, slot_decay_per_second=3.0)
+        GlobalConcurrencyLimitCreate(
+            name=gcl_name(legacy_account(AccountType.FBE)), limit=1, slot_decay_per_second=3.0
+        )
     )
     try:
         limiter = shared_limiter_for(config)
@@ -166,11 +170,11 @@ def test_missing_global_limit_falls_back_and_an_existing_one_is_used(
         assert (limiter.limit_name, limiter.local) == ("emag-api-fbe", limiter_for(config))
         limiter.acquire()
         # The limit disappears mid-run: the sync keeps going, paced in-process, instead of failing.
-        _delete_limits(prefect_client, [gcl_name(AccountType.FBE)])
+        _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
         limiter.acquire()
         limiter.acquire()
     finally:
-        _delete_limits(prefect_client, [gcl_name(AccountType.FBE)])
+        _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
 
 
 def _new_test_limit(prefect_client: object) -> str:
@@ -265,7 +269,7 @@ def test_setup_prefect_creates_blocks_limits_and_pool_idempotently(
         limits = [prefect_client.read_global_concurrency_limit_by_name(gcl_name(a)) for a in AccountType]  # type: ignore[attr-defined]
         pool = prefect_client.read_work_pool("emag-sync-pool")  # type: ignore[attr-defined]
         fbe = resolve_account_config(
-            _settings(emag_fbe_username=None, emag_fbe_password=None), AccountType.FBE
+            _settings(emag_fbe_username=None, emag_fbe_password=None), legacy_account(AccountType.FBE)
         )
     finally:
         _delete_blocks(SECRET_BLOCK_NAMES)

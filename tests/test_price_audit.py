@@ -19,10 +19,10 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.locks import price_run_lock
-from emag_sync.prices import apply, rules
+from emag_sync.prices import apply
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.schema import price_updates
@@ -31,6 +31,7 @@ from tests.price_helpers import (
     PRODUCTS,
     audit_rows,
     client_for,
+    make_request,
     offer_row,
     saves_sent,
     seed_offers,
@@ -38,7 +39,7 @@ from tests.price_helpers import (
     valid_rows,
 )
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 TESTER = Requester("tester", "cli")
 EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
 LOCKED = f"Offer {EMG469_ID} is locked for editing"
@@ -90,7 +91,7 @@ class DiesAfterSending:
 
 def die_while_sending(engine, prices: dict[str, str], *, lost: tuple[str, ...] = ()) -> None:
     """One bulk run of FBE ``{sku: price}`` that dies once its chunk is sent (``lost`` SKUs undelivered)."""
-    requests = [rules.make_request(sku, "fbe", price) for sku, price in prices.items()]
+    requests = [make_request(sku, "fbe", price) for sku, price in prices.items()]
     ids = apply.find_offers(engine, [(sku, FBE) for sku in lost])
     with client_for(FBE) as client, pytest.raises(Died):
         writer = DiesAfterSending(client, lost={str(offer.emag_offer_id) for offer in ids.values()})
@@ -133,7 +134,7 @@ def test_the_intent_is_committed_before_the_request_goes_out(sandbox, engine):
 
     with client_for(FBE) as client:
         result = apply.run_single(
-            engine, rules.make_request("EMG469", "fbe", "99.90"), lambda _: Peeking(client), TESTER
+            engine, make_request("EMG469", "fbe", "99.90"), lambda _: Peeking(client), TESTER
         )
 
     [intent] = seen_while_sending
@@ -167,7 +168,7 @@ def test_interrupted_updates_are_shown_and_the_next_price_run_reconciles_them_fr
     notices: list[str] = []
     with apply.emag_writers(get_settings()) as writer_for:
         result = apply.run_single(
-            engine, rules.make_request("EMG2", "fbe", "3000"), writer_for, TESTER, notify=notices.append
+            engine, make_request("EMG2", "fbe", "3000"), writer_for, TESTER, notify=notices.append
         )
 
     assert result is not None and result.ok
@@ -213,11 +214,11 @@ def test_updates_of_a_run_still_sending_are_left_to_it(sandbox, engine, db_env):
     with price_run_lock(engine, FBE):  # a price run of FBE alive in another process
         assert "sending" in history() and "interrupted" not in history()
         with apply.emag_writers(get_settings()) as writer_for:
-            assert apply.run_single(engine, rules.make_request("EMG470", "fbe", "250"), writer_for, TESTER).ok
+            assert apply.run_single(engine, make_request("EMG470", "fbe", "250"), writer_for, TESTER).ok
         assert [a["status"] for a in audit_rows(engine)] == ["sending", "applied"]
     assert "interrupted" in history()
     with apply.emag_writers(get_settings()) as writer_for:
-        apply.run_bulk(engine, [rules.make_request("EMG2", "fbe", "3000")], writer_for, TESTER)
+        apply.run_bulk(engine, [make_request("EMG2", "fbe", "3000")], writer_for, TESTER)
     assert [a["status"] for a in audit_rows(engine)] == ["applied", "applied", "applied"]
 
 

@@ -9,19 +9,20 @@ from decimal import Decimal
 import pytest
 from typer.testing import CliRunner
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.cli.prices import CLI_FIXES
 from emag_sync.errors import PriceFix, PriceUpdateError
 from emag_sync.prices import csv_input, rules
 from emag_sync.prices.results import failure_line, result_rows
+from tests.price_helpers import make_request, parse_price_csv
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 LIMIT = Decimal("0.30")
 
 
 def problems_of(text: str) -> dict[int, str]:
-    return {p.line: p.message for p in csv_input.parse_price_csv(text).problems}
+    return {p.line: p.message for p in parse_price_csv(text).problems}
 
 
 # ---------------------------------------------------------------------------------------------- CSV lines
@@ -40,7 +41,7 @@ def test_an_unclosed_quote_is_reported_on_its_own_line_and_swallows_nothing():
         "EMG8,fbe,17\n"
         "EMG9,fbe,18\n"  # 10
     )
-    parsed = csv_input.parse_price_csv(text)
+    parsed = parse_price_csv(text)
     assert [r.line for r in parsed.requests] == [2, 3, 4, 5, 6, 8, 9, 10]
     assert [(p.line, p.message) for p in parsed.problems] == [
         (7, 'a quote (") is opened and not closed on this line')
@@ -57,7 +58,7 @@ def test_optional_columns_may_be_empty_or_absent_on_any_row():
         "EMG5,fbe\n"  # price is required
         "EMG6,fbe,10,5,20,99\n"  # one cell too many
     )
-    parsed = csv_input.parse_price_csv(text)
+    parsed = parse_price_csv(text)
     got = {r.sku: (r.min_price, r.max_price) for r in parsed.requests}
     assert got == {
         "EMG1": (None, None),
@@ -84,12 +85,12 @@ def test_problems_name_their_line_once_and_no_bad_row_hides_another():
         "EMG6,fbe,10.12345,,\n"  # 10: too many decimals
         "EMG6,fbe,x,,\n"  # 11: bad, and a repeat of 10: both said
     )
-    parsed = csv_input.parse_price_csv(text)
+    parsed = parse_price_csv(text)
     assert [(r.sku, r.account, r.line) for r in parsed.requests] == [("EMG1", FBE, 2), ("EMG5", MAIN, 9)]
     problems = problems_of(text)
     assert sorted(problems) == [3, 4, 5, 6, 8, 10, 11]
     assert problems[4] == "price '1O.5' is not a number"
-    assert problems[5] == "account must be main or fbe, got 'amazon'"
+    assert problems[5] == "account 'amazon' is not registered (registered: fbe, main)"
     assert problems[6] == "listed on lines 6, 8; keep one line per SKU and account" == problems[8]
     assert (
         problems[10]
@@ -98,29 +99,29 @@ def test_problems_name_their_line_once_and_no_bad_row_hides_another():
     assert problems[11] == "price 'x' is not a number; also listed on lines 10, 11"
     assert not any(message.startswith("line") for message in problems.values())
 
-    rows = result_rows([], csv_input.parse_price_csv(text).problems)
+    rows = result_rows([], parse_price_csv(text).problems)
     lines = [failure_line(row) for row in rows]
     assert lines[1] == "line 4: EMG3 on eMAG FBE: invalid: price '1O.5' is not a number"
-    assert lines[2] == "line 5: EMG4: invalid: account must be main or fbe, got 'amazon'"
+    assert lines[2] == "line 5: EMG4: invalid: account 'amazon' is not registered (registered: fbe, main)"
     assert all(line.count("line ") == 1 for line in lines if "listed on" not in line)
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\r", "\n"])
 def test_line_numbers_hold_for_every_kind_of_line_break(newline):
     text = newline.join(["sku,account,price", "EMG1,fbe,10", "EMG2,fbe,x", "", "EMG3,fbe,12", ""])
-    parsed = csv_input.parse_price_csv(text)
+    parsed = parse_price_csv(text)
     assert [r.line for r in parsed.requests] == [2, 5]
     assert [p.line for p in parsed.problems] == [3]
 
 
 def test_csv_header_must_name_the_required_columns():
-    parsed = csv_input.parse_price_csv("sku,price,colour,price\nEMG1,10,red,1\n")
+    parsed = parse_price_csv("sku,price,colour,price\nEMG1,10,red,1\n")
     assert not parsed.requests
     [problem] = parsed.problems
     assert problem.line == 1
     assert "missing column(s) account" in problem.message and "unknown column(s) colour" in problem.message
     assert "column(s) price appear twice" in problem.message
-    assert csv_input.parse_price_csv("\n\n").problems[0].message.startswith("the file is empty")
+    assert parse_price_csv("\n\n").problems[0].message.startswith("the file is empty")
 
 
 # ---------------------------------------------------------------------------------------------- encodings
@@ -141,7 +142,7 @@ def test_utf8_and_utf16_with_bom_are_read_without_being_told(tmp_path, name, dat
     path = tmp_path / "prices.csv"
     path.write_bytes(data)
     text = csv_input.read_price_file(path)
-    [request] = csv_input.parse_price_csv(text).requests
+    [request] = parse_price_csv(text).requests
     assert request.sku == "EMG-ȘȚ-ăîâ"
 
 
@@ -159,7 +160,7 @@ def test_a_cp1250_file_is_a_one_line_error_naming_file_offset_and_option_then_re
         "--encoding (Excel on Romanian Windows: --encoding cp1250)"
     )
 
-    [request] = csv_input.parse_price_csv(csv_input.read_price_file(path, "cp1250")).requests
+    [request] = parse_price_csv(csv_input.read_price_file(path, "cp1250")).requests
     assert request.sku == "EMG-Ş"
 
 
@@ -205,7 +206,7 @@ def _stored(**changes) -> rules.StoredOffer:
 
 
 def test_a_change_beyond_the_limit_is_refused_unless_allowed_and_the_fix_speaks_each_interface():
-    cut = rules.make_request("EMG470", "fbe", "133.87")  # 40% below 223.11
+    cut = make_request("EMG470", "fbe", "133.87")  # 40% below 223.11
     with pytest.raises(PriceUpdateError) as caught:
         rules.plan_update(cut, _stored(), max_change=LIMIT)
     error = caught.value
@@ -217,17 +218,17 @@ def test_a_change_beyond_the_limit_is_refused_unless_allowed_and_the_fix_speaks_
     assert error.worded(CLI_FIXES).endswith("; pass --allow-large-change if the change is intended")
     assert "allow_large_change" not in error.worded(CLI_FIXES)
 
-    allowed = rules.make_request("EMG470", "fbe", "133.87", allow_large_change=True)
+    allowed = make_request("EMG470", "fbe", "133.87", allow_large_change=True)
     assert rules.plan_update(allowed, _stored(), max_change=LIMIT).large_change is True
-    raised = rules.make_request("EMG470", "fbe", "312.35")  # 40% above
+    raised = make_request("EMG470", "fbe", "312.35")  # 40% above
     with pytest.raises(PriceUpdateError, match="40% above the current"):
         rules.plan_update(raised, _stored(), max_change=LIMIT)
 
 
 def test_the_limit_is_a_share_of_the_current_price_and_needs_one():
-    exactly = rules.make_request("EMG470", "fbe", "156.177")  # 30% below: not more than the limit
+    exactly = make_request("EMG470", "fbe", "156.177")  # 30% below: not more than the limit
     assert rules.plan_update(exactly, _stored(), max_change=LIMIT).large_change is False
-    wider = rules.make_request("EMG470", "fbe", "133.87")
+    wider = make_request("EMG470", "fbe", "133.87")
     assert rules.plan_update(wider, _stored(), max_change=Decimal("0.5")).large_change is False
     assert rules.plan_update(wider, _stored(sale_price=None), max_change=LIMIT).large_change is False
 
@@ -238,7 +239,7 @@ def test_every_fix_is_worded_for_the_cli_and_for_the_form():
     assert set(CLI_FIXES) == set(PARAMETER_FIXES) == set(PriceFix)
     for fix in PriceFix:
         assert "--" in CLI_FIXES[fix] and "--" not in PARAMETER_FIXES[fix]
-    no_min = rules.make_request("EMG470", "fbe", "200")
+    no_min = make_request("EMG470", "fbe", "200")
     with pytest.raises(PriceUpdateError) as caught:
         rules.plan_update(no_min, _stored(min_sale_price=None), max_change=LIMIT)
     assert str(caught.value).endswith("the offer has no stored min_sale_price; give one in min_price")
@@ -258,8 +259,7 @@ def test_the_price_flows_offer_a_typed_form_with_help():
     assert list(props) == ["sku", "account", "price", "min_price", "max_price", "allow_large_change"]
     assert schema["required"] == ["sku", "account", "price"]
     assert all(p.get("description") for p in props.values()), "every field has its help text"
-    assert schema["definitions"]["AccountType"]["enum"] == ["main", "fbe"]
-    assert props["account"]["$ref"] == "#/definitions/AccountType"
+    assert props["account"]["type"] == "string" and props["account"]["examples"] == ["fbe", "bg-main"]
     for name in ("price", "min_price", "max_price"):
         assert props[name]["type"] == "string" and props[name]["pattern"] == rules.PRICE_TEXT_PATTERN
         assert "anyOf" not in props[name]  # an optional price is plain text, not a text-or-"None" choice
@@ -283,8 +283,8 @@ def test_the_form_takes_what_people_type_and_refuses_what_is_not_a_price():
     given = emag_update_offer_price.validate_parameters(
         {"sku": "EMG469", "account": "FBE", "price": "99.90", "min_price": "", "max_price": "120"}
     )
-    assert (given["account"], given["min_price"], given["max_price"]) == (FBE, None, "120")
-    for bad in ({"price": "99,90"}, {"price": "1.23456"}, {"price": 99.9}, {"account": "emag"}):
+    assert (given["account"], given["min_price"], given["max_price"]) == ("fbe", None, "120")
+    for bad in ({"price": "99,90"}, {"price": "1.23456"}, {"price": 99.9}, {"account": "not a name!"}):
         with pytest.raises(ParameterTypeError):
             emag_update_offer_price.validate_parameters(
                 {"sku": "EMG469", "account": "fbe", "price": "1"} | bad

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.errors import PriceUpdateError
-from emag_sync.prices import apply, csv_input, rules
+from emag_sync.prices import apply
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.schema import price_updates
@@ -29,13 +29,15 @@ from tests.price_helpers import (
     PRODUCTS,
     audit_rows,
     client_for,
+    make_request,
     offer_row,
+    parse_price_csv,
     seed_offers,
     sync_account_once,
     valid_rows,
 )
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 TESTER = Requester("tester", "cli")
 EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
 
@@ -68,7 +70,7 @@ def test_a_file_of_ten_thousand_rows_is_looked_up_in_batches(sandbox, engine):
     good = valid_rows(state, FBE, 50)
     lines = ["sku,account,price", *(f"NOSUCH{n},fbe,10" for n in range(10_000))]
     lines += [f"{sku},fbe,{price}" for sku, price in good]  # found past the first batches
-    parsed = csv_input.parse_price_csv("\n".join(lines) + "\n")
+    parsed = parse_price_csv("\n".join(lines) + "\n")
 
     with apply.emag_writers(get_settings()) as writer_for:
         results = apply.run_bulk(engine, parsed.requests, writer_for, TESTER, dry_run=True)
@@ -125,9 +127,7 @@ def test_a_refused_save_whose_re_read_shows_the_new_prices_is_applied(sandbox, e
     state = sandbox.state
     seed_offers(engine, state, FBE)
     with client_for(FBE, RefusedButSavedTransport()) as client:
-        result = apply.run_single(
-            engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER
-        )
+        result = apply.run_single(engine, make_request("EMG470", "fbe", "250"), lambda _: client, TESTER)
 
     assert result is not None and (result.status, result.answer, result.found) == (
         "applied",
@@ -148,9 +148,7 @@ def test_a_lost_answer_with_the_old_price_is_uncertain_until_a_later_read(
     state = sandbox.state
     seed_offers(engine, state, FBE)
     with client_for(FBE, LostSaveTransport()) as client:
-        result = apply.run_single(
-            engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER
-        )
+        result = apply.run_single(engine, make_request("EMG470", "fbe", "250"), lambda _: client, TESTER)
 
     assert result is not None and (result.status, result.answer, result.found) == (
         "uncertain",
@@ -166,7 +164,7 @@ def test_a_lost_answer_with_the_old_price_is_uncertain_until_a_later_read(
     with client_for(FBE) as client:  # the next price run of the account reads eMAG first
         apply.run_single(
             engine,
-            rules.make_request("EMG469", "fbe", "99.90"),
+            make_request("EMG469", "fbe", "99.90"),
             lambda _: client,
             TESTER,
             notify=notices.append,
@@ -189,7 +187,7 @@ def test_a_sync_settles_an_uncertain_update_from_what_it_read(sandbox, engine):
     state = sandbox.state
     sync_account_once(engine, state, FBE)
     with client_for(FBE, LostSaveTransport()) as client:
-        apply.run_single(engine, rules.make_request("EMG470", "fbe", "250"), lambda _: client, TESTER)
+        apply.run_single(engine, make_request("EMG470", "fbe", "250"), lambda _: client, TESTER)
     state.save(FBE, "offer", "save", [{"id": EMG470_ID, "sale_price": "250.0000"}])  # landed late
     age_unsettled(engine)
     read_started_at = datetime.now(UTC)
@@ -252,9 +250,7 @@ def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
     def update_a() -> None:
         with client_for(FBE, slow) as client:
             first.append(
-                apply.run_single(
-                    engine, rules.make_request("EMG469", "fbe", "99.90"), lambda _: client, TESTER
-                )
+                apply.run_single(engine, make_request("EMG469", "fbe", "99.90"), lambda _: client, TESTER)
             )
 
     a = threading.Thread(target=update_a)
@@ -263,7 +259,7 @@ def test_two_updates_of_one_offer_at_once_end_where_emag_is(sandbox, engine):
         assert slow.sending.wait(10)
         with client_for(FBE, SignalsReadTransport(slow.go)) as client:
             second = apply.run_single(
-                engine, rules.make_request("EMG469", "fbe", "100.50"), lambda _: client, TESTER
+                engine, make_request("EMG469", "fbe", "100.50"), lambda _: client, TESTER
             )
     finally:
         slow.go.set()
@@ -312,7 +308,7 @@ def test_the_current_values_of_a_bulk_file_come_from_emag(sandbox, engine):
     state = sandbox.state
     seed_offers(engine, state, FBE)
     state.save(FBE, "offer", "save", [{"id": EMG469_ID, "sale_price": "130.0000"}])
-    requests = [rules.make_request("EMG469", "fbe", "85"), rules.make_request("EMG470", "fbe", "250")]
+    requests = [make_request("EMG469", "fbe", "85"), make_request("EMG470", "fbe", "250")]
     with client_for(FBE) as client:
         results = apply.run_bulk(engine, requests, lambda _: client, TESTER)
 
@@ -363,7 +359,7 @@ def test_a_current_read_that_fails_or_answers_other_offers_stops_in_one_line(
     monkeypatch.setenv("EMAG_MAX_ATTEMPTS", "1")
     state = sandbox.state
     seed_offers(engine, state, FBE)
-    request = rules.make_request("EMG469", "fbe", "100")
+    request = make_request("EMG469", "fbe", "100")
     with client_for(FBE, transport()) as client, pytest.raises(PriceUpdateError) as caught:
         apply.run_single(engine, request, lambda _: client, TESTER)
     assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)

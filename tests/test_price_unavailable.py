@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import httpx
 
-from emag_sync.accounts import AccountType
-from emag_sync.prices import apply, rules
+from emag_sync.accounts import AccountType, legacy_account
+from emag_sync.prices import apply
 from emag_sync.prices.audit import Requester
-from tests.price_helpers import audit_rows, client_for, offer_row, saves_sent, seed_offers
+from tests.price_helpers import (
+    audit_rows,
+    client_for,
+    make_request,
+    offer_row,
+    saves_sent,
+    seed_offers,
+)
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 
 
 class SavesUnavailable(httpx.BaseTransport):
@@ -34,7 +41,7 @@ def test_a_save_that_outlasted_its_retries_on_503_says_emag_was_unavailable(sand
     seed_offers(engine, sandbox.state, FBE)
     sku = "EMG7"
     stored = offer_row(engine, sku)
-    request = rules.make_request(sku, "fbe", f"{stored['min_sale_price']:f}", allow_large_change=True)
+    request = make_request(sku, "fbe", f"{stored['min_sale_price']:f}", allow_large_change=True)
     proxy = SavesUnavailable()
     with client_for(FBE, proxy) as client:
         result = apply.run_single(engine, request, lambda _: client, Requester("tester", "cli"))

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 import tasks.prices as tasks_prices
 from emag_sandbox.server import serve
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api.client import EmagClient
 from emag_sync.cli import app
 from emag_sync.errors import OfferNotPublishedError, PriceUpdateError
-from emag_sync.prices import apply, csv_input, rules
+from emag_sync.prices import apply, rules
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.results import PriceUpdateResult, result_rows
 from emag_sync.schema import offers, price_updates
@@ -27,14 +27,16 @@ from tests.price_helpers import (
     PRODUCTS,
     audit_rows,
     client_for,
+    make_request,
     offer_row,
+    parse_price_csv,
     saves_sent,
     seed_offers,
     sync_account_once,
     valid_rows,
 )
 
-FBE, MAIN = AccountType.FBE, AccountType.MAIN
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -77,15 +79,17 @@ def run_one(engine, request: rules.PriceRequest, **kwargs) -> PriceUpdateResult:
 )
 def test_bad_prices_are_refused_naming_sku_account_and_field(value, expected):
     with pytest.raises(PriceUpdateError, match=expected) as caught:
-        rules.make_request("EMG469", "fbe", "35.00", max_price=value)
+        make_request("EMG469", "fbe", "35.00", max_price=value)
     assert "EMG469 on eMAG FBE" in str(caught.value) and "max_price" in str(caught.value)
 
 
 def test_prices_stay_decimal_and_trailing_zeros_do_not_count_as_decimals():
-    request = rules.make_request(" EMG469 ", "FBE", "35.000000", min_price="", max_price=None)
+    request = make_request(" EMG469 ", "FBE", "35.000000", min_price="", max_price=None)
     assert request == rules.PriceRequest("EMG469", FBE, Decimal("35.000000"))
-    with pytest.raises(PriceUpdateError, match="account must be main or fbe"):
-        rules.make_request("EMG469", "marketplace", "35")
+    with pytest.raises(
+        PriceUpdateError, match="account 'marketplace' is not registered \\(registered: fbe, main\\)"
+    ):
+        make_request("EMG469", "marketplace", "35")
 
 
 def _stored(**changes) -> rules.StoredOffer:
@@ -109,7 +113,7 @@ def _stored(**changes) -> rules.StoredOffer:
     ],
 )
 def test_validation_refuses_what_emag_would(request_args, offer_changes, expected):
-    request = rules.make_request("EMG469", "fbe", *request_args, allow_large_change=True)
+    request = make_request("EMG469", "fbe", *request_args, allow_large_change=True)
     with pytest.raises(PriceUpdateError, match=expected) as caught:
         rules.plan_update(request, _stored(**offer_changes), max_change=LIMIT)
     assert str(caught.value).startswith("EMG469 on eMAG FBE:")
@@ -117,23 +121,21 @@ def test_validation_refuses_what_emag_would(request_args, offer_changes, expecte
 
 def test_new_min_max_widen_the_range_and_only_prices_are_sent():
     plan = rules.plan_update(
-        rules.make_request("EMG469", "fbe", "150", max_price="200"), _stored(), max_change=LIMIT
+        make_request("EMG469", "fbe", "150", max_price="200"), _stored(), max_change=LIMIT
     )
     assert plan.entity() == {"id": 200001405, "sale_price": "150.0000", "max_sale_price": "200.0000"}
     assert "stock" not in plan.entity()
 
 
 def test_changes_show_vat_inclusive_price_for_display():
-    request = rules.make_request("EMG469", "fbe", "35.00", min_price="30", allow_large_change=True)
+    request = make_request("EMG469", "fbe", "35.00", min_price="30", allow_large_change=True)
     plan = rules.plan_update(request, _stored(), max_change=LIMIT)
     rows = {name: (now, new) for name, now, new in rules.change_rows(plan)}
     assert rows["sale price (ex-VAT)"] == ("118.0257", "35.0000")
     assert rows["price incl. VAT 21%"] == ("142.81", "42.35")
     assert rows["min sale price"] == ("79.2100", "30.0000")
     assert rows["max sale price"] == ("132.5800", "132.5800")
-    unknown = rules.plan_update(
-        rules.make_request("EMG469", "fbe", "100"), _stored(vat_id=9), max_change=LIMIT
-    )
+    unknown = rules.plan_update(make_request("EMG469", "fbe", "100"), _stored(vat_id=9), max_change=LIMIT)
     assert any("vat_id 9: rate unknown" in name for name, _, _ in rules.change_rows(unknown))
 
 
@@ -146,7 +148,7 @@ def test_single_update_applies_on_emag_and_in_the_database_with_an_audit_row(san
     before = offer_row(engine, "EMG469")
 
     shown = []
-    result = run_one(engine, rules.make_request("EMG469", "fbe", "100.50", min_price="80"), show=shown.append)
+    result = run_one(engine, make_request("EMG469", "fbe", "100.50", min_price="80"), show=shown.append)
 
     assert result.status == "applied", result.message
     assert shown and shown[0].offer.sale_price == Decimal("118.0257")
@@ -199,7 +201,7 @@ def test_database_failure_after_emag_applied_says_so_and_leaves_the_intent(sandb
             )
         )
 
-    result = run_one(engine, rules.make_request("EMG469", "fbe", "100.50"))
+    result = run_one(engine, make_request("EMG469", "fbe", "100.50"))
 
     assert result.status == "uncertain"
     assert "sent to eMAG (its answer: accepted), but the outcome could not be written" in result.message
@@ -213,7 +215,7 @@ def test_database_failure_after_emag_applied_says_so_and_leaves_the_intent(sandb
 def test_a_following_sync_keeps_the_new_price(sandbox, engine):
     state = sandbox.state
     assert sync_account_once(engine, state, FBE).inserted == PRODUCTS
-    assert run_one(engine, rules.make_request("EMG470", "fbe", "280", max_price="420")).ok
+    assert run_one(engine, make_request("EMG470", "fbe", "280", max_price="420")).ok
     # The row's hash is cleared, so the next sync rewrites the row from eMAG instead of skipping it.
     assert offer_row(engine, "EMG470")["content_hash"] == ""
 
@@ -232,7 +234,7 @@ def test_a_following_sync_keeps_the_new_price(sandbox, engine):
 def test_out_of_range_price_is_refused_before_any_request(sandbox, engine):
     seed_offers(engine, sandbox.state, FBE)
     with pytest.raises(PriceUpdateError, match=r"EMG469 on eMAG FBE: price 35.00 is outside .*79.2100"):
-        run_one(engine, rules.make_request("EMG469", "fbe", "35.00", allow_large_change=True))
+        run_one(engine, make_request("EMG469", "fbe", "35.00", allow_large_change=True))
     assert saves_sent(sandbox.state) == []  # (one read: eMAG's current values, validated against)
     assert audit_rows(engine) == []
     assert offer_row(engine, "EMG469")["sale_price"] == Decimal("118.0257")
@@ -246,7 +248,7 @@ def test_stale_stored_ranges_are_validated_against_emags_current_ones(sandbox, e
     with pytest.raises(
         PriceUpdateError, match=r"price 500 is outside the allowed range \[139.6600, 411.1600\]"
     ):
-        run_one(engine, rules.make_request("EMG470", "fbe", "500", allow_large_change=True))
+        run_one(engine, make_request("EMG470", "fbe", "500", allow_large_change=True))
     assert saves_sent(sandbox.state) == [] and audit_rows(engine) == []
 
 
@@ -258,7 +260,7 @@ def test_emag_refusal_leaves_the_database_unchanged_and_is_audited(sandbox, engi
     state.set_faults(FBE, Faults(refuse_saves={200001408: refusal}))
     before = offer_row(engine, "EMG470")
 
-    result = run_one(engine, rules.make_request("EMG470", "fbe", "250"))
+    result = run_one(engine, make_request("EMG470", "fbe", "250"))
 
     assert result.status == "refused" and (result.answer, result.found) == ("refused", "old prices")
     assert refusal in result.message
@@ -294,7 +296,7 @@ def test_unknown_or_unpublished_offer_is_refused_in_the_operators_terms(
         with engine.begin() as conn:
             conn.execute(update(offers).where(offers.c.sku == sku).values(**change))
     with pytest.raises(OfferNotPublishedError) as caught:
-        run_one(engine, rules.make_request(sku, "fbe", "100"))
+        run_one(engine, make_request(sku, "fbe", "100"))
     assert str(caught.value).startswith(expected)
     assert sandbox.state.request_log == []
 
@@ -322,7 +324,7 @@ def test_lost_answer_is_decided_by_what_the_re_read_finds(
     sandbox, engine, delivered, status, found, emag_holds
 ):
     seed_offers(engine, sandbox.state, FBE)
-    request = rules.make_request("EMG470", "fbe", "280")
+    request = make_request("EMG470", "fbe", "280")
     with client_for(FBE, LostAnswerTransport(deliver=delivered)) as client:
         result = apply.run_single(engine, request, lambda _: client, TESTER)
 
@@ -354,7 +356,7 @@ def test_bulk_validates_every_line_and_sends_the_good_ones_in_chunks_of_50(sandb
     lines += [f"{sku},fbe,{price}" for sku, price in good_fbe]
     lines += [f"{sku},main,{price}" for sku, price in good_main]
     lines += ["EMG469,fbe,140", "EMG999,fbe,10", "EMG470,fbe,abc", "EMG470,fbe", f"{good_main[0][0]},main,5"]
-    parsed = csv_input.parse_price_csv("\n".join(lines) + "\n")
+    parsed = parse_price_csv("\n".join(lines) + "\n")
 
     results = apply.run_bulk(engine, parsed.requests, prices_writers(), Requester("tester", "cli-bulk"))
     rows = result_rows(results, parsed.problems)
@@ -410,7 +412,7 @@ def test_is_error_on_a_chunk_re_reads_each_offer_and_keeps_what_was_saved(sandbo
     state = sandbox.state
     seed_offers(engine, state, FBE)
     rows = valid_rows(state, FBE, 3)
-    requests = [rules.make_request(sku, "fbe", price) for sku, price in rows]
+    requests = [make_request(sku, "fbe", price) for sku, price in rows]
     with client_for(FBE, PartialSaveTransport()) as client:
         results = apply.run_bulk(engine, requests, lambda _: client, Requester("t", "cli-bulk"))
 
@@ -434,7 +436,7 @@ def test_price_updates_and_a_concurrent_read_share_the_accounts_rate_limit(engin
         for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         seed_offers(engine, state, FBE)
-        requests = [rules.make_request(sku, "fbe", p) for sku, p in valid_rows(state, FBE, 150)]
+        requests = [make_request(sku, "fbe", p) for sku, p in valid_rows(state, FBE, 150)]
         outcome: dict[str, object] = {}
 
         def update() -> None:

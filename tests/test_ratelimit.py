@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from pydantic import SecretStr
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
 from emag_sync.settings import AccountConfig
 
@@ -103,23 +103,33 @@ def test_rejects_non_positive_limits() -> None:
         SlidingWindowLimiter(0, 180)
 
 
-def _config(account: AccountType, *, url: str = "http://sandbox/api-3", user: str = "u", rps: float = 3.0):
+def _config(account: Account, *, url: str = "http://sandbox/api-3", user: str = "u", rps: float = 3.0):
     return AccountConfig(
         account=account, username=user, password=SecretStr("pw"), api_url=url, requests_per_second=rps
     )
 
 
-def test_limiter_for_shares_one_budget_per_account() -> None:
-    main = limiter_for(_config(AccountType.MAIN, url="http://shared-test/api-3"))
-    assert limiter_for(_config(AccountType.MAIN, url="http://shared-test/api-3/")) is main
-    assert limiter_for(_config(AccountType.FBE, url="http://shared-test/api-3")) is not main
-    assert limiter_for(_config(AccountType.MAIN, url="http://other-host/api-3")) is not main
-    assert limiter_for(_config(AccountType.MAIN, url="http://shared-test/api-3", user="v")) is not main
+def test_limiter_for_shares_one_budget_per_login() -> None:
+    """One budget per login (API URL + username): every client of an account, and accounts registered
+    with the same login, share it; two logins never do."""
+    main = limiter_for(_config(legacy_account(AccountType.MAIN), url="http://shared-test/api-3"))
+    assert limiter_for(_config(legacy_account(AccountType.MAIN), url="http://shared-test/api-3/")) is main
+    same_login = Account("ro-main-2", AccountType.MAIN)
+    assert limiter_for(_config(same_login, url="http://shared-test/api-3")) is main
+    assert (
+        limiter_for(_config(legacy_account(AccountType.FBE), url="http://shared-test/api-3", user="f"))
+        is not main
+    )
+    assert limiter_for(_config(legacy_account(AccountType.MAIN), url="http://other-host/api-3")) is not main
+    assert (
+        limiter_for(_config(legacy_account(AccountType.MAIN), url="http://shared-test/api-3", user="v"))
+        is not main
+    )
 
 
 def test_limiter_for_follows_a_changed_rate() -> None:
-    first = limiter_for(_config(AccountType.MAIN, url="http://rate-change/api-3", rps=3))
-    second = limiter_for(_config(AccountType.MAIN, url="http://rate-change/api-3", rps=12))
+    first = limiter_for(_config(legacy_account(AccountType.MAIN), url="http://rate-change/api-3", rps=3))
+    second = limiter_for(_config(legacy_account(AccountType.MAIN), url="http://rate-change/api-3", rps=12))
     assert second is not first and isinstance(second, SlidingWindowLimiter) and second.per_second == 12
 
 

@@ -26,7 +26,11 @@ def test_an_account_is_a_row_with_a_platform_and_a_kind(engine: Engine) -> None:
     )
     assert (added.name, added.kind, added.platform.code, added.seller) == ("acme-bg-main", AccountType.MAIN,
                                                                            "emag-bg", "Acme SRL")  # fmt: skip
-    assert added.requests_per_second == Decimal("2.5") and added.enabled and added.label == "acme-bg-main (Acme SRL)"
+    assert (
+        added.requests_per_second == Decimal("2.5")
+        and added.enabled
+        and added.label == "acme-bg-main (Acme SRL)"
+    )
     assert get_account(engine, "ACME-bg-main") == added
     assert [a.name for a in list_accounts(engine)] == ["acme-bg-main", "fbe", "main"]
 
@@ -39,7 +43,11 @@ def test_an_account_is_a_row_with_a_platform_and_a_kind(engine: Engine) -> None:
         ("ro fbe", {}, "account name 'ro fbe' is not a slug"),
         ("-ro", {}, "is not a slug"),
         ("x" * 41, {}, "is not a slug"),
-        ("pl-main", {"platform": "emag-pl"}, "account pl-main: platform must be one of emag-ro, emag-bg, emag-hu"),
+        (
+            "pl-main",
+            {"platform": "emag-pl"},
+            "account pl-main: platform must be one of emag-ro, emag-bg, emag-hu",
+        ),
         ("ro-x", {"kind": "easybox"}, "account ro-x: kind must be main or fbe, got 'easybox'"),
         ("ro-slow", {"requests_per_second": 0}, "requests per second must be above 0"),
         ("ro-url", {"api_url": "ftp://x"}, "--api-url must be an http(s) URL"),
@@ -63,7 +71,9 @@ def test_selection_by_name_all_both_and_seller(engine: Engine) -> None:
     assert names(select_accounts(engine, "both")) == ["main", "fbe"]
     assert names(select_accounts(engine, "all")) == ["bg-main", "fbe", "hu-fbe", "main"]  # disabled skipped
     assert names(select_accounts(engine, "all", seller="acme")) == ["bg-main", "hu-fbe"]
-    with pytest.raises(ConfigError, match="no account 'nope'; registered: bg-main, fbe, hu-fbe, main, other-ro"):
+    with pytest.raises(
+        ConfigError, match="no account 'nope'; registered: bg-main, fbe, hu-fbe, main, other-ro"
+    ):
         select_accounts(engine, "bg-main,nope")
     with pytest.raises(ConfigError, match="account other-ro is disabled"):
         select_accounts(engine, "other-ro")
@@ -90,8 +100,9 @@ def test_removal_loses_nothing(engine: Engine) -> None:
     add_account(engine, "ro-two", platform="emag-ro", kind="main")
     with engine.begin() as conn:
         conn.execute(text(
-            "INSERT INTO app.emag_products_v2 (sku, account_type, account, emag_id, content_hash, last_synced_at)"
-            " VALUES ('EMG1', 'main', 'ro-two', 1, 'h', now())"
+            "INSERT INTO app.emag_products_v2 (sku, account_type, account, emag_id, raw_emag_data, content_hash,"
+            " last_synced_at)"
+            " VALUES ('EMG1', 'main', 'ro-two', 1, '{}', 'h', now())"
         ))  # fmt: skip
     with pytest.raises(ConfigError, match="account ro-two has 1 products, 0 offers.*nothing was removed"):
         remove_account(engine, "ro-two", keep_data=False)
@@ -99,9 +110,9 @@ def test_removal_loses_nothing(engine: Engine) -> None:
     assert get_account(engine, "ro-two").removed_at is not None
     assert "ro-two" not in [a.name for a in list_accounts(engine)]
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT is_active FROM app.emag_products_v2 WHERE account = 'ro-two'")).all() == [
-            (False,)
-        ]
+        assert conn.execute(
+            text("SELECT is_active FROM app.emag_products_v2 WHERE account = 'ro-two'")
+        ).all() == [(False,)]
     with pytest.raises(ConfigError, match="was removed with its rows kept \\(main on emag-ro\\)"):
         add_account(engine, "ro-two", platform="emag-bg", kind="main")
     assert add_account(engine, "ro-two", platform="emag-ro", kind="main").removed_at is None

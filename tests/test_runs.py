@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api import RequestCounters
 from emag_sync.errors import ResumeError, RunStateError, SyncLockedError
 from emag_sync.locks import account_lock
@@ -31,7 +31,7 @@ from emag_sync.schema import sync_seen
 from tasks.load import load_batch
 from tasks.transform import transform_batch
 
-MAIN, FBE = AccountType.MAIN, AccountType.FBE
+MAIN, FBE = legacy_account(AccountType.MAIN), legacy_account(AccountType.FBE)
 
 
 def new_run(engine, account=FBE, flow_run_id=None) -> int:

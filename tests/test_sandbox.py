@@ -523,9 +523,10 @@ def test_serve_on_a_loopback_port(sandbox_state: SandboxState, sandbox_server: A
 
 
 def test_sandbox_env_points_settings_at_the_server(sandbox_env: Any) -> None:
+    from emag_sync.accounts import legacy_account
     from emag_sync.settings import get_settings
 
-    config = get_settings().account_config(FBE)
+    config = get_settings().account_config(legacy_account(FBE))
     assert config.api_url == sandbox_env.url and config.username == "sandbox-fbe"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.schema import PAGE, READ_AT, offers, products, sync_rejects
 from tasks.transform import transform_batch
 
@@ -31,7 +31,7 @@ def by_sku(frame, sku: str) -> dict:
 
 def test_frames_have_exactly_the_schema_columns() -> None:
     frames = transform_batch(
-        [payload("record_fbe_emg469.json")], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+        [payload("record_fbe_emg469.json")], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT
     )
     not_from_emag = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
     assert list(frames.products.columns) == [
@@ -52,7 +52,7 @@ def test_frames_have_exactly_the_schema_columns() -> None:
 
 def test_emg469_record_normalised() -> None:
     record = payload("record_fbe_emg469.json")
-    frames = transform_batch([record], AccountType.FBE, pages=7, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=7, synced_at=SYNCED_AT)
     offer = by_sku(frames.offers, "EMG469")
     assert offer["emag_offer_id"] == 200001407
     assert offer["price"] == offer["sale_price"] == Decimal("121.8400")
@@ -74,7 +74,9 @@ def test_emg469_record_normalised() -> None:
 
 
 def test_quirks_normalised() -> None:
-    frames = transform_batch(payload("quirks.json"), AccountType.MAIN, pages=[1, 1, 2], synced_at=SYNCED_AT)
+    frames = transform_batch(
+        payload("quirks.json"), legacy_account(AccountType.MAIN), pages=[1, 1, 2], synced_at=SYNCED_AT
+    )
     assert frames.rejects.empty, frames.rejects["reason"].tolist()
 
     ints = by_sku(frames.offers, "Q-INTS")
@@ -108,7 +110,7 @@ def test_quirks_normalised() -> None:
 
 def test_no_float_anywhere() -> None:
     records = [payload("record_fbe_emg469.json"), *payload("quirks.json")]
-    frames = transform_batch(records, AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch(records, legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     for frame in (frames.products, frames.offers, frames.rejects):
         for column in frame.columns:
             assert frame[column].dtype == object, column
@@ -123,7 +125,7 @@ def test_no_float_anywhere() -> None:
 def test_each_malformed_record_is_rejected_by_name_and_the_rest_loads(index: int) -> None:
     bad = payload("malformed.json")[index]
     good = payload("record_fbe_emg469.json")
-    frames = transform_batch([good, bad], AccountType.FBE, pages=[3, 4], synced_at=SYNCED_AT)
+    frames = transform_batch([good, bad], legacy_account(AccountType.FBE), pages=[3, 4], synced_at=SYNCED_AT)
     assert frames.products["sku"].tolist() == ["EMG469"] and len(frames.offers) == 1
     assert len(frames.rejects) == 1
     reject = frames.rejects.iloc[0].to_dict()
@@ -140,7 +142,9 @@ def test_sku_repeated_with_another_id_rejects_the_later_one() -> None:
     first = payload("record_fbe_emg469.json")
     second = copy.deepcopy(first) | {"id": 200009999}
     other = copy.deepcopy(first) | {"id": 200000001, "part_number": "EMG001"}
-    frames = transform_batch([first, other, second], AccountType.FBE, pages=[1, 1, 2], synced_at=SYNCED_AT)
+    frames = transform_batch(
+        [first, other, second], legacy_account(AccountType.FBE), pages=[1, 1, 2], synced_at=SYNCED_AT
+    )
     assert sorted(frames.offers["sku"]) == ["EMG001", "EMG469"]
     assert by_sku(frames.offers, "EMG469")["emag_offer_id"] == 200001407
     reject = frames.rejects.iloc[0].to_dict()
@@ -154,7 +158,9 @@ def test_sku_repeated_with_another_id_rejects_the_later_one() -> None:
 def test_exact_duplicates_keep_the_last_version_and_are_not_rejects() -> None:
     first = payload("record_fbe_emg469.json")
     later = copy.deepcopy(first) | {"sale_price": "130.0000"}
-    frames = transform_batch([first, later], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT)
+    frames = transform_batch(
+        [first, later], legacy_account(AccountType.FBE), pages=[1, 2], synced_at=SYNCED_AT
+    )
     assert frames.rejects.empty and frames.duplicates == 1 and frames.records == 2
     offer = by_sku(frames.offers, "EMG469")
     assert offer["sale_price"] == Decimal("130.0000")
@@ -163,38 +169,40 @@ def test_exact_duplicates_keep_the_last_version_and_are_not_rejects() -> None:
 
 def test_content_hash_is_stable_and_follows_changes() -> None:
     record = payload("record_fbe_emg469.json")
-    once = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    once = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     again = transform_batch(
-        [copy.deepcopy(record)], AccountType.FBE, pages=9, synced_at=datetime.now(UTC)
+        [copy.deepcopy(record)], legacy_account(AccountType.FBE), pages=9, synced_at=datetime.now(UTC)
     )  # another page and time: same content
     assert once.products["content_hash"].tolist() == again.products["content_hash"].tolist()
     assert once.offers["content_hash"].tolist() == again.offers["content_hash"].tolist()
     changed = transform_batch(
-        [record | {"sale_price": "121.8500"}], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+        [record | {"sale_price": "121.8500"}], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT
     )
     assert changed.offers["content_hash"][0] != once.offers["content_hash"][0]
     described = transform_batch(
-        [record | {"description": "new text"}], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+        [record | {"description": "new text"}], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT
     )  # only in raw_emag_data: the product changes, the offer does not
     assert described.products["content_hash"][0] != once.products["content_hash"][0]
     assert described.offers["content_hash"][0] == once.offers["content_hash"][0]
 
 
 def test_empty_batch_and_pages_helper() -> None:
-    empty = transform_batch([], AccountType.MAIN, synced_at=SYNCED_AT)
+    empty = transform_batch([], legacy_account(AccountType.MAIN), synced_at=SYNCED_AT)
     assert empty.products.empty and empty.offers.empty and empty.rejects.empty
     assert "sku" in empty.products.columns
 
     record = payload("record_fbe_emg469.json")
-    frames = transform_batch([record, "junk"], AccountType.FBE, pages=[5, 6], synced_at=SYNCED_AT)
+    frames = transform_batch(
+        [record, "junk"], legacy_account(AccountType.FBE), pages=[5, 6], synced_at=SYNCED_AT
+    )
     assert by_sku(frames.products, "EMG469")[PAGE] == 5 and frames.rejects["page"].tolist() == [6]
 
 
 def test_naive_time_and_page_mismatch_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        transform_batch([], AccountType.MAIN, synced_at=datetime(2025, 1, 1))
+        transform_batch([], legacy_account(AccountType.MAIN), synced_at=datetime(2025, 1, 1))
     with pytest.raises(ValueError, match="pages has 2 entries for 1 records"):
-        transform_batch([{}], AccountType.MAIN, pages=[1, 2], synced_at=SYNCED_AT)
+        transform_batch([{}], legacy_account(AccountType.MAIN), pages=[1, 2], synced_at=SYNCED_AT)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +211,7 @@ def test_naive_time_and_page_mismatch_refused() -> None:
 )
 def test_integers_sent_as_text_or_numbers(sent, stored) -> None:
     record = payload("record_fbe_emg469.json") | {"vat_id": sent}
-    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     assert frames.offers["vat_id"][0] == stored
 
 
@@ -255,7 +263,7 @@ def _characteristics(value: object) -> list:
 )  # fmt: skip
 def test_a_record_postgresql_cannot_store_is_a_named_reject_kept_losslessly(bad: dict, reason: str) -> None:
     good = payload("record_fbe_emg469.json") | {"id": 200000001, "part_number": "EMG001"}
-    frames = transform_batch([good, bad], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT)
+    frames = transform_batch([good, bad], legacy_account(AccountType.FBE), pages=[1, 2], synced_at=SYNCED_AT)
     assert frames.products["sku"].tolist() == ["EMG001"] and len(frames.offers) == 1
     [reject] = frames.rejects.to_dict("records")
     assert reject["reason"].startswith(reason), reject["reason"]
@@ -271,7 +279,7 @@ def test_a_record_postgresql_cannot_store_is_a_named_reject_kept_losslessly(bad:
 
 def test_a_reject_names_the_record_by_storable_text() -> None:
     frames = transform_batch(
-        [_with(part_number="A\x00\ud800")], AccountType.FBE, pages=1, synced_at=SYNCED_AT
+        [_with(part_number="A\x00\ud800")], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT
     )
     [reject] = frames.rejects.to_dict("records")
     assert reject["sku"] == "A\\u0000\\ud800" and reject["emag_id"] == "200001407"
@@ -282,12 +290,12 @@ def test_an_escaped_backslash_before_u0000_is_text_and_stored_exactly_as_sent() 
     sent = '{"description": "C:\\\\u0000 and \\\\\\u0000", "name": "\\\\\\\\u0000"}'
     record = payload("record_fbe_emg469.json") | json.loads(sent)
     assert record["description"] == "C:\\u0000 and \\\x00"  # the second one is a real NUL
-    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     assert frames.rejects["reason"].tolist() == [
         "description contains a NUL character (\\u0000), which PostgreSQL cannot store"
     ]
     record["description"] = "C:\\u0000"
-    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     assert frames.rejects.empty
     product = by_sku(frames.products, "EMG469")
     assert product["name"] == "\\\\u0000"
@@ -301,7 +309,7 @@ def test_integers_beyond_64_bits_load_exactly_in_raw_json_and_as_null_in_informa
         warranty=huge, number_of_offers=huge, category_id=-huge, family={"id": huge, "name": "F"},
         images=[{"url": "u", "display_type": huge}],
     )  # fmt: skip
-    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     assert frames.rejects.empty, frames.rejects["reason"].tolist()
     product = by_sku(frames.products, "EMG469")
     assert json.loads(product["raw_emag_data"]) == record  # JSONB keeps them as numeric, exactly
@@ -310,7 +318,10 @@ def test_integers_beyond_64_bits_load_exactly_in_raw_json_and_as_null_in_informa
     assert product["family_name"] == "F"
     huge_text = _with(general_stock="9" * 5000)  # more digits than Python converts: NULL, not a crash
     assert (
-        by_sku(transform_batch([huge_text], AccountType.FBE, synced_at=SYNCED_AT).offers, "EMG469")["stock"]
+        by_sku(
+            transform_batch([huge_text], legacy_account(AccountType.FBE), synced_at=SYNCED_AT).offers,
+            "EMG469",
+        )["stock"]
         == 139
     )  # the stock list is summed instead
 
@@ -321,7 +332,10 @@ def test_a_record_the_page_parser_could_not_read_is_a_reject_with_its_text() -> 
     text = '{"id": 200000002, "part_number": "EMG002", "characteristics": ' + "[" * 5000 + "]" * 5000 + "}"
     unreadable = UnreadableRecord(text, "characteristics is nested 5000 levels deep", 200000002, "EMG002")
     frames = transform_batch(
-        [payload("record_fbe_emg469.json"), unreadable], AccountType.FBE, pages=[1, 2], synced_at=SYNCED_AT
+        [payload("record_fbe_emg469.json"), unreadable],
+        legacy_account(AccountType.FBE),
+        pages=[1, 2],
+        synced_at=SYNCED_AT,
     )
     assert frames.products["sku"].tolist() == ["EMG469"]
     [reject] = frames.rejects.to_dict("records")
@@ -332,5 +346,5 @@ def test_a_record_the_page_parser_could_not_read_is_a_reject_with_its_text() -> 
 
 def test_records_up_to_255_levels_deep_load() -> None:
     record = _with(characteristics=_deep(254))  # the record itself is the 255th level
-    frames = transform_batch([record], AccountType.FBE, pages=1, synced_at=SYNCED_AT)
+    frames = transform_batch([record], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT)
     assert frames.rejects.empty and json.loads(by_sku(frames.products, "EMG469")["raw_emag_data"]) == record

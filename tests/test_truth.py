@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, select, update
 from typer.testing import CliRunner
 
 from emag_sandbox.state import Faults, SandboxState
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.errors import DeactivationLimitError, EmagFilterIgnoredError
 from emag_sync.schema import offers, products
@@ -35,12 +35,12 @@ from tests.helpers import (
 )
 from tests.test_faults import PAGE, client_for, run_sync, runs
 
-FBE = AccountType.FBE
+FBE = legacy_account(AccountType.FBE)
 
 
 def active(engine: Engine, table=offers) -> dict[str, int]:
     id_column = table.c.emag_offer_id if table is offers else table.c.emag_id
-    query = select(table.c.sku, id_column).where(table.c.account_type == FBE.value, table.c.is_active)
+    query = select(table.c.sku, id_column).where(table.c.account == FBE.name, table.c.is_active)
     with engine.connect() as conn:
         return dict(conn.execute(query).all())
 
@@ -264,7 +264,7 @@ def test_a_price_pushed_while_a_sync_reads_is_not_reverted(engine, sandbox_serve
         with engine.begin() as conn:
             conn.execute(
                 update(offers)
-                .where(offers.c.sku == target["part_number"], offers.c.account_type == FBE.value)
+                .where(offers.c.sku == target["part_number"], offers.c.account == FBE.name)
                 .values(sale_price=new_price, price=new_price, prices_pushed_at=_now())
             )
 
@@ -303,7 +303,7 @@ class AfterPage(httpx.BaseTransport):
 def stored_price(engine: Engine, sku: str) -> Decimal:
     with engine.connect() as conn:
         return conn.scalar(
-            select(offers.c.sale_price).where(offers.c.sku == sku, offers.c.account_type == FBE.value)
+            select(offers.c.sale_price).where(offers.c.sku == sku, offers.c.account == FBE.name)
         )
 
 
@@ -343,7 +343,7 @@ def test_a_second_sync_meets_the_lock_before_any_emag_request(
         results: list = []
         waiting.start()
         time.sleep(3)
-        assert [r for r in sandbox_state.request_log if r.account is FBE] == []  # waiting, not spending
+        assert [r for r in sandbox_state.request_log if r.account == FBE.name] == []  # waiting, not spending
     waiting.join(120)
     assert results and results[0].exit_code == 0, results[0].output if results else "still waiting"
     assert_matches_catalogue(engine, sandbox_state, FBE)
@@ -580,7 +580,7 @@ def test_the_prefect_server_dying_mid_run_leaves_the_sync_at_emags_pace(
             os.killpg(server.pid, signal.SIGKILL)
             out, err = sync.communicate(timeout=240)
             finished_at = time.monotonic()
-            reads = [r for r in state.request_log if r.account is FBE]
+            reads = [r for r in state.request_log if r.account == FBE.name]
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)

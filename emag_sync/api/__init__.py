@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.client import DEFAULT_LOOK_AHEAD, ClientStats, EmagClient, RequestCounters
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.api.global_limit import shared_limiter_for
@@ -23,7 +23,7 @@ __all__ = [
 
 def open_client(
     settings: Settings | AccountConfig,
-    account: AccountType | None = None,
+    account: Account | None = None,
     *,
     transport: httpx.BaseTransport | None = None,
     look_ahead: int = DEFAULT_LOOK_AHEAD,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.settings import AccountConfig, Settings, credential_variable
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,15 @@ log = logging.getLogger(__name__)
 _BLOCK_NOT_FOUND = "Unable to find block document"
 
 
-def secret_block_name(account: AccountType, field: str) -> str:
-    """``emag-main-username``, ``emag-fbe-password``, ...: the Secret block holding one credential."""
-    return f"emag-{account.value}-{field}"
+def secret_block_name(account: Account, field: str) -> str:
+    """``emag-main-username``, ``emag-acme-bg-main-password``, ...: the Secret block holding one credential."""
+    return f"emag-{account.name}-{field}"
 
 
-SECRET_BLOCK_NAMES: tuple[str, ...] = tuple(
-    secret_block_name(account, field) for account in AccountType for field in ("username", "password")
-)
+def secret_block_names(accounts: Iterable[Account]) -> tuple[str, ...]:
+    return tuple(
+        secret_block_name(account, field) for account in accounts for field in ("username", "password")
+    )
 
 
 def prefect_api_configured() -> bool:
@@ -71,7 +73,7 @@ class _BlockReader:
         return SecretStr(str(value)) if value is not None and str(value) else None
 
 
-def resolve_account_config(settings: Settings, account: AccountType) -> AccountConfig:
+def resolve_account_config(settings: Settings, account: Account) -> AccountConfig:
     """The account's config, each credential from its Secret block when present, else from the environment.
 
     Secret blocks win. Where each credential came from is logged at INFO by name (never its value), and a
@@ -94,17 +96,17 @@ def resolve_account_config(settings: Settings, account: AccountType) -> AccountC
 
 # The blocks read for an account within one flow run: its preflight and its sync resolve the account's
 # credentials one after the other (four API reads each); a new run reads them afresh.
-_block_cache: dict[tuple[str, AccountType, str], dict[str, SecretStr | None]] = {}
+_block_cache: dict[tuple[str, str, str], dict[str, SecretStr | None]] = {}
 _block_cache_lock = threading.Lock()
 
 
-def _blocks_of(account: AccountType) -> dict[str, SecretStr | None]:
+def _blocks_of(account: Account) -> dict[str, SecretStr | None]:
     from prefect.context import FlowRunContext
     from prefect.settings import get_current_settings
 
     context = FlowRunContext.get()
     run = str(context.flow_run.id) if context and context.flow_run else ""
-    key = (get_current_settings().api.url or "", account, run)
+    key = (get_current_settings().api.url or "", account.name, run)
     with _block_cache_lock:
         if run and key in _block_cache:
             return dict(_block_cache[key])
@@ -116,16 +118,16 @@ def _blocks_of(account: AccountType) -> dict[str, SecretStr | None]:
     return found
 
 
-_logged: set[tuple[AccountType, str, tuple[bool, ...]]] = set()
+_logged: set[tuple[str, str, tuple[bool, ...]]] = set()
 
 
-def _log_sources(settings: Settings, account: AccountType, from_blocks: dict[str, SecretStr | None]) -> None:
+def _log_sources(settings: Settings, account: Account, from_blocks: dict[str, SecretStr | None]) -> None:
     """Once per account, run (or process outside a run) and sources: where each credential came from."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
     run = str(context.flow_run.id) if context and context.flow_run else ""
-    key = (account, run, tuple(value is not None for value in from_blocks.values()))
+    key = (account.name, run, tuple(value is not None for value in from_blocks.values()))
     if key in _logged:
         return
     _logged.add(key)
@@ -142,8 +144,28 @@ def _log_sources(settings: Settings, account: AccountType, from_blocks: dict[str
             log.warning(
                 "%s: %s in the environment differs from Secret block %s, and the block wins; update the block "
                 "(emag-sync setup-prefect) or delete it to use the environment",
-                account.value,
+                account.name,
                 variable,
                 block,
             )
-    log.info("%s: %s", account.value, "; ".join(sources))
+    log.info("%s: %s", account.name, "; ".join(sources))
+
+
+def credential_sources(settings: Settings, account: Account) -> dict[str, str | None]:
+    """Where each credential of ``account`` would be found (``Prefect Secret block emag-x-password``,
+    ``the environment (EMAG_X_PASSWORD)``, ``.env (...)``), or None when nowhere; never a value. Blocks
+    are looked up only when a Prefect API is configured, as the syncs do."""
+    from_blocks: dict[str, SecretStr | None] = {"username": None, "password": None}
+    if prefect_api_configured():
+        from_blocks = _blocks_of(account)
+    found: dict[str, str | None] = {}
+    for field in ("username", "password"):
+        variable = credential_variable(account, field)
+        source = settings.credential_source(account, field)
+        if from_blocks[field] is not None:
+            found[field] = f"Prefect Secret block {secret_block_name(account, field)}"
+        elif source is not None:
+            found[field] = f"{source} ({variable})"
+        else:
+            found[field] = None
+    return found

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.ratelimit import DEFAULT_MARGIN_SECONDS, SECOND_WINDOW, Limiter, limiter_for
 from emag_sync.prefect_api import mark_lost
 from emag_sync.settings import AccountConfig
@@ -45,9 +45,9 @@ GCL_LATE_TOLERANCE_SECONDS = 0.01
 GCL_DECAY_SLACK_SECONDS = 0.005
 
 
-def gcl_name(account: AccountType) -> str:
+def gcl_name(account: Account) -> str:
     """``emag-api-main`` / ``emag-api-fbe``: the global concurrency limit pacing one account."""
-    return f"{GCL_NAME_PREFIX}{account.value}"
+    return f"{GCL_NAME_PREFIX}{account.name}"
 
 
 class PrefectRateLimiter:
@@ -173,7 +173,7 @@ def _prefect_client() -> SyncPrefectClient:
 
 
 # Per Prefect API and account: the limit's slot decay, or None when the limit cannot be used.
-_decisions: dict[tuple[str, AccountType], float | None] = {}
+_decisions: dict[tuple[str, Account], float | None] = {}
 _decisions_lock = threading.Lock()
 
 

@@ -111,17 +111,18 @@ class SlidingWindowLimiter:
             return 0.0
 
 
-_registry: dict[tuple[str, str, str], SlidingWindowLimiter] = {}
+_registry: dict[tuple[str, str], SlidingWindowLimiter] = {}
 _registry_lock = threading.Lock()
 
 
 def limiter_for(config: AccountConfig) -> Limiter:
-    """The process-wide limiter of this account (API URL + username + account): one shared budget.
+    """The process-wide limiter of this login (API URL + username): one shared budget.
 
-    eMAG counts every call of an account together, so all clients of one account must draw from the same
-    limiter. If the configured rates change, later clients get a fresh limiter with the new rates.
+    eMAG counts every call of a login together, so all clients of one account, and of accounts registered
+    with the same login on one platform, draw from the same limiter; two logins never share one. If the
+    configured rates change, later clients get a fresh limiter with the new rates.
     """
-    key = (config.api_url.rstrip("/"), config.username, config.account.value)
+    key = (config.api_url.rstrip("/"), config.username)
     with _registry_lock:
         limiter = _registry.get(key)
         if limiter is None or (limiter.per_second, limiter.per_minute) != (
@@ -131,7 +132,7 @@ def limiter_for(config: AccountConfig) -> Limiter:
             if limiter is not None:
                 logger.warning(
                     "%s: rate limit changed to %s/s, %s/min; new clients use a new budget",
-                    config.account.value,
+                    config.account.name,
                     config.requests_per_second,
                     config.requests_per_minute,
                 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.paging import CatalogueCount
 from emag_sync.api.salvage import parse_answer
 from emag_sync.errors import (
@@ -31,7 +31,7 @@ SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie",
 class CallSite:
     """Where a call went, for error messages: account label, ``resource/action``, page, payload subject."""
 
-    account: AccountType
+    account: Account
     resource: str
     page: int | None = None
     subject: str | None = None

@@ -15,9 +15,9 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Engine, text
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.cli.output import Listing
-from emag_sync.locks import accounts_sending_prices
+from emag_sync.locks import account_key, price_senders
 from emag_sync.prices.audit import AuditRow, price_history
 from emag_sync.prices.results import RESULT_COLUMNS
 from emag_sync.prices.rules import PlannedUpdate, change_rows, money_text
@@ -103,7 +103,7 @@ def terminal_owns_console() -> None:
 
 
 @contextmanager
-def sync_progress(accounts: Sequence[AccountType]) -> Iterator[None]:
+def sync_progress(accounts: Sequence[Account]) -> Iterator[None]:
     """A rich progress bar per account on a terminal, fed by the sync's progress events.
 
     Piped output (logs, CI) gets none: a bar drawn once at the end says nothing the summary does not.
@@ -275,12 +275,12 @@ INTERRUPTED_NOTE = (
 
 
 def price_history_listing(
-    engine: Engine, *, limit: int = 20, sku: str | None = None, account: AccountType | None = None
+    engine: Engine, *, limit: int = 20, sku: str | None = None, account: str | None = None
 ) -> Listing:
     """The price-update audit, newest first; 'sending' rows of a run that is gone show as interrupted."""
     rows = price_history(engine, limit=limit, sku=sku, account=account)
     with engine.connect() as conn:
-        sending = accounts_sending_prices(conn)
+        sending = price_senders(conn)
     table = Table(title="Price updates (newest first)", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in (
         "id",
@@ -297,14 +297,14 @@ def price_history_listing(
     records = []
     for row in rows:
         status = row.status
-        if status == "sending" and row.account not in sending:
+        if status == "sending" and account_key(row.account) not in sending:
             status = "interrupted"
         table.add_row(
             str(row.id),
             f"{row.sent_at or row.requested_at:%Y-%m-%d %H:%M:%S}",
             Text(f"{row.requested_by} ({row.source})"),
             Text(row.sku),
-            row.account.label,
+            Text(row.account),
             Text(_changes(row)),
             Text(status + (" (large change allowed)" if row.large_change_allowed else "")),
             Text(_answer(row)),
@@ -312,7 +312,7 @@ def price_history_listing(
             style=_STATUS_COLOURS.get(status),
         )
         record = {name: getattr(row, name, None) for name in PRICE_HISTORY_FIELDS}
-        records.append(record | {"status": status, "account": row.account.value})
+        records.append(record | {"status": status, "account": row.account})
     notes = [INTERRUPTED_NOTE] if any(r["status"] == "interrupted" for r in records) else []
     if notes:
         table.caption = caption(notes)
@@ -357,7 +357,7 @@ DQ_FIELDS = ("account", "status", "expectation", "severity", "result", "observed
 def dq_listing(result: DQResult) -> Listing:
     """A checkpoint's rows."""
     styles = {"pass": "green", "FAIL": "red", "n/a": "dim"}
-    table = Table(title=f"Data quality {result.account.value}: {result.status}", title_justify="left")
+    table = Table(title=f"Data quality {result.account.name}: {result.status}", title_justify="left")
     for column in ("expectation", "severity", "result", "observed value"):
         table.add_column(column)
     for row in result.rows:
@@ -365,7 +365,7 @@ def dq_listing(result: DQResult) -> Listing:
         table.add_row(*cells([row.name, row.severity]), Text(row.outcome, style=style), Text(row.observed))
     records = [
         {
-            "account": result.account.value, "status": result.status, "expectation": row.name,
+            "account": result.account.name, "status": result.status, "expectation": row.name,
             "severity": row.severity, "result": row.outcome, "observed": row.observed, "details": row.details,
             "report_url": result.report_url,
         }

@@ -43,9 +43,14 @@ def main() -> None:
     check_settings()
 
 
+ACCOUNT_HELP = "registered account names, comma-separated (ro-main,bg-main), or all; both = main,fbe"
+SELLER_HELP = "only the accounts of this seller (emag-sync accounts list shows them)"
+
+
 @app.command()
 def sync(
-    account: str = typer.Option("both", "--account", "-a", help="main, fbe or both"),
+    account: str = typer.Option("both", "--account", "-a", help=ACCOUNT_HELP),
+    seller: str | None = typer.Option(None, "--seller", help=SELLER_HELP),
     resume: bool = typer.Option(False, "--resume", help=SyncOptions.model_fields["resume"].description),
     pages_per_batch: int = typer.Option(
         SyncOptions.model_fields["pages_per_batch"].default,
@@ -87,7 +92,7 @@ def sync(
         max_deactivated_count=max_deactivated_count,
     )
     try:
-        outcome = run_sync(get_settings(), account, options)
+        outcome = run_sync(get_settings(), account, options, seller)
     except EmagSyncError as exc:
         fail(str(exc))
     if outcome.stopped_by is not None:
@@ -146,13 +151,13 @@ def mark_dead_runs_crashed(engine: Engine) -> None:
     may only read skips it with a note on stderr (they show as running)."""
     from sqlalchemy.exc import DBAPIError
 
-    from emag_sync.accounts import AccountType
     from emag_sync.db import INSUFFICIENT_PRIVILEGE, sqlstate
     from emag_sync.locks import is_locked
+    from emag_sync.registry import list_accounts
     from emag_sync.runs import mark_crashed
     from emag_sync.schema import sync_runs
 
-    for account in AccountType:
+    for account in list_accounts(engine, include_removed=True):
         if is_locked(engine, account):
             continue
         try:
@@ -380,7 +385,8 @@ def docs(
 
 @app.command()
 def check(
-    account: str = typer.Option("both", "--account", "-a", help="main, fbe or both"),
+    account: str = typer.Option("both", "--account", "-a", help=ACCOUNT_HELP),
+    seller: str | None = typer.Option(None, "--seller", help=SELLER_HELP),
     reject_threshold: float = typer.Option(
         0.01, min=0.0, max=1.0, help="warn when a run rejected more than this share of records"
     ),
@@ -389,22 +395,21 @@ def check(
     """Run the data-quality checkpoint against the database; exit 1 on a critical failure."""
     from rich.text import Text
 
-    from emag_sync.accounts import parse_accounts
     from emag_sync.cli.console import console, dq_listing, err_console
     from emag_sync.cli.output import show
     from emag_sync.db import engine_from_settings
+    from emag_sync.registry import resolve_accounts
     from emag_sync.settings import get_settings
     from expectations.checkpoint import run_checkpoint
 
-    try:
-        accounts = parse_accounts(account)
-    except EmagSyncError as exc:
-        fail(str(exc))
     settings = get_settings()
     try:
         engine = engine_from_settings(settings)  # starts the embedded server if used, schema in place
+        try:
+            accounts = resolve_accounts(engine, account, seller=seller, settings=settings)
+        finally:
+            engine.dispose()
         url = engine.url
-        engine.dispose()
         results = [
             run_checkpoint(
                 url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold,
@@ -423,7 +428,7 @@ def check(
             show([dq_listing(result)], output)
         if result.warnings and not result.critical_failures:
             notes.print(Text.assemble(("warning:", "yellow"), " ", result.message))
-        notes.print(f"data-quality report {result.account.value}: {result.report_url}", soft_wrap=True)
+        notes.print(f"data-quality report {result.account.title}: {result.report_url}", soft_wrap=True)
     notes.print(f"Data Docs: {results[0].data_docs_index} (served by `emag-sync docs`)", soft_wrap=True)
     failures = [result.message for result in results if result.critical_failures]
     if failures:

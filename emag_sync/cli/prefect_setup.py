@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.api.credentials import secret_block_name
 from emag_sync.api.global_limit import GCL_LIMIT, gcl_name
 from emag_sync.cli.alerts import AlertOptions, register_alerts
@@ -21,9 +21,23 @@ WORK_POOL_NAME = "emag-sync-pool"
 WORK_POOL_TYPE = "process"
 
 
+def _accounts(settings: Settings) -> list[Account]:
+    """The registered accounts (the database's), and main and fbe: their blocks and limits as before."""
+    from emag_sync.db import engine_from_settings
+    from emag_sync.registry import list_accounts
+
+    legacy = [legacy_account(kind) for kind in AccountType]
+    engine = engine_from_settings(settings)
+    try:
+        registered = list_accounts(engine)
+    finally:
+        engine.dispose()
+    return legacy + [account for account in registered if not account.legacy]
+
+
 def _env_credentials(settings: Settings) -> Iterator[tuple[str, str, str | None]]:
-    """(block name, environment variable, value or None) for each of the four credentials."""
-    for account in AccountType:
+    """(block name, environment variable, value or None) for each credential of each account."""
+    for account in _accounts(settings):
         for field in ("username", "password"):
             value = settings.credential(account, field)
             plain = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -54,7 +68,7 @@ def _secret_blocks(settings: Settings) -> list[str]:
     return done
 
 
-def _rate_limits(per_second: float) -> list[str]:
+def _rate_limits(settings: Settings, per_second: float) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
@@ -62,7 +76,7 @@ def _rate_limits(per_second: float) -> list[str]:
     done = []
     wanted = f"limit {GCL_LIMIT}, slot decay {per_second}/s"
     with get_client(sync_client=True) as client:
-        for account in AccountType:
+        for account in _accounts(settings):
             name = gcl_name(account)
             try:
                 current = client.read_global_concurrency_limit_by_name(name)
@@ -137,7 +151,7 @@ def setup_prefect(
     try:
         done = [f"Prefect API: {redact_url(api_url)}"]
         done += _secret_blocks(settings) if secrets else ["Secret blocks: left as they are (--no-secrets)"]
-        done += _rate_limits(settings.emag_requests_per_second)
+        done += _rate_limits(settings, settings.emag_requests_per_second)
         done += _work_pool(work_pool)
         done += register_alerts(alerts, deployment_specs())
     except httpx.TransportError as exc:

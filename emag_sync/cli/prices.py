@@ -27,7 +27,9 @@ def _fail_price(exc: EmagSyncError) -> NoReturn:
 
 def update_price(
     sku: str | None = typer.Option(None, "--sku", help="the offer's SKU (part_number), e.g. EMG469"),
-    account: str | None = typer.Option(None, "--account", help="main or fbe"),
+    account: str | None = typer.Option(
+        None, "--account", help="the account's registered name, e.g. main or bg-fbe"
+    ),
     price: str | None = typer.Option(None, "--price", help="new sale price ex-VAT, e.g. 99.90"),
     min_price: str | None = typer.Option(None, "--min-price", help="new min_sale_price, else the stored"),
     max_price: str | None = typer.Option(None, "--max-price", help="new max_sale_price, else the stored"),
@@ -56,6 +58,7 @@ def update_price(
     from emag_sync.prices.audit import Requester
     from emag_sync.prices.csv_input import parse_price_csv, read_price_file
     from emag_sync.prices.results import RESULT_COLUMNS, result_rows, summary
+    from emag_sync.registry import input_accounts
     from emag_sync.settings import get_settings
 
     # Beside TSV or JSON of the per-line results, what is said on the way goes to stderr.
@@ -72,13 +75,17 @@ def update_price(
         fail(f"--format {output.value} is for --file (its per-line results)")
     try:
         csv_text = read_price_file(file, encoding) if file is not None else None
+        if file is None:
+            rules.check_numbers(sku or "", account or "", price, min_price, max_price)
+        settings = get_settings()
+        engine = engine_from_settings(settings)
+        registered = input_accounts(engine, settings, [account] if account else [])
         request = None
         if file is None:
             request = rules.make_request(
-                sku or "", account or "", price, min_price, max_price, allow_large_change=allow_large_change
-            )
-        settings = get_settings()
-        engine = engine_from_settings(settings)
+                sku or "", account or "", price, min_price, max_price,
+                accounts=registered, allow_large_change=allow_large_change,
+            )  # fmt: skip
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
     except EmagSyncError as exc:
@@ -103,7 +110,9 @@ def update_price(
                 else:
                     console.print(f"{request.where}: {result.text(CLI_FIXES)}")
                 return
-            parsed = parse_price_csv(csv_text or "", allow_large_change=allow_large_change)
+            parsed = parse_price_csv(
+                csv_text or "", accounts=registered, allow_large_change=allow_large_change
+            )
             results = apply.run_bulk(
                 engine, parsed.requests, writer_for, Requester(apply.requested_by_os_user(), "cli-bulk"),
                 max_change=limit, notify=notify, dry_run=dry_run,
@@ -123,7 +132,7 @@ def update_price(
 def price_history(
     limit: int = typer.Option(20, "--limit", min=1, help="how many price updates to show"),
     sku: str | None = typer.Option(None, "--sku", help="only this SKU"),
-    account: str | None = typer.Option(None, "--account", help="only this account: main or fbe"),
+    account: str | None = typer.Option(None, "--account", help="only this account (its name)"),
     output: OutputFormat = format_option(),
 ) -> None:
     """Recent price updates, newest first: who, old -> new, eMAG's answer, what a re-read found.
@@ -133,18 +142,17 @@ def price_history(
     """
     from sqlalchemy.exc import DBAPIError
 
-    from emag_sync.accounts import AccountType
     from emag_sync.cli.console import price_history_listing
     from emag_sync.cli.output import show
     from emag_sync.db import database_error, engine_from_settings, first_line
+    from emag_sync.registry import get_account, unknown_account
     from emag_sync.settings import get_settings
 
-    try:
-        which = None if account is None else AccountType(account.strip().lower())
-    except ValueError:
-        fail(f"--account must be main or fbe, got {account!r}")
+    which = None if account is None else account.strip().lower()
     try:
         engine = engine_from_settings(get_settings())
+        if which is not None and get_account(engine, which) is None:
+            raise unknown_account(engine, which)
     except EmagSyncError as exc:
         fail(str(exc))
     try:

@@ -10,12 +10,13 @@ from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from emag_sync.accounts import AccountType, parse_accounts
+from emag_sync.accounts import Account
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.cli.console import console, dq_report_lines, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings, first_line
-from emag_sync.options import Accounts, SyncOptions
+from emag_sync.options import SyncOptions
 from emag_sync.prefect_api import is_lost
+from emag_sync.registry import resolve_accounts
 from emag_sync.run_row import DqStatus, RunStatus
 from emag_sync.runs import latest_run_id, recent_runs
 from emag_sync.settings import Settings
@@ -32,38 +33,38 @@ class SyncOutcome:
     stopped_by: int | None = None
 
 
-def check_configuration(settings: Settings, accounts: Sequence[AccountType]) -> Engine:
-    """Credentials and database, checked before Prefect starts (its temporary server takes seconds).
-
-    The flow's preflight then checks the accounts' locks and eMAG, the same way for every deployment.
-    """
+def check_configuration(
+    settings: Settings, selection: str, seller: str | None = None
+) -> tuple[Engine, list[Account]]:
+    """Database, the accounts named and their credentials, checked before Prefect starts (its temporary
+    server takes seconds). The flow's preflight then checks the accounts' locks and eMAG, the same way for
+    every deployment."""
     from emag_sync.api.credentials import prefect_api_configured
 
-    if not prefect_api_configured():  # with a Prefect server the flow's preflight reads the Secret blocks
-        for account in accounts:
-            resolve_account_config(settings, account)
-    return engine_from_settings(settings)
+    engine = engine_from_settings(settings)
+    try:
+        accounts = resolve_accounts(engine, selection, seller=seller, settings=settings)
+        if not prefect_api_configured():  # with a Prefect server the flow's preflight reads the Secret blocks
+            for account in accounts:
+                resolve_account_config(settings, account)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine, accounts
 
 
-def flow_accounts(accounts: Sequence[AccountType]) -> Accounts:
-    """The flow's ``accounts`` parameter for these accounts."""
-    if set(accounts) == set(AccountType):
-        return "both"
-    return "main" if accounts[0] is AccountType.MAIN else "fbe"
-
-
-def outcome_from_history(engine: Engine, accounts: Sequence[AccountType], since: int) -> str | None:
+def outcome_from_history(engine: Engine, accounts: Sequence[Account], since: int) -> str | None:
     """The sync's outcome from the run history, when Prefect could not record its flow run's end."""
-    runs = {run.account: run for run in reversed(recent_runs(engine, limit=10)) if run.id > since}
+    runs = {run.account: run for run in reversed(recent_runs(engine, limit=100)) if run.id > since}
     problems = []
     for account in accounts:
-        run = runs.get(account)
+        run = runs.get(account.name)
         if run is None or run.status != RunStatus.SUCCEEDED:
             problems.append(
-                f"{account.value}: {run.error if run and run.error else 'the sync did not finish'}"
+                f"{account.name}: {run.error if run and run.error else 'the sync did not finish'}"
             )
         elif run.dq_status == DqStatus.FAILED:
-            problems.append(f"{account.value}: data quality failed (emag-sync check shows why)")
+            problems.append(f"{account.name}: data quality failed (emag-sync check shows why)")
     note = "the Prefect API went away during the run, so Prefect does not know how it ended; the run history does"
     return f"{'; '.join(problems)} ({note})" if problems else None
 
@@ -75,7 +76,7 @@ def interrupted_line(engine: Engine, since: int, stopped: signal.Signals) -> str
     if not ended:
         return None
     which = ", ".join(
-        f"{run.account_type} run {run.id} after "
+        f"{run.account} run {run.id} after "
         + (f"page {run.last_committed_page}" if run.last_committed_page else "no page")
         for run in ended
     )
@@ -85,10 +86,11 @@ def interrupted_line(engine: Engine, since: int, stopped: signal.Signals) -> str
     )
 
 
-def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOutcome:
+def run_sync(
+    settings: Settings, accounts: str, options: SyncOptions, seller: str | None = None
+) -> SyncOutcome:
     """Run ``emag-product-sync`` in-process with a progress bar, then print the runs it made."""
-    targets = parse_accounts(accounts)
-    engine = check_configuration(settings, targets)
+    engine, targets = check_configuration(settings, accounts, seller)
     try:
         since = latest_run_id(engine)
         console.print(f"database: {describe(engine.url)}")
@@ -102,7 +104,7 @@ def run_sync(settings: Settings, accounts: str, options: SyncOptions) -> SyncOut
             try:
                 state = run_stoppable(
                     lambda: emag_product_sync(
-                        accounts=flow_accounts(targets), options=options, return_state=True
+                        accounts=",".join(a.name for a in targets), options=options, return_state=True
                     )
                 )
                 error = (

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, RowMapping, select, tuple_
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.responses import Envelope
 from emag_sync.errors import (
     EmagApiError,
@@ -69,14 +69,16 @@ class OfferWriter(CurrentReader, Protocol):
 
 
 def find_offers(
-    engine: Engine, keys: Iterable[tuple[str, AccountType]]
-) -> dict[tuple[str, AccountType], StoredOffer]:
+    engine: Engine, keys: Iterable[tuple[str, Account]]
+) -> dict[tuple[str, Account], StoredOffer]:
     """The stored offers for these (SKU, account) pairs, LOOKUP_BATCH pairs per query.
 
     PostgreSQL plans a row-valued IN list as nested ORs: somewhere past 5,000 pairs it answers "stack depth
     limit exceeded", so a whole catalogue's file (100k rows) is looked up in bounded batches.
     """
-    wanted = list(dict.fromkeys((sku, account.value) for sku, account in keys))
+    keys = list(keys)
+    named = {account.name: account for _, account in keys}
+    wanted = list(dict.fromkeys((sku, account.name) for sku, account in keys))
     rows: list[RowMapping] = []
     with engine.connect() as conn:
         for start in range(0, len(wanted), LOOKUP_BATCH):
@@ -88,7 +90,7 @@ def find_offers(
         offer = StoredOffer(
             row_id=row["id"],
             sku=row["sku"],
-            account=AccountType(row["account_type"]),
+            account=named[row["account"]],
             emag_offer_id=row["emag_offer_id"],
             sale_price=row["sale_price"],
             min_sale_price=row["min_sale_price"],
@@ -252,7 +254,7 @@ def _send_chunk(
                 "uncertain",
                 f"sent to eMAG (its answer: {outcome.answer}), but the outcome could not be written "
                 f"({reason}); audit row {audit_id} stays 'sending' until the next price run or sync "
-                f"of {plan.request.account.value} reconciles it",
+                f"of {plan.request.account.name} reconciles it",
                 audit_id,
                 outcome,
             )
@@ -341,7 +343,7 @@ def _message(plan: PlannedUpdate, outcome: Outcome) -> str:
     if outcome.status == "uncertain" and reread.found == "old prices":
         return (
             f"{said}; the re-read still shows the old prices, but the save may land late: the next price "
-            f"run or sync of {plan.request.account.value} settles it"
+            f"run or sync of {plan.request.account.name} settles it"
         )
     seen = {
         "new prices": "the re-read shows the new prices on eMAG",
@@ -386,15 +388,15 @@ def requested_by_os_user() -> str:
 
 
 @contextmanager
-def emag_writers(settings: Settings) -> Iterator[Callable[[AccountType], OfferWriter]]:
+def emag_writers(settings: Settings) -> Iterator[Callable[[Account], OfferWriter]]:
     """One client per account, opened on first use on the account's shared rate budget (see open_client),
     so a price update and a sync of the same account never exceed eMAG's 3 requests/s together."""
     from emag_sync.api import open_client  # imported when sending: validation alone needs no HTTP stack
 
-    clients: dict[AccountType, OfferWriter] = {}
+    clients: dict[Account, OfferWriter] = {}
     with ExitStack() as stack:
 
-        def writer_for(account: AccountType) -> OfferWriter:
+        def writer_for(account: Account) -> OfferWriter:
             if account not in clients:
                 clients[account] = stack.enter_context(open_client(settings, account))
             return clients[account]
@@ -405,8 +407,8 @@ def emag_writers(settings: Settings) -> Iterator[Callable[[AccountType], OfferWr
 @contextmanager
 def sending_for(
     engine: Engine,
-    account: AccountType,
-    writer_for: Callable[[AccountType], OfferWriter],
+    account: Account,
+    writer_for: Callable[[Account], OfferWriter],
     notify: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """A price run's hold on the account: interrupted updates of dead runs reconciled from eMAG first,
@@ -424,7 +426,7 @@ def sending_for(
 def run_single(
     engine: Engine,
     request: PriceRequest,
-    writer_for: Callable[[AccountType], OfferWriter],
+    writer_for: Callable[[Account], OfferWriter],
     who: Requester,
     *,
     max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
@@ -465,7 +467,7 @@ def _plan_single(
 def run_bulk(
     engine: Engine,
     requests: Sequence[PriceRequest],
-    writer_for: Callable[[AccountType], OfferWriter],
+    writer_for: Callable[[Account], OfferWriter],
     who: Requester,
     *,
     max_change: Decimal = DEFAULT_MAX_PRICE_CHANGE,
@@ -479,9 +481,9 @@ def run_bulk(
     sent, when eMAG's current values cannot be read.
     """
     results: list[PriceUpdateResult] = []
-    ready: dict[AccountType, list[PlannedUpdate]] = {}
-    for account in AccountType:
-        mine = [request for request in requests if request.account is account]
+    ready: dict[Account, list[PlannedUpdate]] = {}
+    for account in dict.fromkeys(request.account for request in requests):
+        mine = [request for request in requests if request.account == account]
         if mine:
             ready[account], refused = prepare_updates(
                 engine, mine, writer_for(account), max_change=max_change

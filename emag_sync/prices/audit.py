@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.prices.rules import PlannedUpdate, money_text
 from emag_sync.schema import PRICE_FIELDS, offers, price_updates
 
@@ -141,8 +141,8 @@ def _intent(plan: PlannedUpdate, who: Requester, sent_at: datetime) -> dict[str,
         "source": who.source,
         "flow_run_id": who.flow_run_id,
         "sku": offer.sku,
-        "account_type": offer.account.value,
-        "account": offer.account.value,
+        "account_type": offer.account.kind.value,
+        "account": offer.account.name,
         "emag_offer_id": offer.emag_offer_id,
         "currency": offer.currency,
         "old_sale_price": offer.sale_price,
@@ -185,7 +185,7 @@ def record_outcome(conn: Connection, audit_id: int, outcome: Outcome) -> None:
 
 
 def write_offer_prices(
-    conn: Connection, account: AccountType, sku: str, values: Mapping[str, Decimal | None], held_at: datetime
+    conn: Connection, account: Account, sku: str, values: Mapping[str, Decimal | None], held_at: datetime
 ) -> None:
     """Set the offer row's prices to what eMAG holds since ``held_at`` (prices_pushed_at): a sync page read
     before that time must not take them back."""
@@ -196,7 +196,7 @@ def write_offer_prices(
     # even if eMAG's values went back to what the row's old hash described.
     changes |= {"updated_at": func.now(), "content_hash": "", "prices_pushed_at": held_at}
     conn.execute(
-        offers.update().where(offers.c.account == account.value, offers.c.sku == sku).values(**changes)
+        offers.update().where(offers.c.account == account.name, offers.c.sku == sku).values(**changes)
     )
 
 
@@ -212,7 +212,7 @@ class AuditRow:
     requested_by: str
     source: str
     sku: str
-    account: AccountType
+    account: str  # the account's name
     emag_offer_id: int | None
     currency: str | None
     old: dict[str, Decimal | None]
@@ -239,7 +239,7 @@ class AuditRow:
             requested_by=row["requested_by"],
             source=row["source"],
             sku=row["sku"],
-            account=AccountType(row["account_type"]),
+            account=row["account"],
             emag_offer_id=row["emag_offer_id"],
             currency=row["currency"],
             old={name: row[f"old_{name}"] for name in PRICE_FIELDS},
@@ -267,27 +267,27 @@ class AuditRow:
 
 
 def price_history(
-    engine: Engine, *, limit: int = 20, sku: str | None = None, account: AccountType | None = None
+    engine: Engine, *, limit: int = 20, sku: str | None = None, account: str | None = None
 ) -> list[AuditRow]:
     """The latest audit rows, newest first, optionally for one SKU and/or account."""
     query = select(price_updates).order_by(price_updates.c.id.desc()).limit(limit)
     if sku is not None:
         query = query.where(price_updates.c.sku == sku)
     if account is not None:
-        query = query.where(price_updates.c.account == account.value)
+        query = query.where(price_updates.c.account == account)
     with engine.connect() as conn:
         return [AuditRow.from_mapping(row) for row in conn.execute(query).mappings()]
 
 
 def unsettled_rows(
-    conn: Connection, account: AccountType, *, sent_before: datetime | None = None
+    conn: Connection, account: Account, *, sent_before: datetime | None = None
 ) -> list[AuditRow]:
     """The account's rows a later read of eMAG settles, oldest first: still 'sending' (interrupted only if
     their run is gone), or 'uncertain' after a lost answer whose re-read could not tell (UNSETTLED_FOUND)."""
     query = (
         select(price_updates)
         .where(
-            price_updates.c.account == account.value,
+            price_updates.c.account == account.name,
             or_(
                 price_updates.c.status == SENDING,
                 and_(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import codecs
 import csv
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emag_sync.accounts import Account
 from emag_sync.errors import PriceFix, PriceUpdateError
 from emag_sync.prices.rules import PriceRequest, make_request
 
@@ -87,7 +89,9 @@ def _decode(path: Path, data: bytes, codec: str, *, given: bool) -> str:
         raise PriceUpdateError(f"{path}: byte {exc.start} (0x{byte}) is not valid {codec}; {hint}") from None
 
 
-def parse_price_csv(text: str, *, allow_large_change: bool = False) -> ParsedCsv:
+def parse_price_csv(
+    text: str, *, accounts: Mapping[str, Account], allow_large_change: bool = False
+) -> ParsedCsv:
     """Rows of ``sku,account,price[,min_price,max_price]``; bad lines reported by their line number.
 
     Optional columns may be empty, or missing at the end of a row. A SKU listed twice for the same
@@ -125,7 +129,7 @@ def parse_price_csv(text: str, *, allow_large_change: bool = False) -> ParsedCsv
         try:
             request = make_request(
                 sku, account, row["price"], row.get("min_price"), row.get("max_price"),
-                line=number, allow_large_change=allow_large_change,
+                accounts=accounts, line=number, allow_large_change=allow_large_change,
             )  # fmt: skip
             parsed.requests.append(request)
         except PriceUpdateError as exc:
@@ -189,7 +193,7 @@ def _refuse_repeats(parsed: ParsedCsv, named: dict[tuple[str, str], list[int]]) 
                 request.line,
                 f"{listed(request.line)}; keep one line per SKU and account",
                 request.sku,
-                request.account.value,
+                request.account.name,
             )
         )
     parsed.requests = kept

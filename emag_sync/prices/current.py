@@ -8,7 +8,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Protocol
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.api.paging import CatalogueCount, Page
 from emag_sync.errors import EmagApiError, PriceUpdateError
 from emag_sync.prices.audit import prices_of
@@ -34,9 +34,7 @@ class CurrentReader(Protocol):
     ) -> Iterator[Page]: ...
 
 
-def read_current(
-    reader: CurrentReader, account: AccountType, offers: Sequence[StoredOffer]
-) -> dict[int, Held]:
+def read_current(reader: CurrentReader, account: Account, offers: Sequence[StoredOffer]) -> dict[int, Held]:
     """eMAG's current prices of each offer (sale, min, max, recommended), by eMAG offer id.
 
     One ``product_offer/read`` by id per offer, or the account's pages when those are fewer requests. A

@@ -1,4 +1,4 @@
-"""The price flows' parameters as types: the Prefect UI builds its form from them (a choice for the account,
+"""The price flows' parameters as types: the Prefect UI builds its form from them (the account's name,
 text with a pattern for prices, optional fields that render as empty text). Their help texts are the
 flows' docstrings (``Args:``), which is where Prefect reads them."""
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from emag_sync.accounts import AccountType
 from emag_sync.prices.rules import PRICE_TEXT_PATTERN
+from emag_sync.schema import ACCOUNT_NAME_PATTERN
 
 
 def _lower(value: Any) -> Any:
@@ -22,8 +22,11 @@ def _blank_is_none(value: Any) -> Any:
 
 
 Sku = Annotated[str, Field(min_length=1)]
-# "FBE" from `prefect deployment run --params` is the same choice as the form's "fbe".
-Account = Annotated[AccountType, BeforeValidator(_lower)]
+# A registered account's name ("FBE" from `prefect deployment run --params` is "fbe"); one that is not
+# registered fails the run at once, naming the registered ones.
+AccountName = Annotated[
+    str, BeforeValidator(_lower), Field(pattern=ACCOUNT_NAME_PATTERN, examples=["fbe", "bg-main"])
+]
 PriceText = Annotated[str, Field(pattern=PRICE_TEXT_PATTERN, examples=["99.90"])]
 # Shown as a plain optional text field: the schema of ``str | None`` is a choice between a text and a
 # "None" type, which the UI renders as "Property is type 'None'".

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, and_, exists, or_, select
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account
 from emag_sync.errors import EmagApiError
 from emag_sync.locks import try_price_reconcile_xact_lock
 from emag_sync.prices.audit import (
@@ -58,7 +58,7 @@ class Reconciled:
 
     audit_id: int
     sku: str
-    account: AccountType
+    account: str  # the account's name
     status: Status
     found: Found
     interrupted: bool = True  # left 'sending' by a dead run; else 'uncertain' after a lost answer
@@ -67,7 +67,7 @@ class Reconciled:
 def reconcile_interrupted(
     engine: Engine,
     reader: Callable[[], OfferReader],
-    account: AccountType,
+    account: Account,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sleep: Callable[[float], None] = time.sleep,
@@ -93,7 +93,7 @@ def reconcile_interrupted(
         try:
             record = client.read_offer(offer_id)
         except EmagApiError as exc:
-            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.value, offer_id, exc)
+            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.name, offer_id, exc)
             continue
         held[offer_id] = (None if record is None else prices_of(record), clock())
     done: list[Reconciled] = []
@@ -112,7 +112,7 @@ def reconcile_interrupted(
 
 def reconcile_interrupted_from_database(
     conn_or_engine: Connection | Engine,
-    account: AccountType,
+    account: Account,
     read_started_at: datetime,
     *,
     run_id: int | None = None,
@@ -132,10 +132,10 @@ def reconcile_interrupted_from_database(
 
 
 def _from_database(
-    conn: Connection, account: AccountType, read_started_at: datetime, run_id: int | None
+    conn: Connection, account: Account, read_started_at: datetime, run_id: int | None
 ) -> list[Reconciled]:
     if not try_price_reconcile_xact_lock(conn, account):
-        log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.value)
+        log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.name)
         return []
     rows = unsettled_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
     if not rows:
@@ -157,11 +157,11 @@ def _from_database(
 
 
 def _loaded_prices(
-    conn: Connection, account: AccountType, skus: set[str], read_started_at: datetime, run_id: int | None
+    conn: Connection, account: Account, skus: set[str], read_started_at: datetime, run_id: int | None
 ) -> dict[str, dict[str, Decimal | None]]:
     """The prices of active offer rows that hold what the read found (no push since it started)."""
     query = select(offers.c.sku, *(offers.c[name] for name in PRICE_FIELDS)).where(
-        offers.c.account == account.value,
+        offers.c.account == account.name,
         offers.c.sku.in_(skus),
         offers.c.is_active,
         or_(offers.c.prices_pushed_at.is_(None), offers.c.prices_pushed_at < read_started_at),
@@ -189,9 +189,9 @@ def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
     return Reconciled(row.id, row.sku, row.account, status, reread.found, row.status == SENDING)
 
 
-def _log(account: AccountType, done: list[Reconciled], source: str) -> None:
+def _log(account: Account, done: list[Reconciled], source: str) -> None:
     if done:
-        log.info("%s: %s", account.value, describe_reconciled(done, source))
+        log.info("%s: %s", account.name, describe_reconciled(done, source))
 
 
 def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:

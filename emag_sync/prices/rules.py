@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from emag_sync.accounts import AccountType
+from emag_sync.accounts import Account, AccountType
 from emag_sync.errors import OfferNotPublishedError, PriceFix, PriceUpdateError
 from emag_sync.limits import OFFER_STATUS_ACTIVE, OFFER_STATUS_NAMES, PRICE_DECIMALS, PRICE_QUANTUM
 from emag_sync.platforms import vat_rate_for
@@ -26,7 +27,7 @@ class PriceRequest:
     """One asked-for change: new sale price, optionally new min/max, for one SKU of one account."""
 
     sku: str
-    account: AccountType
+    account: Account
     price: Decimal
     min_price: Decimal | None = None
     max_price: Decimal | None = None
@@ -44,7 +45,7 @@ class StoredOffer:
 
     row_id: int
     sku: str
-    account: AccountType
+    account: Account
     emag_offer_id: int | None
     sale_price: Decimal | None
     min_sale_price: Decimal | None
@@ -122,29 +123,42 @@ def _price_from_text(value: str, field_name: str, where: str) -> Decimal:
     return Decimal(text)
 
 
-def parse_account(value: str, *, where: str) -> AccountType:
-    """``main`` or ``fbe`` (any case) to an account."""
-    try:
-        return AccountType(value.strip().lower())
-    except ValueError:
-        raise PriceUpdateError(f"account must be main or fbe, got {value!r}", subject=where) from None
+def parse_account(value: str, accounts: Mapping[str, Account], *, where: str) -> Account:
+    """A registered account's name (any case) to the account."""
+    found = accounts.get(value.strip().lower())
+    if found is None:
+        known = ", ".join(sorted(accounts)) or "none"
+        raise PriceUpdateError(f"account {value!r} is not registered (registered: {known})", subject=where)
+    return found
+
+
+def check_numbers(sku: str, account: str, price: object, min_price: object, max_price: object) -> None:
+    """The price fields' form alone, before anything else is opened (the database, eMAG): PriceUpdateError
+    naming the field, as make_request would."""
+    name = account.strip().lower()
+    where = f"{sku.strip()} on eMAG {AccountType(name).label if name in set(AccountType) else name}"
+    for field_name, value in (("price", price), ("min_price", min_price), ("max_price", max_price)):
+        if field_name == "price" or not _blank(value):
+            parse_price(value, field_name=field_name, where=where)
 
 
 def make_request(
     sku: str,
-    account: str | AccountType,
+    account: str | Account,
     price: object,
     min_price: object | None = None,
     max_price: object | None = None,
     *,
+    accounts: Mapping[str, Account],
     line: int | None = None,
     allow_large_change: bool = False,
 ) -> PriceRequest:
-    """A request from operator input (CLI options, flow form, CSV cells); errors name SKU/account/field."""
+    """A request from operator input (CLI options, flow form, CSV cells); errors name SKU/account/field.
+    ``accounts``: the registered ones, by name."""
     sku = sku.strip()
     if not sku:
         raise PriceUpdateError("sku is empty")
-    acct = account if isinstance(account, AccountType) else parse_account(account, where=sku)
+    acct = account if isinstance(account, Account) else parse_account(account, accounts, where=sku)
     where = f"{sku} on eMAG {acct.label}"
     return PriceRequest(
         sku=sku,
@@ -235,7 +249,9 @@ def _percent(share: Decimal) -> str:
 
 def vat_rate(offer: StoredOffer) -> Decimal | None:
     """The offer's VAT rate (emag_sync.platforms), or None when unknown: never a guess."""
-    return vat_rate_for(offer.currency.upper() if offer.currency else None, offer.vat_id)
+    return vat_rate_for(
+        offer.currency.upper() if offer.currency else None, offer.vat_id, offer.account.platform
+    )
 
 
 def with_vat(price: Decimal | None, rate: Decimal | None) -> Decimal | None:
