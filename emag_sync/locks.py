@@ -100,7 +100,7 @@ def account_lock(engine: Engine, account: Account, *, wait: bool = False) -> Ite
         if not conn.execute(text("SELECT pg_try_advisory_lock(:namespace, :key)"), keys).scalar_one():
             if not wait:
                 raise _locked_error(conn, account)
-            log.info("%s: another sync of this account is running; waiting for it to finish", account.name)
+            log.info("%s: another sync of this account is running; waiting for it to finish", account.title)
             conn.execute(text("SELECT pg_advisory_lock(:namespace, :key)"), keys)
             waited = True
         conn.commit()  # session-level lock outlives the transaction; the connection stays idle, not in txn
@@ -114,7 +114,9 @@ def account_lock(engine: Engine, account: Account, *, wait: bool = False) -> Ite
             conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), keys)
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning("%s: releasing the sync lock failed (%s); dropping its connection", account.name, exc)
+            log.warning(
+                "%s: releasing the sync lock failed (%s); dropping its connection", account.title, exc
+            )
             conn.invalidate()
         finally:
             conn.close()
@@ -200,7 +202,7 @@ def price_run_lock(
             if reconcile is not None:
                 log.info(
                     "%s: another price run of this account is sending; its interrupted updates wait",
-                    account.name,
+                    account.title,
                 )
             hold_price_send_lock(conn, account)
         conn.commit()
@@ -214,7 +216,7 @@ def price_run_lock(
             release_price_send_lock(conn, account)
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning("%s: releasing the price lock failed (%s)", account.name, exc)
+            log.warning("%s: releasing the price lock failed (%s)", account.title, exc)
             conn.invalidate()
         finally:
             conn.close()
@@ -252,7 +254,7 @@ def offer_update_locks(
         for key in keys:
             if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
                 if waited_since is None:
-                    log.info("%s: another price update of these offers is sending; waiting", account.name)
+                    log.info("%s: another price update of these offers is sending; waiting", account.title)
                     waited_since = datetime.now(UTC)
                 conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
         conn.commit()
@@ -266,7 +268,7 @@ def offer_update_locks(
             conn.execute(text("SELECT pg_advisory_unlock_all()"))  # this connection holds only these
             conn.commit()
         except SQLAlchemyError as exc:  # the connection is gone, and with it the locks
-            log.warning("%s: releasing the offer locks failed (%s)", account.name, exc)
+            log.warning("%s: releasing the offer locks failed (%s)", account.title, exc)
             conn.invalidate()
         finally:
             conn.close()

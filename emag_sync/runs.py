@@ -339,7 +339,7 @@ def mark_crashed(engine: Engine, account: Account) -> list[int]:
         )
     if ids:
         which = f"run {ids[0]} was" if len(ids) == 1 else f"runs {', '.join(map(str, ids))} were"
-        log.warning("%s: %s left running by a process that died: marked crashed", account.name, which)
+        log.warning("%s: %s left running by a process that died: marked crashed", account.title, which)
     return list(ids)
 
 

@@ -35,6 +35,8 @@ def emag_product_sync(
         return Failed(message=checked.message)
     preflight: Preflight = checked.result()
     targets = preflight.accounts
+    for cause in preflight.failures.values():  # left out; the other accounts sync
+        logger.error("%s", cause)
 
     preload_great_expectations()  # its import (seconds) overlaps the reads, which mostly wait on eMAG
     futures = {
@@ -44,7 +46,7 @@ def emag_product_sync(
         for account in targets
     }
     runs: list[RunRow] = []
-    failures: dict[str, str] = {}  # by account name
+    failures: dict[str, str] = dict(preflight.failures)  # by account name; those accounts do not sync
     dq_status: dict[str, str] = {}
     dq_results: list[DQResult] = []
     # Each account is checked as soon as its own read ends, while the others may still be reading (the
@@ -73,6 +75,7 @@ def emag_product_sync(
 
     synced = {run.account for run in runs}
     unsynced = [account for account in targets if account.name in failures and account.name not in synced]
+
     runs += failed_runs(unsynced, runtime.flow_run.id)  # the summary then has a row for every account
     order = [account.name for account in targets]
     runs.sort(key=lambda run: order.index(run.account))

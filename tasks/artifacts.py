@@ -139,11 +139,11 @@ def summary_markdown(
         return lines + ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
 
     found = [
-        [run.account_type, run.status_text, dq_status.get(run.account_type, "not run")]
+        [run.account, run.status_text, dq_status.get(run.account, "not run")]
         + [run.figure(column) for column in FOUND_FIGURES]
         for run in runs
     ]
-    cost = [[run.account_type, *(run.figure(column) for column in COST_FIGURES)] for run in runs]
+    cost = [[run.account, *(run.figure(column) for column in COST_FIGURES)] for run in runs]
     lines = ["# eMAG product sync", ""]
     lines += table(["account", "status", "data quality", *(COUNTER_LABELS[c] for c in FOUND_FIGURES)], found)
     lines += ["", *table(["account", *(COUNTER_LABELS[c] for c in COST_FIGURES)], cost)]

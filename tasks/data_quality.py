@@ -84,10 +84,10 @@ def check_account_quality_task(
     if isinstance(result, State):
         return result  # the checkpoint could not run: already one line
     logger = get_run_logger()
-    logger.info("%s: data-quality report: %s", account.name, result.report_url or result.data_docs_index)
+    logger.info("%s: data-quality report: %s", account.title, result.report_url or result.data_docs_index)
     if result.critical_failures:
         logger.error(result.message)
         return cast(DQResult, Failed(message=result.message))
     for row in result.warnings:
-        logger.warning("%s: data-quality warning: %s", account.name, row.details)
+        logger.warning("%s: data-quality warning: %s", account.title, row.details)
     return result

@@ -265,7 +265,7 @@ def load_batch(
         if kept:
             log.info(
                 "%s: %d offers keep prices pushed after their page was read (%s)",
-                account.name,
+                account.title,
                 len(kept),
                 ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),
             )
@@ -292,8 +292,8 @@ def load_batch(
             params = {"run_id": run_id, "limit": REJECTS_NAMED}
             named = conn.execute(text(_THIS_BATCHS_REJECTS_SQL), params).mappings().all()
     if counts.rejected:  # once committed: the line says they are kept
-        log.warning("%s: %s", account.name, rejects_line(counts.rejected, named, run_id))
-    log.debug("%s: run %s batch to page %s committed: %s", account.name, run_id, last_page, counts)
+        log.warning("%s: %s", account.title, rejects_line(counts.rejected, named, run_id))
+    log.debug("%s: run %s batch to page %s committed: %s", account.title, run_id, last_page, counts)
     return counts
 
 
@@ -370,5 +370,5 @@ def deactivate(engine: Engine, run_id: int, account: Account, skus: Sequence[str
                 .values(is_active=False, updated_at=func.now())
             )
             done = result.rowcount if table is products else done
-    log.info("%s: run %s deactivated %s products eMAG confirmed gone", account.name, run_id, done)
+    log.info("%s: run %s deactivated %s products eMAG confirmed gone", account.title, run_id, done)
     return done

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -11,7 +11,15 @@ from emag_sync.accounts import Account
 from emag_sync.api import CatalogueCount, open_client
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.db import engine_from_settings
-from emag_sync.errors import ConfigError, EmagApiError, EmagAuthError, EmagUnavailableError, SyncLockedError
+from emag_sync.errors import (
+    ConfigError,
+    EmagApiError,
+    EmagAuthError,
+    EmagSyncError,
+    EmagUnavailableError,
+    MissingCredentialsError,
+    SyncLockedError,
+)
 from emag_sync.locks import check_unlocked
 from emag_sync.redact import redact_url
 from emag_sync.registry import resolve_accounts
@@ -21,14 +29,16 @@ from tasks.outcomes import run_step
 
 @dataclass(frozen=True)
 class Preflight:
-    """What the checks found: each account's ``product_offer/count`` (the read starts from it).
+    """What the checks found: the accounts that passed, each one's ``product_offer/count`` (the read starts
+    from it), and the one-line cause for each account that did not (the others sync all the same).
 
     An account whose lock was held by another sync that this one waits for has no count here: its
     sync counts once it holds the lock.
     """
 
-    accounts: list[Account]  # the ones the run names, in its order
+    accounts: list[Account]  # the ones that passed, in the run's order
     counts: dict[str, CatalogueCount]  # by account name
+    failures: dict[str, str] = field(default_factory=dict)  # by account name
 
 
 def preflight(
@@ -36,25 +46,44 @@ def preflight(
 ) -> Preflight:
     """Fail fast, in one line naming the setting, before anything is written.
 
-    Credentials first (named by variable), then the database (EMAG_SYNC_DATABASE_URL), then per account:
-    the sync lock (before any eMAG request, so a second sync never spends the first one's budget) and
-    one ``count`` (a wrong API URL, refused credentials or a non-whitelisted IP).
+    The database (EMAG_SYNC_DATABASE_URL) and the accounts named (an unknown or disabled name fails the
+    run), then per account: its credentials (named by variable), the sync lock (before any eMAG request,
+    so a second sync never spends the first one's budget) and one ``count`` (a wrong API URL, refused
+    credentials or a non-whitelisted IP). An account that fails is left out with its cause, and the others
+    sync; when none passes, its cause (or all of them) is raised.
     """
+    problems: dict[str, EmagSyncError] = {}
     engine = engine_from_settings(settings)
     free: list[Account] = []
     try:
-        accounts = resolve_accounts(engine, selection, seller=seller, settings=settings)
-        configs = {account: resolve_account_config(settings, account) for account in accounts}
-        for account in accounts:  # every lock before any request, so a refused sync spends no budget
+        named = resolve_accounts(engine, selection, seller=seller, settings=settings)
+        configs: dict[Account, AccountConfig] = {}
+        for account in named:
+            try:
+                configs[account] = resolve_account_config(settings, account)
+            except MissingCredentialsError as exc:
+                problems[account.name] = exc
+        for account in configs:  # every lock before any request, so a refused sync spends no budget
             try:
                 check_unlocked(engine, account)
                 free.append(account)
-            except SyncLockedError:
+            except SyncLockedError as exc:
                 if not wait_for_lock:
-                    raise  # the sync that waits counts once it holds the lock
+                    problems[account.name] = exc  # the sync that waits counts once it holds the lock
     finally:
         engine.dispose()
-    return Preflight(accounts, {account.name: check_api(settings, configs[account]) for account in free})
+    counts: dict[str, CatalogueCount] = {}
+    for account in free:
+        try:
+            counts[account.name] = check_api(settings, configs[account])
+        except EmagSyncError as exc:
+            problems[account.name] = exc
+    passed = [account for account in named if account.name not in problems]
+    if not passed and problems:
+        if len(problems) == 1:
+            raise next(iter(problems.values()))
+        raise ConfigError("; ".join(str(exc) for exc in problems.values()))
+    return Preflight(passed, counts, {name: str(exc) for name, exc in problems.items()})
 
 
 def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:

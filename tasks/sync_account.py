@@ -107,7 +107,7 @@ def sync_account(
         mark_crashed(engine, account)  # under the lock, a 'running' row is a run whose process died
         done = succeeded_in_flow_run(engine, account, flow_run_id)
         if done is not None:
-            _logger().info("%s: already synced by this flow run (run %s), skipping", account.name, done)
+            _logger().info("%s: already synced by this flow run (run %s), skipping", account.title, done)
             return get_run(engine, done)
 
         resumable = (
@@ -128,12 +128,12 @@ def sync_account(
             run_id, resume_after = run.id, run.last_committed_page
             again = f"after page {resume_after} (then re-reading {page_ranges(range(1, resume_after + 1))})"
             _logger().info(
-                "%s: resuming run %s %s", account.name, run_id,
+                "%s: resuming run %s %s", account.title, run_id,
                 again if resume_after else "from the first page (it had committed none)",
             )  # fmt: skip
         else:
             if options.resume:
-                _logger().info("%s: nothing to resume, starting a full read", account.name)
+                _logger().info("%s: nothing to resume, starting a full read", account.title)
             items_per_page, resume_after = options.items_per_page, 0
             run_id = start_run(
                 engine,
@@ -222,7 +222,7 @@ def _read_and_load(
                 pages_done, records_done = pages_done + len(batch), records_done + counts.read
                 _logger().info(
                     "%s: %s committed: %s inserted, %s updated, %s unchanged, %s rejected",
-                    account.name, page_ranges(page.number for page in batch),
+                    account.title, page_ranges(page.number for page in batch),
                     counts.inserted, counts.updated, counts.unchanged, counts.rejected,
                 )  # fmt: skip
                 progress.report(pages_done, expected_pages, records_done)
@@ -297,7 +297,7 @@ def _settle_missing(
         )
     _logger().info(
         "%s: %s active offers were not in the read; reading each by id before deactivating any",
-        account.name, len(missing),
+        account.title, len(missing),
     )  # fmt: skip
     answers = [(sku, client.read_by_id(emag_id)) for sku, emag_id in missing]
     found = [page for _, page in answers if page.records]
@@ -307,13 +307,13 @@ def _settle_missing(
         _load_pages(engine, account, run_id, found, meter)
         _logger().info(
             "%s: %s of them are live on eMAG (the paging had moved them past the read) and were loaded",
-            account.name, len(found) - len(renamed),
+            account.title, len(found) - len(renamed),
         )  # fmt: skip
     if renamed:
         _logger().info(
             "%s: %s of them answer their id with another part_number (renamed on eMAG), so their rows are "
             "deactivated: %s",
-            account.name, len(renamed),
+            account.title, len(renamed),
             ", ".join(f"{sku} -> {page.records[0]['part_number']}" for sku, page in renamed[:10]),
         )  # fmt: skip
     gone = [sku for sku, page in answers if not page.records]

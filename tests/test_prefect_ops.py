@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.api import global_limit as shared_limit
-from emag_sync.api.credentials import SECRET_BLOCK_NAMES, resolve_account_config
+from emag_sync.api.credentials import resolve_account_config, secret_block_names
 from emag_sync.api.global_limit import PrefectRateLimiter, gcl_name, shared_limiter_for
 from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
 from emag_sync.errors import MissingCredentialsError
@@ -272,7 +272,7 @@ def test_setup_prefect_creates_blocks_limits_and_pool_idempotently(
             _settings(emag_fbe_username=None, emag_fbe_password=None), legacy_account(AccountType.FBE)
         )
     finally:
-        _delete_blocks(SECRET_BLOCK_NAMES)
+        _delete_blocks(secret_block_names(legacy_account(kind) for kind in AccountType))
         _delete_limits(prefect_client, [gcl_name(a) for a in AccountType])
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output

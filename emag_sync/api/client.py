@@ -204,7 +204,7 @@ class EmagClient:
             stop_page=stop_page,
         )
         logger.debug(
-            "%s: %d offers announced, reading from page %d", self.account.name, total.items, start_page
+            "%s: %d offers announced, reading from page %d", self.account.title, total.items, start_page
         )
         cancel = threading.Event()
         pool = ThreadPoolExecutor(
@@ -295,7 +295,7 @@ class EmagClient:
         ids = [_offer_id(entity, index) for index, entity in enumerate(entities)]
         subject = subject or f"offer ids {', '.join(map(str, ids))}"
         envelope = self._send("offer", "save", [dict(e) for e in entities], subject=subject, write=True)
-        logger.debug("%s: offer/save of %d offers accepted", self.account.name, len(ids))
+        logger.debug("%s: offer/save of %d offers accepted", self.account.title, len(ids))
         return envelope
 
     # --- the one request path ----------------------------------------------------------------------------
@@ -354,7 +354,7 @@ class EmagClient:
             self.stats.record_retry()
             logger.warning(
                 "%s: %s%s: %s; retry %d/%d in %.2f s",
-                self.account.name,
+                self.account.title,
                 site.resource,
                 f" page {page}" if page is not None else "",
                 verdict.reason,
@@ -376,7 +376,7 @@ class EmagClient:
             verdict = classify(exc, site)
             logger.debug(
                 "%s: %s failed after %.2f s: %s",
-                self.account.name,
+                self.account.title,
                 site.resource,
                 _since(started),
                 verdict.reason,
@@ -385,7 +385,7 @@ class EmagClient:
         self.stats.record(str(response.status_code))
         logger.debug(
             "%s: %s%s: HTTP %d in %.2f s",
-            self.account.name,
+            self.account.title,
             site.resource,
             f" page {site.page}" if site.page is not None else "",
             response.status_code,

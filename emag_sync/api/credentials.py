@@ -144,11 +144,11 @@ def _log_sources(settings: Settings, account: Account, from_blocks: dict[str, Se
             log.warning(
                 "%s: %s in the environment differs from Secret block %s, and the block wins; update the block "
                 "(emag-sync setup-prefect) or delete it to use the environment",
-                account.name,
+                account.title,
                 variable,
                 block,
             )
-    log.info("%s: %s", account.name, "; ".join(sources))
+    log.info("%s: %s", account.title, "; ".join(sources))
 
 
 def credential_sources(settings: Settings, account: Account) -> dict[str, str | None]:

@@ -158,7 +158,7 @@ def caption(lines: Sequence[str]) -> Text | None:
 
 # The run history's columns as scripts read them (--format tsv|json): the table's, raw and by column name.
 RUN_FIELDS = (
-    "id", "account_type", "status", "resumed_count", "started_at", "finished_at", *COUNTER_LABELS,
+    "id", "account", "account_type", "status", "resumed_count", "started_at", "finished_at", *COUNTER_LABELS,
     "expected_pages", "dq_status", "error",
 )  # fmt: skip
 
@@ -171,19 +171,24 @@ def runs_listing(engine: Engine, *, limit: int = 20) -> Listing:
         table.add_column(column, no_wrap=column in ("started UTC", "status"))
     for run in runs:
         table.add_row(*cells([
-            run.id, run.account_type, run.status_text, f"{run.started_at:%m-%d %H:%M}",
+            run.id, run.account, run.status_text, f"{run.started_at:%m-%d %H:%M}",
             *(run.figure(c) for c in COUNTER_LABELS), run.dq_status or "-",
         ]))  # fmt: skip
-    table.caption = caption([f"run {run.id} ({run.account_type}): {run.error}" for run in runs if run.error])
+    table.caption = caption([f"run {run.id} ({run.account}): {run.error}" for run in runs if run.error])
     table.caption_justify = "left"
     records = [{name: getattr(run, name) for name in RUN_FIELDS} for run in runs]
     return Listing(RUN_FIELDS, records, table)
 
 
 def _runs_since(engine: Engine, since_id: int) -> list[RunRow]:
-    """The runs a sync just made, MAIN first."""
-    runs = (r for r in recent_runs(engine, limit=10) if r.id > since_id)
-    return sorted(runs, key=lambda r: r.account_type != "main")
+    """The runs a sync just made, in the order they started (MAIN before FBE, as the accounts were named)."""
+    runs = (r for r in recent_runs(engine, limit=1000) if r.id > since_id)
+    return sorted(runs, key=lambda r: r.id)
+
+
+def _run_label(run: RunRow) -> str:
+    """``MAIN`` / ``FBE`` for the accounts of earlier versions, else the account's name."""
+    return run.kind.label if run.account == run.account_type else run.account
 
 
 def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
@@ -192,12 +197,12 @@ def sync_summary_table(engine: Engine, *, since_id: int) -> Table:
     table = Table(title="This sync")
     table.add_column("")
     for run in runs:
-        table.add_column(Text(f"{run.account_type.upper()} (run {run.id})"), justify="right")
+        table.add_column(Text(f"{_run_label(run)} (run {run.id})"), justify="right")
     table.add_row("status", *cells(run.status_text for run in runs))
     for column, label in COUNTER_LABELS.items():
         table.add_row(label, *cells(run.figure(column) for run in runs))
     table.add_row("data quality", *cells(run.dq_status or "-" for run in runs))
-    table.caption = caption([f"{run.account_type}: {run.error}" for run in runs if run.error])
+    table.caption = caption([f"{run.account}: {run.error}" for run in runs if run.error])
     table.caption_justify = "left"
     return table
 
@@ -206,7 +211,7 @@ def dq_report_lines(engine: Engine, *, since_id: int) -> list[str]:
     """Where the data-quality report of each run since ``since_id`` is read (EMAG_SYNC_DATA_DOCS_URL)."""
     runs = _runs_since(engine, since_id)
     return [
-        f"data-quality report {run.account_type}: {run.dq_results['report_url']}"
+        f"data-quality report {run.account}: {run.dq_results['report_url']}"
         for run in runs
         if run.dq_results and run.dq_results.get("report_url")
     ]

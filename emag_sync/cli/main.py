@@ -10,6 +10,7 @@ from datetime import timedelta
 import typer
 from sqlalchemy import Engine
 
+from emag_sync.cli.accounts import accounts_app
 from emag_sync.cli.alerts import DEFAULT_STUCK_AFTER
 from emag_sync.cli.db import db_app
 from emag_sync.cli.exit import fail
@@ -30,6 +31,7 @@ app = typer.Typer(
 
 
 app.add_typer(db_app)
+app.add_typer(accounts_app)
 
 
 @app.callback()

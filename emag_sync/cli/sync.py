@@ -14,6 +14,7 @@ from emag_sync.accounts import Account
 from emag_sync.api.credentials import resolve_account_config
 from emag_sync.cli.console import console, dq_report_lines, err_console, sync_progress, sync_summary_table
 from emag_sync.db import describe, engine_from_settings, first_line
+from emag_sync.errors import ConfigError, MissingCredentialsError
 from emag_sync.options import SyncOptions
 from emag_sync.prefect_api import is_lost
 from emag_sync.registry import resolve_accounts
@@ -37,16 +38,25 @@ def check_configuration(
     settings: Settings, selection: str, seller: str | None = None
 ) -> tuple[Engine, list[Account]]:
     """Database, the accounts named and their credentials, checked before Prefect starts (its temporary
-    server takes seconds). The flow's preflight then checks the accounts' locks and eMAG, the same way for
-    every deployment."""
+    server takes seconds): when no account named has credentials, the command stops here. The flow's
+    preflight then checks each account's credentials, lock and eMAG, the same way for every deployment
+    (an account that fails is left out, the others sync)."""
     from emag_sync.api.credentials import prefect_api_configured
 
     engine = engine_from_settings(settings)
     try:
         accounts = resolve_accounts(engine, selection, seller=seller, settings=settings)
         if not prefect_api_configured():  # with a Prefect server the flow's preflight reads the Secret blocks
+            missing: list[MissingCredentialsError] = []
             for account in accounts:
-                resolve_account_config(settings, account)
+                try:
+                    resolve_account_config(settings, account)
+                except MissingCredentialsError as exc:
+                    missing.append(exc)
+            if len(missing) == len(accounts) == 1:
+                raise missing[0]
+            if missing and len(missing) == len(accounts):
+                raise ConfigError("; ".join(str(exc) for exc in missing))
     except BaseException:
         engine.dispose()
         raise

@@ -93,7 +93,7 @@ def reconcile_interrupted(
         try:
             record = client.read_offer(offer_id)
         except EmagApiError as exc:
-            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.name, offer_id, exc)
+            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.title, offer_id, exc)
             continue
         held[offer_id] = (None if record is None else prices_of(record), clock())
     done: list[Reconciled] = []
@@ -135,7 +135,7 @@ def _from_database(
     conn: Connection, account: Account, read_started_at: datetime, run_id: int | None
 ) -> list[Reconciled]:
     if not try_price_reconcile_xact_lock(conn, account):
-        log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.name)
+        log.info("%s: a price run is sending; its updates are not reconciled by this sync", account.title)
         return []
     rows = unsettled_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
     if not rows:
@@ -191,7 +191,7 @@ def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
 
 def _log(account: Account, done: list[Reconciled], source: str) -> None:
     if done:
-        log.info("%s: %s", account.name, describe_reconciled(done, source))
+        log.info("%s: %s", account.title, describe_reconciled(done, source))
 
 
 def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
