@@ -135,7 +135,9 @@ class Workspace:
         """An empty database ``name`` (dropped first if present) with the schema; returns its URL."""
         from sqlalchemy import create_engine, text
 
+        from emag_sync.accounts import AccountType
         from emag_sync.db import make_engine
+        from emag_sync.registry import register_legacy
         from emag_sync.schema_version import upgrade
 
         admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
@@ -149,6 +151,7 @@ class Workspace:
         engine = make_engine(url)
         try:
             upgrade(engine)
+            register_legacy(engine, AccountType, "http://sandbox")  # the benchmark's main and fbe
         finally:
             engine.dispose()
         return url
@@ -208,7 +211,7 @@ def build_frames(records: int, *, changed_share: float = 0.0, seed: int = 7) -> 
     ``changed_share`` of the records (chosen deterministically) get a new sale_price before the transform.
     """
     from emag_sandbox.catalogue import Catalogue
-    from emag_sync.accounts import AccountType
+    from emag_sync.accounts import AccountType, legacy_account
     from tasks.transform import transform_batch
 
     catalogue = Catalogue(AccountType.FBE, records, seed)
@@ -222,7 +225,9 @@ def build_frames(records: int, *, changed_share: float = 0.0, seed: int = 7) -> 
                 record["sale_price"] = _repriced(record)
         pages = [i // ITEMS_PER_PAGE + 1 for i in indexes]
         began = time.perf_counter()
-        batches.append(transform_batch(raw, AccountType.FBE, pages=pages, synced_at=datetime.now(UTC)))
+        batches.append(
+            transform_batch(raw, legacy_account(AccountType.FBE), pages=pages, synced_at=datetime.now(UTC))
+        )
         spent += time.perf_counter() - began
     return Frames(batches, spent)
 
@@ -236,14 +241,14 @@ def _repriced(record: dict[str, Any]) -> str:
 
 def _timed_load(engine: Any, frames: Frames) -> dict[str, Any]:
     """One pass through load_batch in a run of its own; only the load_batch calls are timed."""
-    from emag_sync.accounts import AccountType
+    from emag_sync.accounts import AccountType, legacy_account
     from emag_sync.runs import finish_run, start_run
     from tasks.load import load_batch
 
     records = sum(len(b.products) for b in frames.batches)
     run_id = start_run(
         engine,
-        AccountType.FBE,
+        legacy_account(AccountType.FBE),
         flow_run_id=None,
         items_per_page=ITEMS_PER_PAGE,
         pages_per_batch=PAGES_PER_BATCH,
@@ -254,7 +259,9 @@ def _timed_load(engine: Any, frames: Frames) -> dict[str, Any]:
     spent = 0.0
     for number, batch in enumerate(frames.batches, start=1):
         began = time.perf_counter()
-        result = load_batch(engine, run_id, AccountType.FBE, batch, last_page=number * PAGES_PER_BATCH)
+        result = load_batch(
+            engine, run_id, legacy_account(AccountType.FBE), batch, last_page=number * PAGES_PER_BATCH
+        )
         spent += time.perf_counter() - began
         for name in totals:
             totals[name] += getattr(result, name)
@@ -523,7 +530,7 @@ def _run_figures(run: Any) -> dict[str, Any]:
 
 def _run_plain(records: int) -> dict[str, Any]:
     """Both accounts through sync_account in two threads, then run_checkpoint for each: no Prefect run."""
-    from emag_sync.accounts import AccountType
+    from emag_sync.accounts import Account, AccountType, legacy_account
     from emag_sync.api import open_client
     from emag_sync.db import database_url, make_engine
     from emag_sync.options import SyncOptions
@@ -535,7 +542,7 @@ def _run_plain(records: int) -> dict[str, Any]:
     url = database_url(settings)
     engine = make_engine(url)
 
-    def one(account: AccountType) -> Any:
+    def one(account: Account) -> Any:
         with open_client(settings, account) as client:
             return sync_account(engine, client, account, SyncOptions())
 
@@ -543,12 +550,14 @@ def _run_plain(records: int) -> dict[str, Any]:
         began = time.perf_counter()
         started_epoch = time.time()
         with ThreadPoolExecutor(max_workers=2) as pool:
-            summaries = list(pool.map(one, [AccountType.MAIN, AccountType.FBE]))
+            summaries = list(
+                pool.map(one, [legacy_account(AccountType.MAIN), legacy_account(AccountType.FBE)])
+            )
         read_load = time.perf_counter() - began
         loaded_epoch = time.time()
         dq_status = {}
         for summary in summaries:
-            quality = run_checkpoint(url, summary.account, run_id=summary.id, home=settings.home)
+            quality = run_checkpoint(url, legacy_account(summary.kind), run_id=summary.id, home=settings.home)
             dq_status[summary.account_type] = quality.status
         wall = time.perf_counter() - began
     finally:
@@ -771,7 +780,7 @@ def bench_limit(workspace: Workspace, status: Callable[[str], None]) -> dict[str
 
 def dq_child() -> dict[str, Any]:
     """In a fresh process: import GX (timed), then the checkpoint of both accounts (timed)."""
-    from emag_sync.accounts import AccountType
+    from emag_sync.accounts import AccountType, legacy_account
     from emag_sync.db import database_url
     from emag_sync.settings import get_settings
     from expectations.checkpoint import _import_gx, run_checkpoint
@@ -782,11 +791,11 @@ def dq_child() -> dict[str, Any]:
     _import_gx()
     imported = time.perf_counter()
     per_account, statuses = {}, {}
-    for account in (AccountType.MAIN, AccountType.FBE):
+    for account in (legacy_account(AccountType.MAIN), legacy_account(AccountType.FBE)):
         start = time.perf_counter()
         result = run_checkpoint(url, account, run_id=None, home=settings.home, record_outcome=False)
-        per_account[account.value] = round(time.perf_counter() - start, 3)
-        statuses[account.value] = result.status
+        per_account[account.name] = round(time.perf_counter() - start, 3)
+        statuses[account.name] = result.status
     done = time.perf_counter()
     return {
         "gx_import_seconds": round(imported - began, 3),

@@ -100,6 +100,7 @@ def make_hostile(record: dict[str, Any], kind: str) -> None:
 
 def hostile_records(state: SandboxState, account: str) -> dict[int, str]:
     """The account's hostile records now: their catalogue id (before ``big_id`` changes it) -> kind."""
+    account = state.account_named(str(account))  # an emag_sync Account or AccountType stands for its name
     catalogue = state.catalogues[account]
     kinds = state.faults[account].hostile_records
     found: dict[int, str] = {}

@@ -139,10 +139,6 @@ class RunStateError(EmagSyncError):
     """A sync run row is missing, belongs to another account, or is not running (e.g. load into a finished run)."""
 
 
-class DataQualityError(EmagSyncError):
-    """A critical data-quality expectation failed; the message lists each failure with observed values."""
-
-
 class PriceFix(StrEnum):
     """What the operator can do about a refused price. The rules name it; each caller words it in the terms
     of its own interface (``--min-price`` on the command line, ``min_price`` in the Prefect form)."""

@@ -52,3 +52,21 @@ def redact_database_url(url: str) -> str:
         return redact_url(make_url(url))
     except Exception:
         return REDACTED
+
+
+def redact_target_url(url: str) -> str:
+    """A notification target (a webhook) as it may be shown: stricter than ``redact_url``, as webhooks
+    carry their token anywhere: user info, every query value and the fragment go, and the path after its
+    first segment (Slack, Teams and Discord put the token in the path)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    netloc = ("***@" if parts.username or parts.password else "") + (parts.hostname or "")
+    if port:
+        netloc += f":{port}"
+    segments = [s for s in parts.path.split("/") if s]
+    path = f"/{segments[0]}/{REDACTED}" if len(segments) > 1 else parts.path
+    query = "&".join(f"{key.partition('=')[0]}={REDACTED}" for key in parts.query.split("&") if key)
+    return urlunsplit((parts.scheme, netloc, path, query, ""))

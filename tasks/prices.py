@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from prefect import runtime, task
@@ -11,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from emag_sync.accounts import Account
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import PARAMETER_FIXES, PriceFix
+from emag_sync.escaping import markdown_text
 from emag_sync.prices.apply import emag_writers, run_bulk, run_single
 from emag_sync.prices.audit import Requester
 from emag_sync.prices.csv_input import CsvProblem, parse_price_csv
@@ -23,9 +23,6 @@ from tasks.outcomes import run_step
 ARTIFACT_KEY = "emag-price-updates"
 # The Prefect UI renders a table artifact's cells as markdown (links, HTML, headings); SKUs and eMAG's
 # messages are data. Backslash escapes every construct a cell could start; prices pass unchanged.
-_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>!|~&#])")
-_MARKDOWN_BLOCK_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)](\s|$)))")
-_AUTOLINK = re.compile(r"(?i)(?<=:)(//)|(?<=\bwww)(\.)")  # bare URLs become links otherwise
 # Refusals in the form's terms: its fields are the request's own (min_price, allow_large_change), which
 # is also how a PriceUpdateError words itself, so run_step's one line reads the same.
 FORM_FIXES: Mapping[PriceFix, str] = PARAMETER_FIXES
@@ -111,20 +108,6 @@ def publish_results(rows: Sequence[dict[str, str]]) -> str | None:
         description=f"eMAG price updates: {summary(rows)}",
     )
     return str(artifact_id)
-
-
-def markdown_text(value: str) -> str:
-    """A cell that markdown shows as the text it is: one line, every markup character escaped."""
-    text = _MARKDOWN_INLINE.sub(r"\\\1", " ".join(value.split()))
-    text = _AUTOLINK.sub(lambda m: "".join("\\" + c for c in m.group()), text)
-    block = _MARKDOWN_BLOCK_START.match(text)
-    if block is None:
-        return text
-    marker = block.group(2)
-    if marker.isdigit():  # "1. x" would start a list: escape the dot or parenthesis after the number
-        end = block.end()
-        return text[:end] + "\\" + text[end:]
-    return text[: block.start(2)] + "\\" + text[block.start(2) :]
 
 
 @task(name="update-offer-price", task_run_name="update-price-{account}-{sku}", cache_policy=NO_CACHE)

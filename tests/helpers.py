@@ -80,7 +80,7 @@ def pages_in_order(state: SandboxState, account: AccountType) -> list[int]:
     return [
         r.page
         for r in state.request_log
-        if r.account == account and r.action == "read" and r.status_code == 200 and r.page is not None
+        if r.account == str(account) and r.action == "read" and r.status_code == 200 and r.page is not None
     ]
 
 

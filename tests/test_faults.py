@@ -130,7 +130,7 @@ def pages_read(state: SandboxState, account: AccountType = FBE) -> list[int]:
     return sorted(
         r.page
         for r in state.request_log
-        if r.account == account and r.action == "read" and r.status_code == 200
+        if r.account == str(account) and r.action == "read" and r.status_code == 200
     )
 
 
@@ -203,11 +203,11 @@ def test_429_storm_and_5xx_bursts_complete_with_every_retry_counted(engine, sand
     assert written_once(engine)
 
     for run in runs(engine):
-        account = AccountType(run["account_type"])
-        answers = [r.status_code for r in sandbox_state.request_log if r.account == account]
+        account = run["account"]
+        answers = [r.status_code for r in sandbox_state.request_log if r.account == str(account)]
         refused = [status for status in answers if status != 200]
         assert sum(status >= 500 for status in refused) >= 2  # the fault really happened
-        assert run["rate_limited"] == answers.count(429) == (10 if account is FBE else 0)
+        assert run["rate_limited"] == answers.count(429) == (10 if account == FBE.name else 0)
         assert run["retries"] == len(refused)
         assert run["api_requests"] == len(answers)
 
@@ -609,11 +609,25 @@ def assert_nothing_written(engine: Engine) -> None:
 def test_missing_credentials_one_line_naming_the_variable_nothing_written(
     engine, db_env, sandbox_env, monkeypatch
 ):
-    """Fault: EMAG_FBE_PASSWORD is not set."""
+    """Fault: EMAG_FBE_PASSWORD is not set, and FBE alone is asked for: one line naming the variable,
+    nothing written."""
     monkeypatch.delenv("EMAG_FBE_PASSWORD")
-    line = assert_one_line_error(invoke_sync("--account", "both"), "EMAG_FBE_PASSWORD", "FBE")
-    assert "EMAG_FBE_USERNAME" not in line and "MAIN" not in line
+    line = assert_one_line_error(invoke_sync("--account", "fbe"), "EMAG_FBE_PASSWORD", "fbe")
+    assert "EMAG_FBE_USERNAME" not in line and "main" not in line
     assert_nothing_written(engine)
+
+
+def test_missing_credentials_of_one_account_leave_the_others_syncing(
+    engine, db_env, sandbox_env, monkeypatch
+):
+    """Fault: EMAG_FBE_PASSWORD is not set and both accounts are asked for: FBE is left out with one line
+    naming the variable, MAIN syncs, the command exits 1."""
+    monkeypatch.delenv("EMAG_FBE_PASSWORD")
+    result = invoke_sync("--account", "both")
+    assert result.exit_code == 1
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("sync failed:")]
+    assert "fbe: credentials missing, set EMAG_FBE_PASSWORD" in line and "EMAG_FBE_USERNAME" not in line
+    assert [(run["account"], run["status"]) for run in runs(engine)] == [("main", "succeeded")]
 
 
 @pytest.mark.parametrize("where", ["closed port", "no such database"])

@@ -34,7 +34,7 @@ def _pages_read(state: SandboxState, account: AccountType) -> list[int]:
     return [
         r.page
         for r in state.request_log
-        if r.account == account and r.action == "read" and r.status_code == 200
+        if r.account == str(account) and r.action == "read" and r.status_code == 200
     ]
 
 

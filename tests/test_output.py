@@ -88,7 +88,7 @@ def test_tsv_escapes_tabs_and_newlines_inside_values(engine: Engine, database_ur
     header, row = runs.stdout.splitlines()  # the error's newline did not split the row
     columns = header.split("\t")
     values = dict(zip(columns, row.split("\t"), strict=True))  # nor did its tabs
-    assert columns[:3] == ["id", "account_type", "status"]
+    assert columns[:4] == ["id", "account", "account_type", "status"]
     assert values["error"] == ERROR.replace("\t", "\\t").replace("\n", "\\n")
     assert values["duration_seconds"] == "12.345" and values["finished_at"] == ""
 

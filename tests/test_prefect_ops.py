@@ -266,14 +266,17 @@ def test_setup_prefect_creates_blocks_limits_and_pool_idempotently(
     try:
         first = runner.invoke(app, ["setup-prefect"])
         second = runner.invoke(app, ["setup-prefect"])
-        limits = [prefect_client.read_global_concurrency_limit_by_name(gcl_name(a)) for a in AccountType]  # type: ignore[attr-defined]
+        limits = [
+            prefect_client.read_global_concurrency_limit_by_name(gcl_name(legacy_account(a)))
+            for a in AccountType
+        ]  # type: ignore[attr-defined]
         pool = prefect_client.read_work_pool("emag-sync-pool")  # type: ignore[attr-defined]
         fbe = resolve_account_config(
             _settings(emag_fbe_username=None, emag_fbe_password=None), legacy_account(AccountType.FBE)
         )
     finally:
         _delete_blocks(secret_block_names(legacy_account(kind) for kind in AccountType))
-        _delete_limits(prefect_client, [gcl_name(a) for a in AccountType])
+        _delete_limits(prefect_client, [gcl_name(legacy_account(a)) for a in AccountType])
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert "Secret block emag-fbe-password: created from EMAG_FBE_PASSWORD" in first.output

@@ -35,7 +35,7 @@ from tests.helpers import (
 )
 from tests.test_faults import PAGE, client_for, run_sync, runs
 
-FBE = legacy_account(AccountType.FBE)
+FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 
 
 def active(engine: Engine, table=offers) -> dict[str, int]:
@@ -322,18 +322,20 @@ def test_a_second_sync_meets_the_lock_before_any_emag_request(
 ) -> None:
     """Fault: `emag-sync sync` is started while another sync of FBE holds its lock.
 
-    It fails at once in one line saying another sync is running, having sent eMAG nothing (not even the
-    other account's count: every lock is checked first); with --wait-for-lock it sends nothing until the
-    lock is free, then syncs.
+    FBE is left out at once with one line saying another sync is running, having sent eMAG nothing for it
+    (every lock is checked before any request), while MAIN syncs; with --wait-for-lock it sends nothing
+    until the lock is free, then syncs.
     """
     from emag_sync.locks import account_lock
 
     with account_lock(engine, FBE):
         refused = CliRunner().invoke(app, ["sync"])
         assert refused.exit_code == 1
-        [line] = refused.stderr.strip().splitlines()
+        [line] = [ln for ln in refused.stderr.strip().splitlines() if ln.startswith("sync failed:")]
         assert line.startswith("sync failed: fbe: another sync of this account is running (pid ")
-        assert sandbox_state.request_log == []
+        assert [r for r in sandbox_state.request_log if r.account == FBE.name] == []
+        assert_matches_catalogue(engine, sandbox_state, MAIN)
+        sandbox_state.request_log.clear()
 
         waiting = threading.Thread(
             target=lambda: results.append(

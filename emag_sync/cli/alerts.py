@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from emag_sync.errors import ConfigError
+from emag_sync.redact import redact_target_url
 from tasks.alerts import DQ_WARNING_EVENT, DQ_WARNING_RESOURCE
 
 ALERTS_BLOCK_NAME = "emag-sync-alerts"
@@ -83,7 +84,7 @@ class AlertOptions:
             parts = urlsplit(self.notify_webhook)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(
-                    f"--notify-webhook must be an http(s) URL, got {redact_url(self.notify_webhook)!r}"
+                    f"--notify-webhook must be an http(s) URL, got {redact_target_url(self.notify_webhook)!r}"
                 )
         for option, window in (("--silence-hours", self.silence), ("--stuck-minutes", self.stuck_after)):
             if window is not None and window < MIN_WINDOW:
@@ -94,20 +95,6 @@ class AlertOptions:
     @property
     def has_target(self) -> bool:
         return bool(self.notify_webhook or self.notify_block)
-
-
-def redact_url(url: str) -> str:
-    """The URL without what usually carries a token: user info, query values, fragment, and the path
-    after its first segment (Slack, Teams and Discord put the token in the path)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = ("***@" if parts.username or parts.password else "") + host
-    if parts.port:
-        netloc += f":{parts.port}"
-    segments = [s for s in parts.path.split("/") if s]
-    path = f"/{segments[0]}/***" if len(segments) > 1 else parts.path
-    query = "&".join(f"{key.partition('=')[0]}=***" for key in parts.query.split("&") if key)
-    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 def duration(window: timedelta) -> str:
@@ -317,7 +304,7 @@ def _webhook_block(url: str) -> tuple[UUID, str]:
         json_data=WEBHOOK_JSON,
         secrets={WEBHOOK_URL_SECRET: url},
     )
-    label = f"notification block {ALERTS_BLOCK_NAME} (custom-webhook, POST {redact_url(url)})"
+    label = f"notification block {ALERTS_BLOCK_NAME} (custom-webhook, POST {redact_target_url(url)})"
     try:
         existing = run_coro_as_sync(CustomWebhookNotificationBlock.aload(ALERTS_BLOCK_NAME))
     except ValueError:
