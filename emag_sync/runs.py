@@ -382,11 +382,11 @@ def abandon_run(engine: Engine, run_id: int, error: str) -> None:
         conn.execute(delete(sync_seen).where(sync_seen.c.run_id == run_id))
 
 
-def recent_runs(engine: Engine, limit: int = 20, account: Account | None = None) -> list[RunRow]:
+def recent_runs(engine: Engine, limit: int = 20, account: Account | str | None = None) -> list[RunRow]:
     """The latest runs, newest first (for ``emag-sync runs``)."""
     query = select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
     if account is not None:
-        query = query.where(sync_runs.c.account == account.name)
+        query = query.where(sync_runs.c.account == str(account))
     with engine.connect() as conn:
         return [RunRow.from_row(row) for row in conn.execute(query)]
 

@@ -107,6 +107,9 @@ def test_a_seller_on_three_platforms(
 
     history = json.loads(run("runs", "--format", "json").stdout)
     assert {row["account"] for row in history} == set(NAMES)
+    only = json.loads(run("runs", "--account", "bg-fbe", "--format", "json").stdout)
+    assert [row["account"] for row in only] == ["bg-fbe"]
+    assert "no account 'nope'" in run("runs", "--account", "nope").stderr
 
     # A price update by name goes to that account on its platform, and nowhere else.
     offer = next(r for r in sandbox_state.catalogue_records("bg-main") if r["status"] == 1)

@@ -38,7 +38,6 @@ from emag_sync.cli.alerts import (
     AlertOptions,
     Watched,
     alert_definitions,
-    redact_url,
     schedule_gap,
     silence_window,
 )
@@ -46,6 +45,7 @@ from emag_sync.cli.serve import deployment_specs
 from emag_sync.db import make_engine
 from emag_sync.errors import ConfigError
 from emag_sync.locks import account_lock
+from emag_sync.redact import redact_target_url as redact_url
 from emag_sync.schema import offers
 from tests.helpers import scratch_database
 from tests.test_deployments import served_env, wait_for_deployment

@@ -532,6 +532,6 @@ def test_flows_update_prices_and_publish_the_result_table(prefect_harness, sandb
     assert [(r["line"], r["sku"], r["status"]) for r in table] == [
         ("2", "EMG470", "applied"),
         ("3", "EMG469", "invalid"),
-        ("4", r"KIT\[/2\]", "invalid"),  # the UI renders cells as markdown: text is escaped
+        ("4", r"KIT\[\/2\]", "invalid"),  # the UI renders cells as markdown: text is escaped
     ]
     assert "1 applied, 2 invalid" in artifact.description

@@ -163,9 +163,9 @@ RUN_FIELDS = (
 )  # fmt: skip
 
 
-def runs_listing(engine: Engine, *, limit: int = 20) -> Listing:
-    """The run history (app.emag_sync_runs), newest first."""
-    runs = recent_runs(engine, limit=limit)
+def runs_listing(engine: Engine, *, limit: int = 20, account: str | None = None) -> Listing:
+    """The run history (app.emag_sync_runs), newest first; ``account``: that account's only."""
+    runs = recent_runs(engine, limit=limit, account=account)
     table = Table(title="Recent syncs", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in ("run", "account", "status", "started UTC", *COUNTER_LABELS.values(), "DQ"):
         table.add_column(column, no_wrap=column in ("started UTC", "status"))

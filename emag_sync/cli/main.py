@@ -125,6 +125,7 @@ def demo(
 @app.command()
 def runs(
     limit: int = typer.Option(20, min=1, help="how many runs to show"),
+    account: str | None = typer.Option(None, "--account", "-a", help="only this account's runs (its name)"),
     output: OutputFormat = format_option(),
 ) -> None:
     """Recent sync runs: status, counts, duration, 429s, data-quality outcome."""
@@ -133,6 +134,7 @@ def runs(
     from emag_sync.cli.console import runs_listing
     from emag_sync.cli.output import show
     from emag_sync.db import database_error, engine_from_settings, first_line
+    from emag_sync.registry import get_account, unknown_account
     from emag_sync.settings import get_settings
 
     try:
@@ -140,8 +142,11 @@ def runs(
     except EmagSyncError as exc:
         fail(str(exc))
     try:
+        which = None if account is None else account.strip().lower()
+        if which is not None and get_account(engine, which) is None:
+            fail(str(unknown_account(engine, which)))
         mark_dead_runs_crashed(engine)
-        show([runs_listing(engine, limit=limit)], output)
+        show([runs_listing(engine, limit=limit, account=which)], output)
     except DBAPIError as exc:
         fail(str(database_error(exc, engine.url) or f"the database does not answer: {first_line(exc)}"))
     finally:
