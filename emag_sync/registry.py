@@ -285,35 +285,34 @@ def select_accounts(
     return chosen
 
 
+def _register_legacy_used(engine: Engine, settings: Settings, named: set[str], *, configured: bool) -> None:
+    """Register ``main`` / ``fbe`` where an install of before accounts were data uses them: named (``both``
+    names the two; their credentials are checked when they are used, as before) or, with ``configured``,
+    having credentials in the environment."""
+    legacy = {
+        kind
+        for kind in AccountType
+        if kind.value in named
+        or "both" in named
+        or (configured and settings.credential(legacy_account(kind), "username") is not None)
+    }
+    if legacy:
+        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+
+
 def resolve_accounts(
     engine: Engine, selection: str | Sequence[str], *, seller: str | None = None, settings: Settings
 ) -> list[Account]:
-    """The accounts a command or flow run names, registered first where an install of before accounts
-    were data uses them: ``main`` / ``fbe`` / ``both`` register those two (their credentials are checked
-    when they are used, as before), and ``all`` registers the ones whose credentials the environment has."""
+    """The accounts a command or flow run names (``all``, ``both``, names), registering ``main`` / ``fbe``
+    where they are used (``all``: those whose credentials the environment has)."""
     parts = [selection] if isinstance(selection, str) else list(selection)
     words = {p.strip().lower() for part in parts for p in part.split(",") if p.strip()}
-    legacy = {kind for kind in AccountType if kind.value in words or "both" in words}
-    if "all" in words:
-        legacy |= {
-            kind for kind in AccountType if settings.credential(legacy_account(kind), "username") is not None
-        }
-    if legacy:
-        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+    _register_legacy_used(engine, settings, words, configured="all" in words)
     return select_accounts(engine, parts, seller=seller)
 
 
 def input_accounts(engine: Engine, settings: Settings, names: Iterable[str] = ()) -> dict[str, Account]:
     """The accounts operator input (a price CSV's account column, an option) may name, by name: the enabled
-    registered ones, after registering ``main`` / ``fbe`` where an install of before accounts were data
-    names them or has their credentials."""
-    named = {name.strip().lower() for name in names}
-    legacy = {
-        kind
-        for kind in AccountType
-        if kind.value in named or settings.credential(legacy_account(kind), "username") is not None
-    }
-    have = {account.name for account in list_accounts(engine, include_removed=True)}
-    if any(kind.value not in have for kind in legacy):
-        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+    registered ones, after registering ``main`` / ``fbe`` where it names them or they have credentials."""
+    _register_legacy_used(engine, settings, {name.strip().lower() for name in names}, configured=True)
     return accounts_by_name(engine)
