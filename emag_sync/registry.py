@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, func, select, u
 from sqlalchemy.dialects.postgresql import insert
 
 from emag_sync.accounts import Account, AccountType, legacy_account
-from emag_sync.errors import ConfigError
+from emag_sync.errors import ConfigError, MissingCredentialsError
 from emag_sync.platforms import DEFAULT_PLATFORM, platform_named, platform_of_url
 from emag_sync.schema import ACCOUNT_NAME_PATTERN, accounts, offers, price_updates, products, sync_runs
 from emag_sync.settings import Settings
@@ -64,8 +64,8 @@ def list_accounts(engine: Engine | Connection, *, include_removed: bool = False)
 
 
 def accounts_by_name(engine: Engine | Connection) -> dict[str, Account]:
-    """The enabled accounts by name: what an account column or option may name."""
-    return {account.name: account for account in list_accounts(engine) if account.enabled}
+    """The registered accounts by name (disabled ones too, so input naming one is told it is disabled)."""
+    return {account.name: account for account in list_accounts(engine)}
 
 
 def get_account(engine: Engine | Connection, name: str) -> Account | None:
@@ -158,6 +158,12 @@ def set_enabled(engine: Engine, name: str, enabled: bool) -> Account:
             .returning(accounts.c.name)
         ).scalar()
     if changed is None:
+        removed = get_account(engine, name)
+        if removed is not None:
+            raise ConfigError(
+                f"account {removed.name} was removed with its rows kept; add it back with `emag-sync accounts add "
+                f"{removed.name} --platform {removed.platform.code} --kind {removed.kind.value}`"
+            )
         raise unknown_account(engine, name)
     found = get_account(engine, name)
     assert found is not None
@@ -286,18 +292,37 @@ def select_accounts(
 
 
 def _register_legacy_used(engine: Engine, settings: Settings, named: set[str], *, configured: bool) -> None:
-    """Register ``main`` / ``fbe`` where an install of before accounts were data uses them: named (``both``
-    names the two; their credentials are checked when they are used, as before) or, with ``configured``,
-    having credentials in the environment."""
-    legacy = {
-        kind
-        for kind in AccountType
-        if kind.value in named
-        or "both" in named
-        or (configured and settings.credential(legacy_account(kind), "username") is not None)
-    }
-    if legacy:
-        register_legacy(engine, sorted(legacy), settings.emag_api_url)
+    """Register ``main`` / ``fbe`` where an install of before accounts were data uses them, once their
+    credentials are found (the environment, .env or their Secret blocks): named (``both`` names the two),
+    or, with ``configured``, whenever their credentials are there. One named but without credentials, and
+    not registered yet, is refused as before (MissingCredentialsError naming the variables), and nothing is
+    registered for it: a failed first command must not leave an account behind."""
+    from emag_sync.api.credentials import credential_sources
+
+    have = {account.name for account in list_accounts(engine, include_removed=True)}
+    wanted, missing = [], []
+    for kind in AccountType:
+        asked = kind.value in named or "both" in named
+        if kind.value in have or not (asked or configured):
+            continue
+        account = legacy_account(kind)
+        if all(credential_sources(settings, account).values()):
+            wanted.append(kind)
+        elif asked:
+            missing.append(account)
+    if wanted:
+        register_legacy(engine, wanted, settings.emag_api_url)
+    if missing:
+        problems = []
+        for account in missing:
+            try:
+                settings.account_config(account)
+            except MissingCredentialsError as exc:
+                problems.append(exc)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise ConfigError("; ".join(str(exc) for exc in problems))
 
 
 def resolve_accounts(

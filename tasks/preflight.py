@@ -94,7 +94,8 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
             return client.count()
     except EmagAuthError as exc:
         raise ConfigError(
-            f"{exc.detail}; check {account.env_prefix}_USERNAME and {account.env_prefix}_PASSWORD",
+            f"{exc.detail}; check {account.env_prefix}_USERNAME and {account.env_prefix}_PASSWORD, and that "
+            f"{redact_url(config.api_url)} ({settings.api_url_setting(account)}) is {account.platform.name}'s API",
             account=account,
         ) from None
     except EmagApiError as exc:

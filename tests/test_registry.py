@@ -120,3 +120,46 @@ def test_removal_loses_nothing(engine: Engine) -> None:
     add_account(engine, "ro-empty", platform="emag-ro", kind="fbe")
     remove_account(engine, "ro-empty", keep_data=False)
     assert get_account(engine, "ro-empty") is None
+
+
+def test_a_failed_first_use_leaves_no_account_behind(empty_registry: Engine, monkeypatch) -> None:
+    """`--account both` on an install without credentials is refused as before, naming the variables, and
+    registers nothing; once EMAG_MAIN_* is set, `main` is registered on first use."""
+    from emag_sync.errors import MissingCredentialsError
+    from emag_sync.registry import resolve_accounts
+    from emag_sync.settings import Settings
+
+    for name in ("EMAG_MAIN_USERNAME", "EMAG_MAIN_PASSWORD", "EMAG_FBE_USERNAME", "EMAG_FBE_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="main: credentials missing.*; fbe: credentials missing"):
+        resolve_accounts(empty_registry, "both", settings=Settings(_env_file=None))
+    assert list_accounts(empty_registry, include_removed=True) == []
+    monkeypatch.setenv("EMAG_MAIN_USERNAME", "seller")
+    monkeypatch.setenv("EMAG_MAIN_PASSWORD", "secret")
+    [main] = resolve_accounts(empty_registry, "main", settings=Settings(_env_file=None))
+    assert main.name == "main" and main.legacy
+    with pytest.raises(MissingCredentialsError, match="fbe: credentials missing"):
+        resolve_accounts(empty_registry, "fbe", settings=Settings(_env_file=None))
+    assert [a.name for a in list_accounts(empty_registry)] == ["main"]
+
+
+def test_disabled_and_removed_accounts_say_so(engine: Engine) -> None:
+    from emag_sync.errors import PriceUpdateError
+    from emag_sync.prices.rules import make_request
+    from emag_sync.registry import accounts_by_name
+
+    add_account(engine, "bg-main", platform="emag-bg", kind="main")
+    set_enabled(engine, "bg-main", False)
+    with pytest.raises(
+        PriceUpdateError, match=r"account bg-main is disabled \(`emag-sync accounts enable bg-main`\)"
+    ):
+        make_request("EMG1", "bg-main", "10", accounts=accounts_by_name(engine))
+    add_account(engine, "hu-fbe", platform="emag-hu", kind="fbe")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO app.emag_products_v2 (sku, account_type, account, emag_id, raw_emag_data, content_hash,"
+            " last_synced_at) VALUES ('EMG1', 'fbe', 'hu-fbe', 1, '{}', 'h', now())"
+        ))  # fmt: skip
+    remove_account(engine, "hu-fbe", keep_data=True)
+    with pytest.raises(ConfigError, match="account hu-fbe was removed with its rows kept; add it back with"):
+        set_enabled(engine, "hu-fbe", True)

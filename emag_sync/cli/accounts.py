@@ -29,7 +29,7 @@ accounts_app = typer.Typer(
 )
 
 LIST_COLUMNS = (
-    "name", "kind", "platform", "seller", "enabled", "credentials", "api_url", "requests_per_second",
+    "name", "kind", "platform", "seller", "enabled", "removed_at", "credentials", "api_url", "requests_per_second",
     "last_sync", "last_status", "active_offers",
 )  # fmt: skip
 
@@ -131,6 +131,7 @@ def list_command(
                 "platform": account.platform.code,
                 "seller": account.seller,
                 "enabled": account.enabled if account.removed_at is None else False,
+                "removed_at": account.removed_at,
                 "credentials": credentials,
                 "api_url": settings.api_url_for(account),
                 "requests_per_second": settings.rate_for(account)[0],
@@ -156,7 +157,8 @@ def list_command(
         last = record["last_sync"]
         table.add_row(
             Text(str(record["name"])), str(record["kind"]), str(record["platform"]), Text(str(record["seller"] or "")),
-            "yes" if record["enabled"] else "no", Text(str(record["credentials"])),
+            "removed" if record["removed_at"] else "yes" if record["enabled"] else "no",
+            Text(str(record["credentials"])),
             f"{last:%Y-%m-%d %H:%M}" if last else "never", Text(str(record["last_status"] or "")),
             str(record["active_offers"]),
         )  # fmt: skip
@@ -171,6 +173,9 @@ def list_command(
 @accounts_app.command("test")
 def test(name: str = typer.Argument(..., help="the account's name")) -> None:
     """One product_offer/count on the account: `NAME: ok, N offers on eMAG ...`, or the reason, exit 1."""
+    from emag_sync.cli.console import terminal_owns_console
+
+    terminal_owns_console()  # the answer is this command's one line, not Prefect's log lines
     from emag_sync.api.credentials import resolve_account_config
     from emag_sync.registry import get_account, unknown_account
     from emag_sync.settings import get_settings
@@ -183,8 +188,10 @@ def test(name: str = typer.Argument(..., help="the account's name")) -> None:
             raise unknown_account(engine, name)
         config = resolve_account_config(settings, account)
         count = check_api(settings, config)
+    disabled = "" if account.enabled else " (disabled: `--account all` leaves it out)"
     typer.echo(
         f"{account.title}: ok, {count.items} offers on {account.platform.name} ({settings.api_url_for(account)})"
+        + disabled
     )
 
 

@@ -129,6 +129,10 @@ def parse_account(value: str, accounts: Mapping[str, Account], *, where: str) ->
     if found is None:
         known = ", ".join(sorted(accounts)) or "none"
         raise PriceUpdateError(f"account {value!r} is not registered (registered: {known})", subject=where)
+    if not found.enabled:
+        raise PriceUpdateError(
+            f"account {found.name} is disabled (`emag-sync accounts enable {found.name}`)", subject=where
+        )
     return found
 
 
