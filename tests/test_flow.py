@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -199,10 +200,20 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
 
     # One summary for the whole flow run, resumed part included, and one progress bar per account.
 
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-        )
+    # The retry's summary replaces the failed attempt's under the same key; the server may take a moment to
+    # show it after the run's final state (artifacts are written by a background client).
+    deadline = time.monotonic() + 30
+    while True:
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+        summaries = [a for a in artifacts if a.key == "emag-sync-summary"]
+        if any("succeeded" in str(a.data) and "resumed" in str(a.data) for a in summaries):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     keys = sorted(a.key for a in artifacts if a.key and a.key.startswith("emag-sync-"))
     assert keys == ["emag-sync-progress-fbe", "emag-sync-progress-main", "emag-sync-summary"], keys
     [summary] = [a for a in artifacts if a.key == "emag-sync-summary"]
