@@ -102,6 +102,19 @@ def sandbox_server(sandbox_state: SandboxState) -> Iterator[RunningSandbox]:
 
 
 @pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSandbox]:
+    """The price tests' sandbox: PRODUCTS records on a loopback port (rate limit off), the environment
+    pointing at it."""
+    from tests.price_helpers import PRODUCTS
+
+    state = SandboxState(products=PRODUCTS, rate_limit=False)
+    with serve(state) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        yield running
+
+
+@pytest.fixture
 def serve_sandbox():
     """``serve(state)``: for a test that serves a sandbox world of its own on a loopback port."""
     return serve
@@ -128,6 +141,7 @@ REAL_PARTS = frozenset(
         "sandbox_server",
         "sandbox_env",
         "serve_sandbox",
+        "sandbox",
     }
 )
 

@@ -14,6 +14,7 @@ from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.api import open_client
 from emag_sync.api.client import EmagClient
 from emag_sync.prices import csv_input, rules
+from emag_sync.prices.audit import Requester
 from emag_sync.prices.csv_input import ParsedCsv
 from emag_sync.prices.rules import PriceRequest
 from emag_sync.schema import offers, price_updates, products
@@ -34,6 +35,9 @@ def parse_price_csv(text: str, **kwargs: Any) -> ParsedCsv:
     return csv_input.parse_price_csv(text, accounts=REGISTERED, **kwargs)
 
 
+# Who the price tests' updates are requested by, and the sandbox's eMAG ids of the offers they use.
+TESTER = Requester("tester", "cli")
+EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
 PRODUCTS = 500  # FBE holds EMG469 (range 79.21..132.58, recommended 164.63) and EMG470 (139.66..411.16)
 
 

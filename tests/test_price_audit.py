@@ -23,12 +23,15 @@ from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.locks import price_run_lock
 from emag_sync.prices import apply
-from emag_sync.prices.audit import Requester
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.schema import price_updates
 from emag_sync.settings import get_settings
 from tests.price_helpers import (
+    EMG1_ID,
+    EMG469_ID,
+    EMG470_ID,
     PRODUCTS,
+    TESTER,
     audit_rows,
     client_for,
     make_request,
@@ -40,8 +43,6 @@ from tests.price_helpers import (
 )
 
 FBE = legacy_account(AccountType.FBE)
-TESTER = Requester("tester", "cli")
-EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
 LOCKED = f"Offer {EMG469_ID} is locked for editing"
 
 

@@ -15,18 +15,19 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from emag_sandbox.server import serve
-from emag_sandbox.state import Faults, SandboxState
+from emag_sandbox.state import Faults
 from emag_sync.accounts import AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.errors import PriceUpdateError
 from emag_sync.prices import apply
-from emag_sync.prices.audit import Requester
 from emag_sync.prices.reconcile import reconcile_interrupted_from_database
 from emag_sync.schema import price_updates
 from emag_sync.settings import get_settings
 from tests.price_helpers import (
-    PRODUCTS,
+    EMG1_ID,
+    EMG469_ID,
+    EMG470_ID,
+    TESTER,
     audit_rows,
     client_for,
     make_request,
@@ -38,18 +39,6 @@ from tests.price_helpers import (
 )
 
 FBE = legacy_account(AccountType.FBE)
-TESTER = Requester("tester", "cli")
-EMG469_ID, EMG470_ID, EMG1_ID = 200001405, 200001408, 200000001
-
-
-@pytest.fixture
-def sandbox(monkeypatch):
-    """A small sandbox on a loopback port (rate limit off), with the environment pointing at it."""
-    state = SandboxState(products=PRODUCTS, rate_limit=False)
-    with serve(state) as running:
-        for name, value in running.env.items():
-            monkeypatch.setenv(name, value)
-        yield running
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,7 @@ from emag_sync.schema import offers, price_updates
 from emag_sync.settings import get_settings
 from tests.price_helpers import (
     PRODUCTS,
+    TESTER,
     audit_rows,
     client_for,
     make_request,
@@ -42,17 +43,6 @@ FBE, MAIN = legacy_account(AccountType.FBE), legacy_account(AccountType.MAIN)
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def sandbox(monkeypatch):
-    """A small sandbox on a loopback port (rate limit off), with the environment pointing at it."""
-    state = SandboxState(products=PRODUCTS, rate_limit=False)
-    with serve(state) as running:
-        for name, value in running.env.items():
-            monkeypatch.setenv(name, value)
-        yield running
-
-
-TESTER = Requester("tester", "cli")
 LIMIT = Decimal("0.30")
 
 
