@@ -216,13 +216,14 @@ class Settings(BaseSettings):
                 "(environment, .env, or a Prefect Secret block; see README 'Configuration')",
                 account=account,
             )
+        per_second, per_minute = self.rate_for(account)
         return AccountConfig(
             account=account,
             username=username,
             password=password,
             api_url=self.api_url_for(account),
-            requests_per_second=self.rate_for(account)[0],
-            requests_per_minute=self.rate_for(account)[1],
+            requests_per_second=per_second,
+            requests_per_minute=per_minute,
             max_attempts=self.emag_max_attempts,
             timeout_seconds=self.emag_timeout_seconds,
         )
