@@ -23,6 +23,13 @@ Accounts = Annotated[
 ]
 
 
+# sync-all: how many accounts one child flow run syncs in its process. A flow run costs a process start
+# (imports, flow-run creation: seconds) and each account mostly waits on eMAG's 3 requests/s, so one process
+# carries many; README "Scaling out" has the measurement behind the default.
+DEFAULT_ACCOUNTS_PER_RUN = 10
+MAX_ACCOUNTS_PER_RUN = 200
+
+
 class SyncOptions(BaseModel):
     """How one sync reads and loads; the Prefect UI shows this model as a form with these descriptions."""
 

@@ -33,6 +33,9 @@ DEFAULT_MAX_PRICE_CHANGE = Decimal("0.30")
 # A sync may always deactivate this many offers confirmed gone, whatever share of the catalogue they are: a
 # shop of 5 offers that removes one (20%, above the default 10% share) is not refused on every scheduled run.
 DEFAULT_MAX_DEACTIVATED_COUNT = 2
+# Accounts one process syncs at once (a sync flow run's, in-process or a child of sync-all): each holds a
+# thread, its client's look-ahead reads and a database connection while it loads; more wait their turn.
+DEFAULT_MAX_CONCURRENT_ACCOUNTS = 20
 
 
 class AccountConfig(BaseModel):
@@ -92,6 +95,8 @@ class Settings(BaseSettings):
     emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0, allow_inf_nan=False)
     # The sync option max_deactivated_count when a run does not give one.
     emag_max_deactivated_count: int = Field(default=DEFAULT_MAX_DEACTIVATED_COUNT, ge=0)
+    # How many accounts one process syncs at once (EMAG_SYNC_MAX_CONCURRENT_ACCOUNTS).
+    emag_sync_max_concurrent_accounts: int = Field(default=DEFAULT_MAX_CONCURRENT_ACCOUNTS, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _per_minute_follows_per_second(self) -> Settings:

@@ -5,18 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import State, flow, get_run_logger, runtime
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture
 from prefect.states import Failed
 
+from emag_sync.accounts import Account
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.run_row import DqStatus, RunRow
 from expectations.checkpoint import preload as preload_great_expectations
 from expectations.results import DQResult
 from tasks.alerts import report_dq_warnings
-from tasks.artifacts import failed_runs, publish_summary_task, summary_markdown
+from tasks.artifacts import (
+    account_rows,
+    failed_runs,
+    publish_account_outcomes_task,
+    publish_summary_task,
+    summary_markdown,
+)
 from tasks.data_quality import check_account_quality_task
 from tasks.preflight import Preflight, preflight_task
-from tasks.sync_account import sync_account_task
+from tasks.sync_account import sync_account_task, synced_as_completed
 
 
 @flow(name="emag-product-sync", log_prints=False)
@@ -30,7 +37,8 @@ def emag_product_sync(
     of the same account running makes this one fail at once, or wait for it with ``options.wait_for_lock``.
     """
     logger = get_run_logger()
-    checked = preflight_task(accounts, seller, options.wait_for_lock, return_state=True)
+    flow_run_id = str(runtime.flow_run.id)
+    checked = preflight_task(accounts, seller, options.wait_for_lock, flow_run_id, return_state=True)
     if checked.is_failed():
         return Failed(message=checked.message)
     preflight: Preflight = checked.result()
@@ -39,21 +47,18 @@ def emag_product_sync(
         logger.error("%s", cause)
 
     preload_great_expectations()  # its import (seconds) overlaps the reads, which mostly wait on eMAG
-    futures = {
-        sync_account_task.submit(
-            account, options, runtime.flow_run.id, preflight.counts.get(account.name)
-        ): account
-        for account in targets
-    }
     runs: list[RunRow] = []
     failures: dict[str, str] = dict(preflight.failures)  # by account name; those accounts do not sync
     dq_status: dict[str, str] = {}
     dq_results: list[DQResult] = []
+
+    def submit(account: Account) -> PrefectFuture[RunRow]:
+        count = preflight.counts.get(account.name)
+        return sync_account_task.submit(account, options, flow_run_id, count)
+
     # Each account is checked as soon as its own read ends, while the others may still be reading (the
     # limiters pace requests on when they really leave, so the check's CPU work cannot bunch them up).
-    for future in as_completed(list(futures)):  # the others' committed work stays; report every account
-        account = futures[future]
-        future.wait()  # keeps the task's own final state: unwaited, .state asks the API, which may lag behind
+    for account, future in synced_as_completed(targets, submit):  # the others' committed work stays
         if future.state.is_failed():
             failures[account.name] = future.state.message or f"{account.title}: failed"
             continue
@@ -76,11 +81,13 @@ def emag_product_sync(
     synced = {run.account for run in runs}
     unsynced = [account for account in targets if account.name in failures and account.name not in synced]
 
-    runs += failed_runs(unsynced, runtime.flow_run.id)  # the summary then has a row for every account
+    runs += failed_runs(unsynced, flow_run_id)  # the summary then has a row for every account
     order = [account.name for account in targets]
     runs.sort(key=lambda run: order.index(run.account))
     report_dq_warnings(dq_results)
     publish_summary_task(summary_markdown(runs, dq_status, failures))
+    asked = [account.name for account in targets] + [name for name in preflight.failures if name not in order]
+    publish_account_outcomes_task(account_rows(asked, failures, runs))  # what a sync-all parent reads
     if failures:
         return Failed(message="; ".join(failures.values()))
     return runs

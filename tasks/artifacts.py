@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from prefect import task
@@ -18,6 +18,9 @@ from emag_sync.accounts import Account
 from emag_sync.escaping import markdown_text
 from emag_sync.prefect_api import is_lost, mark_lost
 from emag_sync.run_row import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
+
+if TYPE_CHECKING:
+    from tasks.fan_out import AccountOutcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,29 +129,66 @@ class ProgressReporter:
 # --- the run summary -------------------------------------------------------------------------------
 
 SUMMARY_ARTIFACT_KEY = "emag-sync-summary"
+# The table artifact each sync flow run leaves: one row per account it was asked for, with how it ended.
+# ``sync-all`` reads its children's to name each failed account with its own cause.
+ACCOUNT_OUTCOMES_KEY = "emag-sync-accounts"
+
+
+def _table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table whose cells are text (escaped), never markup."""
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+    return lines + ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
 
 
 def summary_markdown(
-    runs: Sequence[RunRow], dq_status: Mapping[str, str], failures: Mapping[str, str]
+    runs: Sequence[RunRow],
+    dq_status: Mapping[str, str],
+    failures: Mapping[str, str],
+    title: str = "eMAG product sync",
 ) -> str:
     """Two tables, one row per account (what the read found; what it cost), then the failures with their
     causes (eMAG's and the database's text, literal). Every figure is visible at 1400 px."""
-
-    def table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-        lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-        return lines + ["| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows]
-
+    table = _table
     found = [
         [run.account, run.status_text, dq_status.get(run.account, "not run")]
         + [run.figure(column) for column in FOUND_FIGURES]
         for run in runs
     ]
     cost = [[run.account, *(run.figure(column) for column in COST_FIGURES)] for run in runs]
-    lines = ["# eMAG product sync", ""]
+    lines = [f"# {title}", ""]
     lines += table(["account", "status", "data quality", *(COUNTER_LABELS[c] for c in FOUND_FIGURES)], found)
     lines += ["", *table(["account", *(COUNTER_LABELS[c] for c in COST_FIGURES)], cost)]
     for account, error in failures.items():
         lines += ["", f"**{markdown_text(account)}: failed** — {markdown_text(error)}"]
+    return "\n".join(lines) + "\n"
+
+
+def sync_all_markdown(outcomes: Sequence[AccountOutcome], ui_url: str | None = None) -> str:
+    """``sync-all``'s summary: the accounts' tables as a single sync shows them (their rows from the run
+    history), each failed account with its one-line cause, then the child flow runs, linked to the UI."""
+    from prefect.settings import get_current_settings
+
+    ui_url = ui_url or get_current_settings().ui_url
+    runs = [outcome.run for outcome in outcomes if outcome.run is not None]
+    dq_status = {outcome.account: outcome.dq_status for outcome in outcomes}
+    failures = {
+        outcome.account: f"{outcome.cause} (flow run {outcome.child.name})"
+        for outcome in outcomes
+        if not outcome.ok
+    }
+    lines = [
+        summary_markdown(runs, dq_status, failures, title="eMAG sync of all accounts"),
+        "## Flow runs",
+        "",
+    ]
+    children = list({outcome.child.flow_run_id: outcome for outcome in outcomes}.values())
+    lines += ["| flow run | accounts | state |", "|---|---|---|"]
+    for outcome in children:
+        child = outcome.child
+        name = markdown_text(child.name)
+        link = f"[{name}]({ui_url.rstrip('/')}/runs/flow-run/{child.flow_run_id})" if ui_url else name
+        accounts = markdown_text(", ".join(child.accounts))
+        lines.append(f"| {link} | {accounts} | {markdown_text(outcome.child_state)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,3 +257,38 @@ def publish_summary_task(markdown: str) -> None:
 
     if record_in_prefect("the run summary", publish) is None and is_lost():
         log.info("the run summary (not recorded in Prefect):\n%s", markdown)
+
+
+def account_rows(
+    names: Sequence[str], failures: Mapping[str, str], runs: Sequence[RunRow]
+) -> list[dict[str, Any]]:
+    """The rows of a sync flow run's account table (ACCOUNT_OUTCOMES_KEY): every account it was asked for."""
+    by_name = {run.account: run for run in runs}
+    rows = []
+    for name in names:
+        run = by_name.get(name)
+        rows.append(
+            {
+                "account": name,
+                "outcome": "failed" if name in failures else "succeeded",
+                "cause": failures.get(name, ""),
+                "run_id": run.id if run is not None else None,
+                "data_quality": (run.dq_status if run is not None else None) or "",
+            }
+        )
+    return rows
+
+
+@task(name="publish-account-outcomes", task_run_name="publish-account-outcomes", cache_policy=NO_CACHE)
+def publish_account_outcomes_task(rows: list[dict[str, Any]]) -> None:
+    """Attach the account table (ACCOUNT_OUTCOMES_KEY) to the current flow run, replacing an earlier
+    attempt's: the Prefect UI shows it as a table, and a ``sync-all`` parent reads it."""
+    from prefect.artifacts import create_table_artifact
+
+    def publish() -> None:
+        drop_earlier_attempts(ACCOUNT_OUTCOMES_KEY)
+        create_table_artifact(
+            table=rows, key=ACCOUNT_OUTCOMES_KEY, description="how each account's sync ended"
+        )
+
+    record_in_prefect("the account table", publish)

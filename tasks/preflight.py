@@ -23,6 +23,7 @@ from emag_sync.errors import (
 from emag_sync.locks import check_unlocked
 from emag_sync.redact import redact_url
 from emag_sync.registry import resolve_accounts
+from emag_sync.runs import succeeded_in_flow_run
 from emag_sync.settings import AccountConfig, Settings, get_settings
 from tasks.outcomes import run_step
 
@@ -42,7 +43,12 @@ class Preflight:
 
 
 def preflight(
-    settings: Settings, selection: str, *, seller: str | None = None, wait_for_lock: bool = False
+    settings: Settings,
+    selection: str,
+    *,
+    seller: str | None = None,
+    wait_for_lock: bool = False,
+    flow_run_id: str | None = None,
 ) -> Preflight:
     """Fail fast, in one line naming the setting, before anything is written.
 
@@ -50,15 +56,21 @@ def preflight(
     run), then per account: its credentials (named by variable), the sync lock (before any eMAG request,
     so a second sync never spends the first one's budget) and one ``count`` (a wrong API URL, refused
     credentials or a non-whitelisted IP). An account that fails is left out with its cause, and the others
-    sync; when none passes, its cause (or all of them) is raised.
+    sync; when none passes, its cause (or all of them) is raised. An account this flow run already synced
+    (an earlier attempt of a Retry) passes unchecked: its sync skips it, so eMAG is not asked about it.
     """
     problems: dict[str, EmagSyncError] = {}
     engine = engine_from_settings(settings)
     free: list[Account] = []
     try:
         named = resolve_accounts(engine, selection, seller=seller, settings=settings)
+        done = [
+            account for account in named if succeeded_in_flow_run(engine, account, flow_run_id) is not None
+        ]
         configs: dict[Account, AccountConfig] = {}
         for account in named:
+            if account in done:
+                continue
             try:
                 configs[account] = resolve_account_config(settings, account)
             except MissingCredentialsError as exc:
@@ -78,7 +90,7 @@ def preflight(
             counts[account.name] = check_api(settings, configs[account])
         except EmagSyncError as exc:
             problems[account.name] = exc
-    passed = [account for account in named if account.name not in problems]
+    passed = [account for account in named if account.name not in problems]  # `done` among them
     if not passed and problems:
         if len(problems) == 1:
             raise next(iter(problems.values()))
@@ -108,6 +120,15 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
 
 
 @task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE)
-def preflight_task(selection: str, seller: str | None = None, wait_for_lock: bool = False) -> Preflight:
+def preflight_task(
+    selection: str, seller: str | None = None, wait_for_lock: bool = False, flow_run_id: str | None = None
+) -> Preflight:
     """Prefect task: the checks against the configured database and eMAG; Failed in one line otherwise."""
-    return run_step(preflight, get_settings(), selection, seller=seller, wait_for_lock=wait_for_lock)
+    return run_step(
+        preflight,
+        get_settings(),
+        selection,
+        seller=seller,
+        wait_for_lock=wait_for_lock,
+        flow_run_id=flow_run_id,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,6 +12,7 @@ from itertools import islice
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -365,6 +366,27 @@ def sync_account_with_settings(
         ) from exc
     finally:
         engine.dispose()
+
+
+def synced_as_completed(
+    accounts: Sequence[Account],
+    submit: Callable[[Account], PrefectFuture[RunRow]],
+    limit: int | None = None,
+) -> Iterator[tuple[Account, PrefectFuture[RunRow]]]:
+    """Each account's finished sync future, as each finishes, with at most ``limit`` syncing at once
+    (EMAG_SYNC_MAX_CONCURRENT_ACCOUNTS): the next account starts as one ends, in the order given."""
+    from prefect.futures import as_completed
+
+    limit = limit or get_settings().emag_sync_max_concurrent_accounts
+    waiting = list(accounts)
+    running: dict[PrefectFuture[RunRow], Account] = {}
+    while waiting or running:
+        while waiting and len(running) < limit:
+            account = waiting.pop(0)
+            running[submit(account)] = account
+        finished = next(as_completed(list(running)))
+        finished.wait()  # keeps the task's own final state: unwaited, .state asks the API, which may lag
+        yield running.pop(finished), finished
 
 
 @task(name="sync-account", task_run_name="sync-{account}", cache_policy=NO_CACHE, retries=0)

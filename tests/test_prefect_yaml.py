@@ -31,6 +31,8 @@ def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
     assert model.pull and "prefect.deployments.steps.set_working_directory" in model.pull[0]
     assert sorted(d.name or "" for d in model.deployments) == [
         "dq-check",
+        "sync-accounts",
+        "sync-all",
         "sync-both",
         "sync-fbe",
         "update-price",
@@ -65,7 +67,7 @@ def test_schedules_are_bucharest_crons_off_round_minutes(spec: dict[str, Any]) -
     from prefect.client.schemas.schedules import CronSchedule
 
     for schedule in spec.get("schedules") or []:
-        assert set(schedule) == {"cron", "timezone"}, f"{spec['name']}: only cron schedules"
+        assert set(schedule) - {"active"} == {"cron", "timezone"}, f"{spec['name']}: only cron schedules"
         assert schedule["timezone"] == "Europe/Bucharest"
         CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises when invalid
         minute = schedule["cron"].split()[0]
@@ -84,7 +86,19 @@ def test_schedules_and_parameters_per_deployment() -> None:
     assert "/" in BY_NAME["sync-fbe"]["schedules"][0]["cron"].split()[1]
 
 
-@pytest.mark.parametrize("name", ["sync-both", "sync-fbe"])
+def test_sync_all_ships_switched_off_and_its_children_have_a_deployment() -> None:
+    # An install syncing main and fbe through sync-both keeps exactly its runs until sync-all is switched on.
+    assert [s.get("active") for s in BY_NAME["sync-all"]["schedules"]] == [False]
+    assert BY_NAME["sync-all"]["parameters"]["accounts"] == "all"
+    from tasks.fan_out import SYNC_ACCOUNTS_DEPLOYMENT
+
+    flow_name, _, deployment = SYNC_ACCOUNTS_DEPLOYMENT.partition("/")
+    assert load_entrypoint(BY_NAME[deployment]["entrypoint"]).name == flow_name
+    served = {d.name: d for d in runner_deployments(["sync-all"])}
+    assert [s.active for s in served["sync-all"].schedules] == [False]
+
+
+@pytest.mark.parametrize("name", ["sync-both", "sync-fbe", "sync-all"])
 def test_sync_deployments_allow_one_run_at_a_time(name: str) -> None:
     assert BY_NAME[name]["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
 

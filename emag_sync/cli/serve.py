@@ -51,7 +51,10 @@ def runner_deployments(names: Sequence[str] = (), path: Path = PREFECT_YAML) -> 
                 description=spec.get("description"),
                 tags=spec.get("tags"),
                 parameters=spec.get("parameters") or {},
-                schedules=[Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []],
+                schedules=[
+                    Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True))
+                    for s in spec.get("schedules") or []
+                ],
                 concurrency_limit=ConcurrencyLimitConfig(**limit) if isinstance(limit, dict) else limit,
             )
         )
