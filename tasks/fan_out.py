@@ -113,6 +113,8 @@ def selected_groups(
         accounts = resolve_accounts(engine, selection, seller=seller, settings=settings)
     finally:
         engine.dispose()
+    if not accounts:
+        raise ConfigError("no enabled account to sync: `emag-sync accounts list` shows the registered ones")
     return plan_groups(accounts, accounts_per_run)
 
 

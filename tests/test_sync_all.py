@@ -4,17 +4,14 @@ process work pool with two workers, twelve accounts on three eMAG stand-ins at e
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select
 from typer.testing import CliRunner
 
+from benchmarks.pool import children_of, process_pool, start_sync_all, wait_final, worker_of_each_run
 from emag_sandbox.accounts import SandboxAccount
 from emag_sandbox.server import RunningSandbox, serve
 from emag_sandbox.state import Faults, SandboxState
@@ -23,8 +20,6 @@ from emag_sync.cli import app
 from emag_sync.schema import offers, sync_runs
 from tasks.fan_out import group_key, plan_groups
 
-ROOT = Path(__file__).resolve().parent.parent
-POOL = "emag-sync-pool"  # prefect.yaml's
 # A flow run on a worker starts a process (imports, pull step): 10-40 s each on a busy 2-core machine.
 RUN_TIMEOUT_SECONDS = 600
 
@@ -63,58 +58,10 @@ NAMES = [account.name for stand_in in STAND_INS for account in stand_in]
 DOWN = "brio-bg-fbe"
 
 
-def prefect(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "prefect", *args]
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout}\n{done.stderr}"
-    return done
-
-
 @pytest.fixture
 def stand_ins() -> Iterator[list[RunningSandbox]]:
     with ExitStack() as stack:
         yield [stack.enter_context(serve(SandboxState(accounts=accs))) for accs in STAND_INS]
-
-
-@pytest.fixture
-def workers(prefect_harness) -> Iterator:
-    children: list[subprocess.Popen[bytes]] = []
-
-    def start(env: dict[str, str], name: str, log: Path) -> None:
-        # Two flow runs at a time per worker: the parent takes one slot, so both workers must run children.
-        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", name,
-                   "--limit", "2"]  # fmt: skip
-        out = log.open("wb")
-        children.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
-
-    yield start
-    for child in children:
-        child.terminate()
-    for child in children:
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-def worker_of_each_run(flow_run_ids: list[str]) -> dict[str, str]:
-    """Which worker submitted each flow run, from the events the workers sent."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        answer = client._client.post(
-            "/events/filter",
-            json={"filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50},
-        )
-    answer.raise_for_status()
-    found = {}
-    for event in answer.json()["events"]:
-        worker = event["resource"].get("prefect.resource.name")
-        for related in event.get("related", []):
-            resource = related.get("prefect.resource.id", "")
-            if resource.startswith("prefect.flow-run."):
-                found[resource.removeprefix("prefect.flow-run.")] = worker
-    return {run_id: found[run_id] for run_id in flow_run_ids if run_id in found}
 
 
 def requests_by_account(stand_ins: list[RunningSandbox]) -> dict[str, int]:
@@ -126,44 +73,18 @@ def requests_by_account(stand_ins: list[RunningSandbox]) -> dict[str, int]:
     return counted
 
 
-def wait_final(flow_run_id) -> object:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final() and run.state.name != "AwaitingRetry":
-                return run
-            time.sleep(1)
-    pytest.fail(f"flow run {flow_run_id} did not finish within {RUN_TIMEOUT_SECONDS} s")
-
-
-def children_of(parent_id) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
-        )
-
-
 @pytest.mark.flow
 @pytest.mark.timeout(1500)
 def test_twelve_accounts_on_a_pool_of_two_workers_and_a_retry_that_reruns_only_the_failed_one(
-    prefect_harness, stand_ins, workers, database_url, tmp_path, monkeypatch
+    prefect_harness, stand_ins, database_url, tmp_path, monkeypatch, request
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
     from prefect.states import Scheduled
 
     env = {
         **os.environ,
         "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
         "EMAG_SYNC_DATABASE_URL": database_url.render_as_string(hide_password=False),
         "EMAG_SYNC_HOME": str(tmp_path / "home"),
         "EMAG_MAX_ATTEMPTS": "2",
@@ -182,17 +103,15 @@ def test_twelve_accounts_on_a_pool_of_two_workers_and_a_retry_that_reruns_only_t
     for legacy in ("main", "fbe"):  # the template database's install of two accounts: not part of this
         assert cli.invoke(app, ["accounts", "disable", legacy]).exit_code == 0
 
-    prefect(env, "work-pool", "create", POOL, "--type", "process")
-    prefect(env, "--no-prompt", "deploy", "--name", "sync-all", "--name", "sync-accounts", timeout=180)
-    workers(env, "worker-a", tmp_path / "worker-a.log")
-    workers(env, "worker-b", tmp_path / "worker-b.log")
+    pool = ExitStack()
+    # Two flow runs at a time per worker: the parent takes one slot, so both workers must run children.
+    pool.enter_context(process_pool(env, tmp_path / "workers", workers=("worker-a", "worker-b"), limit=2))
+    request.addfinalizer(pool.close)
 
     down = next(r.state for r in stand_ins if DOWN in r.state.accounts)
     down.set_faults(DOWN, Faults(error_rate=1.0))
-    parent = run_deployment(
-        "emag-sync-all/sync-all", parameters={"accounts_per_run": 3}, timeout=0, as_subflow=False
-    )
-    ended = wait_final(parent.id)
+    parent = start_sync_all({"accounts_per_run": 3})
+    ended = wait_final(parent.id, RUN_TIMEOUT_SECONDS)
     assert ended.state.is_failed(), ended.state
     message = ended.state.message or ""
     assert message.startswith("1 of 12 accounts failed: brio-bg-fbe (brio): "), message
@@ -213,7 +132,7 @@ def test_twelve_accounts_on_a_pool_of_two_workers_and_a_retry_that_reruns_only_t
     requests_before = requests_by_account(stand_ins)
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(parent.id, Scheduled(name="AwaitingRetry"), force=True)
-    retried = wait_final(parent.id)
+    retried = wait_final(parent.id, RUN_TIMEOUT_SECONDS)
     assert retried.state.is_completed(), retried.state
     assert len(children_of(parent.id)) == 4  # the same children: none started twice
 
