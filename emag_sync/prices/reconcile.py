@@ -1,10 +1,10 @@
-"""Interrupted and unsettled price updates: audit rows left 'sending' by a run that died, or 'uncertain'
-after a lost answer whose re-read could not tell, resolved by what eMAG holds once a save in flight has
-landed or never will.
+"""Interrupted and unsettled offer updates (prices and stock): audit rows left 'sending' by a run that
+died, or 'uncertain' after a lost answer whose re-read could not tell, resolved by what eMAG holds once a
+save in flight has landed or never will.
 
-Two ways in: a price run reads each such offer back from eMAG (``reconcile_interrupted``), and a sync
-that has just loaded the account uses the prices it read (``reconcile_interrupted_from_database``). Both
-act only when no price run of the account is alive (the price lock, ``emag_sync.locks``).
+Two ways in: a price or stock run reads each such offer back from eMAG (``reconcile_interrupted``), and a
+sync that has just loaded the account uses the values it read (``reconcile_interrupted_from_database``).
+Both act only when no update run of the account is alive (the price lock, ``emag_sync.locks``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, and_, exists, or_, select
@@ -27,17 +26,18 @@ from emag_sync.prices.audit import (
     SENDING,
     AuditRow,
     Found,
+    Kind,
     Outcome,
     Reread,
     Status,
     classify_reread,
     derive_status,
-    prices_of,
+    held_values,
     record_outcome,
     unsettled_rows,
-    write_offer_prices,
+    write_offer_values,
 )
-from emag_sync.schema import PRICE_FIELDS, offers, sync_rejects
+from emag_sync.schema import PRICE_FIELDS, offers, products, sync_rejects
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Reconciled:
     status: Status
     found: Found
     interrupted: bool = True  # left 'sending' by a dead run; else 'uncertain' after a lost answer
+    kind: Kind = "price"
 
 
 def reconcile_interrupted(
@@ -88,24 +89,25 @@ def reconcile_interrupted(
     if wait > 0:
         sleep(wait)
     client = reader()
-    held: dict[int, tuple[dict[str, Decimal | None] | None, datetime]] = {}
+    read: dict[int, tuple[Mapping[str, Any] | None, datetime]] = {}
     for offer_id in dict.fromkeys(row.emag_offer_id for row in rows if row.emag_offer_id is not None):
         try:
             record = client.read_offer(offer_id)
         except EmagApiError as exc:
             log.warning("%s: offer id %s could not be read to reconcile it: %s", account.title, offer_id, exc)
             continue
-        held[offer_id] = (None if record is None else prices_of(record), clock())
+        read[offer_id] = (record, clock())
     done: list[Reconciled] = []
     with engine.begin() as conn:
         for row in rows:
-            if row.emag_offer_id not in held:
+            if row.emag_offer_id not in read:
                 continue
-            prices, at = held[row.emag_offer_id]
-            reread = Reread(classify_reread(row.sent, row.old, prices), at, "reconcile", prices)
+            found_record, at = read[row.emag_offer_id]
+            held = None if found_record is None else held_values(row.kind, found_record, row.warehouse_id)
+            reread = Reread(classify_reread(row.kind, row.asked, row.before, held), at, "reconcile", held)
             done.append(_resolve(conn, row, reread))
-            if prices is not None and reread.found in CHANGED_ON_EMAG:
-                write_offer_prices(conn, account, row.sku, prices, at)
+            if held is not None and reread.found in CHANGED_ON_EMAG:
+                write_offer_values(conn, account, row.sku, row.kind, held, at)
     _log(account, done, "eMAG")
     return done
 
@@ -140,25 +142,26 @@ def _from_database(
     rows = unsettled_rows(conn, account, sent_before=read_started_at - timedelta(seconds=SETTLE_SECONDS))
     if not rows:
         return []
-    loaded = _loaded_prices(conn, account, {row.sku for row in rows}, read_started_at, run_id)
-    done = [
-        _resolve(
-            conn,
-            row,
-            Reread(
-                classify_reread(row.sent, row.old, loaded[row.sku]), read_started_at, "sync", loaded[row.sku]
-            ),
-        )
-        for row in rows
-        if row.sku in loaded
-    ]
+    skus = {row.sku for row in rows}
+    loaded: dict[Kind, dict[str, Mapping[str, Any]]] = {
+        "price": _loaded_prices(conn, account, skus, read_started_at, run_id),
+        "stock": _loaded_records(conn, account, skus, read_started_at, run_id),
+    }
+    done = []
+    for row in rows:
+        found = loaded[row.kind].get(row.sku)
+        if found is None:
+            continue
+        held = held_values(row.kind, found, row.warehouse_id) if row.kind == "stock" else dict(found)
+        reread = Reread(classify_reread(row.kind, row.asked, row.before, held), read_started_at, "sync", held)
+        done.append(_resolve(conn, row, reread))
     _log(account, done, "the sync's read")
     return done
 
 
 def _loaded_prices(
     conn: Connection, account: Account, skus: set[str], read_started_at: datetime, run_id: int | None
-) -> dict[str, dict[str, Decimal | None]]:
+) -> dict[str, Mapping[str, Any]]:
     """The prices of active offer rows that hold what the read found (no push since it started)."""
     query = select(offers.c.sku, *(offers.c[name] for name in PRICE_FIELDS)).where(
         offers.c.account == account.name,
@@ -171,6 +174,28 @@ def _loaded_prices(
             ~exists().where(and_(sync_rejects.c.run_id == run_id, sync_rejects.c.sku == offers.c.sku))
         )
     return {row.sku: {name: row._mapping[name] for name in PRICE_FIELDS} for row in conn.execute(query)}
+
+
+def _loaded_records(
+    conn: Connection, account: Account, skus: set[str], read_started_at: datetime, run_id: int | None
+) -> dict[str, Mapping[str, Any]]:
+    """The records the sync loaded (the product row's raw record: its stock[] and totals) of active offers
+    whose stock no later push replaced (stock_pushed_at before the read)."""
+    query = (
+        select(offers.c.sku, products.c.raw_emag_data)
+        .join(products, products.c.id == offers.c.product_id)
+        .where(
+            offers.c.account == account.name,
+            offers.c.sku.in_(skus),
+            offers.c.is_active,
+            or_(offers.c.stock_pushed_at.is_(None), offers.c.stock_pushed_at < read_started_at),
+        )
+    )
+    if run_id is not None:
+        query = query.where(
+            ~exists().where(and_(sync_rejects.c.run_id == run_id, sync_rejects.c.sku == offers.c.sku))
+        )
+    return {row.sku: row.raw_emag_data for row in conn.execute(query) if isinstance(row.raw_emag_data, dict)}
 
 
 def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
@@ -186,7 +211,7 @@ def _resolve(conn: Connection, row: AuditRow, reread: Reread) -> Reconciled:
         reread=reread,
     )
     record_outcome(conn, row.id, outcome)
-    return Reconciled(row.id, row.sku, row.account, status, reread.found, row.status == SENDING)
+    return Reconciled(row.id, row.sku, row.account, status, reread.found, row.status == SENDING, row.kind)
 
 
 def _log(account: Account, done: list[Reconciled], source: str) -> None:
@@ -195,7 +220,10 @@ def _log(account: Account, done: list[Reconciled], source: str) -> None:
 
 
 def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
-    """'2 interrupted price update(s) reconciled from eMAG: 1 applied, 1 not-applied'."""
+    """'2 interrupted price update(s) reconciled from eMAG: 1 applied, 1 not-applied' (stock update(s), or
+    offer update(s) when both kinds were)."""
+    kinds = {r.kind for r in done}
+    noun = f"{kinds.pop()} update(s)" if len(kinds) == 1 else "offer update(s)"
     counts: Mapping[str, int] = {s: sum(1 for r in done if r.status == s) for s in {r.status for r in done}}
     figures = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     uncertain = sum(1 for r in done if not r.interrupted)
@@ -204,4 +232,4 @@ def describe_reconciled(done: list[Reconciled], source: str = "eMAG") -> str:
         if not uncertain
         else f"uncertain (lost answer){'' if uncertain == len(done) else ' or interrupted'}"
     )
-    return f"{len(done)} {what} price update(s) reconciled from {source}: {figures}"
+    return f"{len(done)} {what} {noun} reconciled from {source}: {figures}"
