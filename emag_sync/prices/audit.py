@@ -317,6 +317,7 @@ class AuditRow:
     reread_stock: int | None
     large_change_allowed: bool
     error: str | None
+    mass_zero_allowed: bool = False
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> AuditRow:
@@ -348,6 +349,7 @@ class AuditRow:
             reread_prices=row["reread_prices"] or response.get("re_read"),
             reread_stock=row["reread_stock"],
             large_change_allowed=bool(row["large_change_allowed"]),
+            mass_zero_allowed=bool(row["mass_zero_allowed"]),
             error=response.get("error"),
         )
 
