@@ -884,7 +884,9 @@ def _offer_field_errors(
     if "stock" in entity:
         stock = _warehouse_values(entity["stock"], MAX_STOCK)
         if fbe:
-            errors.append(f"{name}: the stock of a Fulfilled by eMAG offer is managed by eMAG, not the seller")
+            errors.append(
+                f"{name}: the stock of a Fulfilled by eMAG offer is managed by eMAG, not the seller"
+            )
         elif stock is None:
             errors.append(
                 f"{name}: stock must be a list of {{warehouse_id, value}} with an integer value "

@@ -329,6 +329,8 @@ def price_history_listing(
             style=_STATUS_COLOURS.get(status),
         )
         record = {name: getattr(row, name, None) for name in PRICE_HISTORY_FIELDS}
+        if row.kind == "stock":  # its own values, not the price columns' nulls
+            record |= {"old": {"stock": row.old_stock}, "new": {"stock": row.new_stock}}
         records.append(record | {"status": status, "account": row.account})
     notes = [INTERRUPTED_NOTE] if any(r["status"] == "interrupted" for r in records) else []
     if notes:

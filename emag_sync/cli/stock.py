@@ -46,6 +46,7 @@ def update_stock(
 ) -> None:
     """Set MAIN offers' stock on eMAG (the light offer/save: id and stock) and in the database, audited:
     one offer, or a CSV of many. FBE stock is eMAG's warehouse and is never sent."""
+    from emag_sync.accounts import AccountType
     from emag_sync.cli import console as screen
     from emag_sync.cli.output import Listing, show
     from emag_sync.db import engine_from_settings
@@ -72,7 +73,9 @@ def update_stock(
     try:
         csv_text = read_price_file(file, encoding) if file is not None else None
         if file is None:  # the numbers' form first: nothing is opened for a typo
-            where = f"{(sku or '').strip()} on eMAG {(account or '').strip()}"
+            name = (account or "").strip().lower()
+            label = AccountType(name).label if name in set(AccountType) else name
+            where = f"{(sku or '').strip()} on eMAG {label}"
             parse_stock(stock, where=where)
             if warehouse_id is not None:
                 parse_stock(warehouse_id, field_name="warehouse_id", where=where)

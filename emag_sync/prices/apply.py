@@ -42,6 +42,7 @@ from emag_sync.prices.audit import (
     derive_status,
     held_values,
     record_outcome,
+    record_reread,
     write_intents,
     write_offer_values,
 )
@@ -262,14 +263,16 @@ def apply_updates(
     the database take them in the same order): the intent rows ('sending') are committed, the request is
     sent, then the outcome and the offer rows are written in one transaction. ``isError`` re-reads the
     chunk's offers, because eMAG may have saved part of it; a lost answer (EmagUncertainWriteError)
-    re-reads too. A stock chunk eMAG accepted is re-read as well: the offer's totals (general and
-    estimated stock) are eMAG's to compute, and an order may reserve units meanwhile. A process killed
+    re-reads too. Stock eMAG accepted is re-read as well, once after the last chunk (``_confirm``): the
+    offer's totals (general and estimated stock) are eMAG's to compute, and an order may reserve units
+    meanwhile. A process killed
     between the two transactions leaves the intent rows, which the next price or stock run, or a sync,
     reconciles.
     """
     if len({plan.account for plan in plans}) > 1:
         raise ValueError("apply_updates takes one account's updates; group them first")
     results: list[PriceUpdateResult] = []
+    sent: list[OfferChange] = []  # the plans as sent (refreshed when another update went first)
     stop: str | None = None
     chunks = [
         plans[start : start + MAX_ENTITIES_PER_SAVE] for start in range(0, len(plans), MAX_ENTITIES_PER_SAVE)
@@ -277,6 +280,7 @@ def apply_updates(
     for number, chunk in enumerate(chunks, start=1):
         if stop is not None:
             results += [_result(p, "not-sent", f"not sent: {stop}") for p in chunk]
+            sent += chunk
             continue
         subject = f"chunk {number}/{len(chunks)} (offer ids {', '.join(str(p.emag_offer_id) for p in chunk)})"
         with offer_update_locks(engine, chunk[0].account, [p.emag_offer_id for p in chunk]) as waited:
@@ -284,7 +288,50 @@ def apply_updates(
                 chunk = _pushed_meanwhile(engine, chunk, waited)
             done, stop = _send_chunk(engine, writer, chunk, who, subject, clock)
         results += done
+        sent += chunk
+    if plans and plans[0].kind == "stock":
+        accepted = [(p, r) for p, r in zip(sent, results, strict=True) if r.answer == "accepted"]
+        _confirm(engine, writer, accepted, clock)
     return results
+
+
+def _confirm(
+    engine: Engine,
+    writer: OfferWriter,
+    done: Sequence[tuple[OfferChange, PriceUpdateResult]],
+    clock: Callable[[], datetime],
+) -> None:
+    """Read back what eMAG accepted (its pages, or by id, whichever costs fewer requests: 500 offers of a
+    700-offer catalogue are 8 reads, not 500), and record on each audit row what the re-read found; the
+    offer rows take what eMAG holds. A failed read leaves the rows as accepted, the re-read 'read failed'."""
+    if not done:
+        return
+    plans = [plan for plan, _ in done]
+    error = None
+    try:
+        records = read_current_records(writer, plans[0].account, [p.offer for p in plans], what=plans[0].kind)
+    except PriceUpdateError as exc:
+        records, error = {}, exc.detail
+    at = clock()
+    try:
+        with engine.begin() as conn:
+            for plan, result in done:
+                record = records.get(plan.emag_offer_id)
+                if record is None:
+                    reread = Reread("read failed", at, "save", error=error)
+                else:
+                    held = held_values(plan.kind, record, plan.warehouse_id)
+                    found = classify_reread(
+                        plan.kind, asked_values(plan.kind, plan.entity()), plan.before, held
+                    )
+                    reread = Reread(found, at, "save", held)
+                    write_offer_values(conn, plan.account, plan.sku, plan.kind, held, at)
+                assert result.audit_id is not None  # accepted: its intent was written
+                record_reread(conn, result.audit_id, reread)
+                result.found = reread.found
+                result.message = _message(plan, Outcome("accepted", "applied", at, reread=reread))
+    except SQLAlchemyError as exc:  # the outcome is recorded already; only the re-read is lost
+        log.warning("the re-read after the saves could not be recorded: %s", _reason(exc))
 
 
 def _pushed_meanwhile(engine: Engine, chunk: Sequence[P], since: datetime) -> list[P]:
@@ -329,10 +376,7 @@ def _send_chunk(
         stop = str(exc)
         outcomes = [Outcome("refused", "refused", clock(), [str(exc)], str(exc)) for _ in chunk]
     else:
-        answered_at = clock()
-        outcomes = [Outcome("accepted", "applied", answered_at) for _ in chunk]
-        if chunk[0].kind == "stock":
-            outcomes = _confirm_chunk(writer, chunk, outcomes, clock)
+        outcomes = [Outcome("accepted", "applied", clock()) for _ in chunk]
     try:
         return _record(engine, chunk, audit_ids, outcomes), stop
     except SQLAlchemyError as exc:
@@ -352,49 +396,6 @@ def _send_chunk(
             )
             for plan, audit_id, outcome in zip(chunk, audit_ids, outcomes, strict=True)
         ], f"the database failed after an earlier chunk was sent ({reason})"
-
-
-def _confirm_chunk(
-    writer: OfferWriter,
-    chunk: Sequence[OfferChange],
-    outcomes: Sequence[Outcome],
-    clock: Callable[[], datetime],
-) -> list[Outcome]:
-    """An accepted chunk's offers read back (pages or by id, whichever costs fewer requests): each outcome
-    keeps eMAG's answer and gains what the re-read found. A failed read leaves the answer alone."""
-    try:
-        records = read_current_records(
-            writer, chunk[0].account, [plan.offer for plan in chunk], what=chunk[0].kind
-        )
-    except PriceUpdateError as exc:
-        at = clock()
-        return [
-            Outcome(
-                o.answer,
-                o.status,
-                o.answered_at,
-                o.messages,
-                o.error,
-                Reread("read failed", at, "save", error=exc.detail),
-            )
-            for o in outcomes
-        ]
-    at = clock()
-    confirmed = []
-    for plan, outcome in zip(chunk, outcomes, strict=True):
-        held = held_values(plan.kind, records[plan.emag_offer_id], plan.warehouse_id)
-        found = classify_reread(plan.kind, asked_values(plan.kind, plan.entity()), plan.before, held)
-        confirmed.append(
-            Outcome(
-                outcome.answer,
-                outcome.status,
-                outcome.answered_at,
-                outcome.messages,
-                outcome.error,
-                Reread(found, at, "save", held),
-            )
-        )
-    return confirmed
 
 
 def _record(

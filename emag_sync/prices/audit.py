@@ -215,7 +215,7 @@ def record_outcome(conn: Connection, audit_id: int, outcome: Outcome) -> None:
         "isError": {"accepted": False, "refused": True}.get(outcome.answer),
         "messages": list(outcome.messages),
         "error": outcome.error,
-        "re_read": prices_json(held),
+        "re_read": prices_json(held) or None,
     }
     conn.execute(
         price_updates.update()
@@ -226,13 +226,27 @@ def record_outcome(conn: Connection, audit_id: int, outcome: Outcome) -> None:
             emag_answer=outcome.answer,
             emag_messages=list(outcome.messages),
             emag_response=json.loads(json.dumps(response, default=str)),
-            reread_at=reread.at if reread else None,
-            reread_source=reread.source if reread else None,
-            reread_found=reread.found if reread else None,
-            reread_prices=prices_json(held) or None,
-            reread_stock=_integer(held.get("stock")) if held else None,
+            **_reread_columns(reread),
         )
     )
+
+
+def record_reread(conn: Connection, audit_id: int, reread: Reread) -> None:
+    """Add to an audit row what reading the offer back found (the row's answer and status stay)."""
+    conn.execute(
+        price_updates.update().where(price_updates.c.id == audit_id).values(**_reread_columns(reread))
+    )
+
+
+def _reread_columns(reread: Reread | None) -> dict[str, Any]:
+    held = reread.values if reread else None
+    return {
+        "reread_at": reread.at if reread else None,
+        "reread_source": reread.source if reread else None,
+        "reread_found": reread.found if reread else None,
+        "reread_prices": prices_json(held) or None,
+        "reread_stock": _integer(held.get("stock")) if held else None,
+    }
 
 
 def write_offer_values(
