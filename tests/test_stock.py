@@ -507,3 +507,77 @@ def test_a_stock_push_during_a_sync_is_not_reverted_by_it(sandbox, engine):
 
     sync_account_once(engine, state, MAIN)  # a later read: eMAG's own values, which are the pushed ones
     assert offer_row(engine, sku, MAIN)["stock"] == before + 20
+
+
+# --------------------------------------------------------------------------------------------- Prefect
+
+
+def test_flows_update_stock_and_publish_the_result_table(prefect_harness, sandbox, engine, db_env):
+    from prefect.artifacts import Artifact
+    from prefect.exceptions import FailedRun
+
+    import tasks.stock as tasks_stock
+    from flows.update_stock import emag_update_offer_stock, emag_update_offer_stock_bulk
+
+    state = sandbox.state
+    sync_account_once(engine, state, MAIN)
+    sync_account_once(engine, state, FBE)
+    first, second = published(state, 2)
+
+    row = emag_update_offer_stock(sku=first["part_number"], account="MAIN", stock=first["general_stock"] + 1)
+    assert (row["status"], row["new stock"], row["warehouse"], row["re-read"]) == (
+        "applied", str(first["general_stock"] + 1), "1", "new stock",
+    )  # fmt: skip
+    [audit] = stock_audits(engine)
+    assert audit["source"] == "flow" and audit["requested_by"].startswith("prefect:") and audit["flow_run_id"]
+    fbe_sku = state.catalogue_records(FBE)[0]["part_number"]
+    with pytest.raises(FailedRun, match=f"fbe: {fbe_sku}: {FBE_REFUSAL}"):
+        emag_update_offer_stock(sku=fbe_sku, account="fbe", stock=1)
+
+    with pytest.raises(FailedRun, match="2 of 3 stock update line"):
+        emag_update_offer_stock_bulk(
+            csv_text=f"sku,account,stock\n{second['part_number']},main,5\n{fbe_sku},fbe,1\nKIT[/2],main,x\n"
+        )
+    assert state.record_by_id(MAIN, second["id"])["general_stock"] == 5
+    artifact = Artifact.get(tasks_stock.ARTIFACT_KEY)
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [(r["line"], r["status"]) for r in table] == [("2", "applied"), ("3", "invalid"), ("4", "invalid")]
+    assert table[2]["sku"] == r"KIT\[\/2\]"  # the UI renders cells as markdown: text is escaped
+    assert "1 applied, 2 invalid" in artifact.description
+
+    zeros = "".join(f"{r['part_number']},main,0\n" for r in published(state, 60))
+    with pytest.raises(FailedRun, match="EMAG_MAX_ZERO_STOCK_SHARE allows: nothing was sent"):
+        emag_update_offer_stock_bulk(csv_text="sku,account,stock\n" + zeros)
+    assert (
+        len(emag_update_offer_stock_bulk(csv_text="sku,account,stock\n" + zeros, allow_mass_zero=True)) == 60
+    )
+
+
+def test_the_stock_flows_offer_a_typed_form_with_help():
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema, parameter_schema_from_entrypoint
+
+    from flows.update_stock import emag_update_offer_stock, emag_update_offer_stock_bulk
+
+    schema = parameter_schema(emag_update_offer_stock.fn).model_dump()
+    props = schema["properties"]
+    assert list(props) == ["sku", "account", "stock", "warehouse_id"]
+    assert schema["required"] == ["sku", "account", "stock"]
+    assert all(p.get("description") for p in props.values()), "every field has its help text"
+    assert props["stock"] | {"type": "integer", "minimum": 0, "maximum": 65535} == props["stock"]
+    assert props["warehouse_id"]["type"] == "integer" and "anyOf" not in props["warehouse_id"]
+    assert (
+        parameter_schema_from_entrypoint("flows/update_stock.py:emag_update_offer_stock").model_dump()
+        == schema
+    )
+    given = emag_update_offer_stock.validate_parameters(
+        {"sku": "EMG1", "account": " MAIN ", "stock": "12", "warehouse_id": ""}
+    )
+    assert (given["account"], given["stock"], given["warehouse_id"]) == ("main", 12, None)
+    for bad in ("70000", "-1", "2.5"):
+        with pytest.raises(ParameterTypeError):
+            emag_update_offer_stock.validate_parameters({"sku": "EMG1", "account": "main", "stock": bad})
+
+    bulk = parameter_schema(emag_update_offer_stock_bulk.fn).model_dump()
+    assert list(bulk["properties"]) == ["csv_text", "allow_mass_zero"] and bulk["required"] == ["csv_text"]
+    assert all(p.get("description") for p in bulk["properties"].values())
