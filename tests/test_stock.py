@@ -322,8 +322,10 @@ def test_a_file_zeroing_30_percent_is_refused_without_the_flag_and_applied_with_
     state = sandbox.state
     sync_account_once(engine, state, MAIN)  # 200 active offers
     zeros = [r["part_number"] for r in published(state, 60)]
+    other = published(state, 61)[60]["part_number"]
     csv_file = tmp_path / "stock.csv"
-    csv_file.write_text("sku,account,stock\n" + "".join(f"{sku},main,0\n" for sku in zeros))
+    lines = "".join(f"{sku},main,0\n" for sku in zeros) + f"{other},main,9\n"
+    csv_file.write_text("sku,account,stock\n" + lines)
 
     refused = cli("update-stock", "--file", str(csv_file))
 
@@ -339,23 +341,23 @@ def test_a_file_zeroing_30_percent_is_refused_without_the_flag_and_applied_with_
 
     assert allowed.exit_code == 0, allowed.output
     audits = stock_audits(engine)
-    assert len(audits) == 60 and {(a["status"], a["mass_zero_allowed"]) for a in audits} == {
-        ("applied", True)
-    }
+    assert len(audits) == 61 and {a["status"] for a in audits} == {"applied"}
+    assert {a["mass_zero_allowed"] for a in audits if a["new_stock"] == 0} == {True}
+    assert [a["mass_zero_allowed"] for a in audits if a["new_stock"] != 0] == [False]  # only the zeros say so
     assert all(offer_row(engine, sku, MAIN)["stock"] == 0 for sku in zeros)
-    assert "(mass zero allowed)" in cli("offer-history", "--limit", "1").stdout
+    assert "(mass zero allowed)" in cli("offer-history", "--limit", "2").stdout
 
 
 def test_the_guard_compares_the_share_exactly(sandbox, engine, monkeypatch):
     """EMAG_MAX_ZERO_STOCK_SHARE as typed, compared as a Decimal: 20% of 200 offers is 40, and 40 pass."""
     sync_account_once(engine, sandbox.state, MAIN)  # 200 active offers: 20% is 40
     requests = [make_stock_request(f"EMG{i}", "main", 0, accounts=REGISTERED) for i in range(1, 41)]
-    check_mass_zero(engine, requests, max_share=Decimal("0.20"), allow=False)  # 40 of 200: allowed
+    assert check_mass_zero(engine, requests, max_share=Decimal("0.20"), allow=False) == set()  # 40 of 200
     more = [*requests, make_stock_request("EMG41", "main", 0, accounts=REGISTERED)]
     with pytest.raises(MassZeroStockError, match="sets 41 of the account's 200 active offers"):
         check_mass_zero(engine, more, max_share=Decimal("0.20"), allow=False)
-    check_mass_zero(engine, more, max_share=Decimal("0.205"), allow=False)
-    check_mass_zero(engine, more, max_share=Decimal("0.20"), allow=True)
+    assert check_mass_zero(engine, more, max_share=Decimal("0.205"), allow=False) == set()
+    assert check_mass_zero(engine, more, max_share=Decimal("0.20"), allow=True) == {MAIN}
     monkeypatch.setenv("EMAG_MAX_ZERO_STOCK_SHARE", "1.5")
     with pytest.raises(ConfigError, match="EMAG_MAX_ZERO_STOCK_SHARE='1.5' is refused"):
         get_settings()

@@ -698,15 +698,15 @@ def run_stock_bulk(
     (every account before anything is sent), then per account reconcile and send the valid ones in chunks
     of 50 light offer/save entities; results in input order. Invalid rows are refused by name, the rest
     applied. On a dry run the valid ones come back as 'not-sent' after validation."""
-    check_mass_zero(engine, requests, max_share=max_zero_share, allow=allow_mass_zero)
+    zeroing = check_mass_zero(engine, requests, max_share=max_zero_share, allow=allow_mass_zero)
     results: list[PriceUpdateResult] = []
     ready: dict[Account, list[PlannedStock]] = {}
     for account in dict.fromkeys(request.account for request in requests):
         mine = [request for request in requests if request.account == account]
         ready[account], refused = prepare_stock(engine, mine, partial(writer_for, account))
         results += refused
-        if allow_mass_zero:
-            ready[account] = [replace(p, mass_zero=True) for p in ready[account]]
+        if account in zeroing:  # the audit says which zeros went past the guard
+            ready[account] = [replace(p, mass_zero=p.request.stock == 0) for p in ready[account]]
     for account, planned in ready.items():
         if dry_run:
             results += [_result(p, "not-sent", "valid (dry run, not sent)") for p in planned]

@@ -224,21 +224,25 @@ def active_offer_count(engine: Engine, account: Account) -> int:
 
 def check_mass_zero(
     engine: Engine, requests: Sequence[StockRequest], *, max_share: Decimal, allow: bool
-) -> None:
-    """Refuse (MassZeroStockError, nothing sent) a bulk that sets more than ``max_share`` of an account's
-    active offers to 0, unless ``allow``. Compared exactly: 0.2 x 100 offers is 20, and 20 zeros pass."""
-    if allow:
-        return
+) -> set[Account]:
+    """The accounts whose part of the bulk sets more than ``max_share`` of their active offers to 0; unless
+    ``allow``, MassZeroStockError (nothing read or sent) for the first. Compared exactly: 0.2 x 200 offers
+    is 40, and 40 zeros pass."""
+    over: set[Account] = set()
     for account in dict.fromkeys(r.account for r in requests):
         zeros = len({r.sku for r in requests if r.account == account and r.stock == 0})
         if not zeros:
             continue
         active = active_offer_count(engine, account)
-        if zeros > max_share * active:
+        if zeros <= max_share * active:
+            continue
+        if not allow:
             share = f"{Decimal(zeros) / active:.0%}" if active else "all"
             raise MassZeroStockError(
                 f"the input sets {zeros} of the account's {active} active offers ({share}) to stock 0, more "
-                f"than the {(max_share * 100).normalize():f}% EMAG_MAX_ZERO_STOCK_SHARE allows: nothing was sent. If the shelf "
-                "is really empty, pass --allow-mass-zero (flow parameter allow_mass_zero)",
+                f"than the {(max_share * 100).normalize():f}% EMAG_MAX_ZERO_STOCK_SHARE allows: nothing was "
+                "sent. If the shelf is really empty, pass --allow-mass-zero (flow parameter allow_mass_zero)",
                 account=account,
             )
+        over.add(account)
+    return over
