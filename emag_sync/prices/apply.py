@@ -265,9 +265,8 @@ def apply_updates(
     chunk's offers, because eMAG may have saved part of it; a lost answer (EmagUncertainWriteError)
     re-reads too. Stock eMAG accepted is re-read as well, once after the last chunk (``_confirm``): the
     offer's totals (general and estimated stock) are eMAG's to compute, and an order may reserve units
-    meanwhile. A process killed
-    between the two transactions leaves the intent rows, which the next price or stock run, or a sync,
-    reconciles.
+    meanwhile. A process killed between the two transactions leaves the intent rows, which the next
+    price or stock run, or a sync, reconciles.
     """
     if len({plan.account for plan in plans}) > 1:
         raise ValueError("apply_updates takes one account's updates; group them first")

@@ -113,11 +113,6 @@ def failure_line(row: Mapping[str, str]) -> str:
     return f"{at}{subject + ': ' if subject else ''}{row['status']}: {row['message']}"
 
 
-def describe_prices(values: Mapping[str, Decimal | None], currency: str | None) -> str:
-    unit = f" {currency}" if currency else ""
-    return ", ".join(f"{k} {money_text(v)}{unit}" for k, v in values.items())
-
-
 def summary(rows: Sequence[Mapping[str, str]]) -> str:
     """'3 applied, 1 invalid' for logs and the artifact description."""
     counts: dict[str, int] = {}

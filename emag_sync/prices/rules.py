@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -68,7 +68,7 @@ class PlannedUpdate:
     offer: StoredOffer
     large_change: bool = False  # beyond EMAG_MAX_PRICE_CHANGE, allowed by the request
 
-    kind: Literal["price"] = "price"
+    kind: Literal["price"] = field(default="price", init=False)
 
     @property
     def warehouse_id(self) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -55,7 +55,7 @@ class PlannedStock:
     reserved: int = 0  # general_stock - estimated_stock when validated
     mass_zero: bool = False  # part of a bulk the operator allowed past the mass-zero guard
 
-    kind: Literal["stock"] = "stock"
+    kind: Literal["stock"] = field(default="stock", init=False)
 
     @property
     def account(self) -> Account:
