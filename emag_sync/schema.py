@@ -318,7 +318,7 @@ price_updates = Table(
     ),
     Column("emag_response", JSONB),
     # Written before the request (status sending), completed after it: a run killed in between leaves
-    # the intent visible, and the next price run or sync reconciles it by reading eMAG.
+    # the intent visible, and the next price or stock run, or a sync, reconciles it by reading eMAG.
     Column("sent_entity", JSONB, comment="the offer/save entity sent: id and the price fields asked for"),
     Column("sent_at", DateTime(timezone=True), comment="when the intent was committed, just before sending"),
     Column("answered_at", DateTime(timezone=True), comment="when eMAG's answer (or the failure) arrived"),
