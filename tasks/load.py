@@ -50,7 +50,7 @@ from emag_sync.schema import (
     sync_rejects,
     sync_seen,
 )
-from tasks.transform import BatchFrames
+from tasks.transform import HIDDEN, BatchFrames
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +217,12 @@ WHERE t.account = :account AND t.prices_pushed_at > s.{READ_AT}
   AND t.sku = s.sku AND t.account = s.account
 RETURNING s.sku
 """
-# The same for stock pushed from here (general, available and reserved stock; stock_pushed_at).
+# The same for stock pushed from here (general, available and reserved stock; stock_pushed_at): an offer
+# kept at 0 is not sellable, whatever the page said.
 _KEEP_PUSHED_STOCK_SQL = f"""
 UPDATE {STAGE_OFFERS} s
-SET {", ".join(f"{name} = t.{name}" for name in STOCK_FIELDS)}, content_hash = ''
+SET {", ".join(f"{name} = t.{name}" for name in STOCK_FIELDS)}, content_hash = '',
+    visibility = CASE WHEN t.stock = 0 THEN '{HIDDEN}' ELSE s.visibility END
 FROM {_qualified(offers.name)} t
 WHERE t.account = :account AND t.stock_pushed_at > s.{READ_AT}
   AND t.sku = s.sku AND t.account = s.account

@@ -510,6 +510,23 @@ def test_a_stock_push_during_a_sync_is_not_reverted_by_it(sandbox, engine):
     sync_account_once(engine, state, MAIN)  # a later read: eMAG's own values, which are the pushed ones
     assert offer_row(engine, sku, MAIN)["stock"] == before + 20
 
+    # Emptied by a push while the sync's page (read before it) says there is stock: kept at 0, not sellable.
+    read_at = datetime.now(UTC)
+    page = state.catalogue_records(MAIN)
+    assert run_single(engine, sku, "main", 0).ok
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(sync_runs)
+            .values(
+                account_type="main", account="main", status="running", items_per_page=100, pages_per_batch=5
+            )
+            .returning(sync_runs.c.id)
+        ).scalar_one()
+    frames = transform_batch(page, MAIN, pages=1, read_at=read_at, synced_at=datetime.now(UTC))
+    load_batch(engine, run_id, MAIN, frames, last_page=1)
+    row = offer_row(engine, sku, MAIN)
+    assert (row["stock"], row["available_stock"], row["visibility"]) == (0, 0, "hidden")
+
 
 # --------------------------------------------------------------------------------------------- Prefect
 

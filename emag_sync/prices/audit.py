@@ -276,6 +276,8 @@ def write_offer_stock(
         "content_hash": "",  # (see write_offer_prices)
         "stock_pushed_at": held_at,
     }
+    if general == 0:  # eMAG's rule: no stock, not sellable (the other way round needs the next sync's read)
+        changes["visibility"] = "hidden"
     conn.execute(
         offers.update().where(offers.c.account == account.name, offers.c.sku == sku).values(**changes)
     )
