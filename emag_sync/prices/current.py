@@ -58,7 +58,7 @@ def read_current_records(
         if len(skus) > BY_ID_READS_AT_MOST:
             count = reader.count()
             if count.pages + 1 < len(skus):
-                held = _from_pages(reader, count, set(skus))
+                held = records_from_pages(reader, count, set(skus))
         for offer_id in [i for i in skus if i not in held]:  # (a record the pages shifted past, too)
             record = reader.read_offer(offer_id)
             if record is None:
@@ -77,9 +77,10 @@ def read_current_records(
     return held
 
 
-def _from_pages(
+def records_from_pages(
     reader: CurrentReader, count: CatalogueCount, wanted: set[int]
 ) -> dict[int, Mapping[str, Any]]:
+    """The records of the ``wanted`` offer ids found in the account's pages (one read of the catalogue)."""
     by_text = {str(offer_id): offer_id for offer_id in wanted}  # (ids compared as read_offer does)
     held: dict[int, Mapping[str, Any]] = {}
     for page in reader.iter_pages(count=count):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, or_, select
 
@@ -37,6 +37,7 @@ from emag_sync.prices.audit import (
     unsettled_rows,
     write_offer_values,
 )
+from emag_sync.prices.current import BY_ID_READS_AT_MOST, CurrentReader, records_from_pages
 from emag_sync.schema import PRICE_FIELDS, offers, products, sync_rejects
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ log = logging.getLogger(__name__)
 # A save whose writer died may still have been in flight at eMAG; eMAG answers saves within about a
 # second, so an intent this old has landed, or never will. Younger ones are waited for.
 SETTLE_SECONDS = 5.0
-
-
-class OfferReader(Protocol):
-    """What reconciling needs from emag_sync.api.EmagClient."""
-
-    def read_offer(self, emag_id: int) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class Reconciled:
 
 def reconcile_interrupted(
     engine: Engine,
-    reader: Callable[[], OfferReader],
+    reader: Callable[[], CurrentReader],
     account: Account,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -77,8 +72,9 @@ def reconcile_interrupted(
 
     The caller holds the account's price lock exclusive (``locks.price_run_lock``), so every 'sending' row
     is a dead run's. ``reader`` opens the account's client only when there is something to read (one
-    request per offer, on the account's shared rate budget). An offer that cannot be read stays 'sending'
-    for a later run; one whose intended prices landed becomes applied and its row takes them.
+    request per offer, or the account's pages when fewer, on its shared rate budget). An offer that cannot
+    be read stays 'sending' for a later run; one whose intended values landed becomes applied and its row
+    takes them.
     """
     with engine.connect() as conn:
         rows = unsettled_rows(conn, account)
@@ -88,15 +84,8 @@ def reconcile_interrupted(
     wait = SETTLE_SECONDS - (clock() - youngest).total_seconds()
     if wait > 0:
         sleep(wait)
-    client = reader()
-    read: dict[int, tuple[Mapping[str, Any] | None, datetime]] = {}
-    for offer_id in dict.fromkeys(row.emag_offer_id for row in rows if row.emag_offer_id is not None):
-        try:
-            record = client.read_offer(offer_id)
-        except EmagApiError as exc:
-            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.title, offer_id, exc)
-            continue
-        read[offer_id] = (record, clock())
+    ids = list(dict.fromkeys(row.emag_offer_id for row in rows if row.emag_offer_id is not None))
+    read = _read_back(reader(), account, ids, clock)
     done: list[Reconciled] = []
     with engine.begin() as conn:
         for row in rows:
@@ -110,6 +99,30 @@ def reconcile_interrupted(
                 write_offer_values(conn, account, row.sku, row.kind, held, at)
     _log(account, done, "eMAG")
     return done
+
+
+def _read_back(
+    client: CurrentReader, account: Account, ids: list[int], clock: Callable[[], datetime]
+) -> dict[int, tuple[Mapping[str, Any] | None, datetime]]:
+    """Each offer as eMAG holds it now, and when it was read: the account's pages when they are fewer
+    requests than reads by id (a killed bulk leaves 50 offers per chunk), then by id what the pages did not
+    hold (None: eMAG has no such offer). An offer that cannot be read is left out, for a later run."""
+    read: dict[int, tuple[Mapping[str, Any] | None, datetime]] = {}
+    if len(ids) > BY_ID_READS_AT_MOST:
+        try:
+            count = client.count()
+            if count.pages + 1 < len(ids):
+                read = {i: (r, clock()) for i, r in records_from_pages(client, count, set(ids)).items()}
+        except EmagApiError as exc:
+            log.warning("%s: the pages could not be read to reconcile; reading by id: %s", account.title, exc)
+    for offer_id in [i for i in ids if i not in read]:
+        try:
+            record = client.read_offer(offer_id)
+        except EmagApiError as exc:
+            log.warning("%s: offer id %s could not be read to reconcile it: %s", account.title, offer_id, exc)
+            continue
+        read[offer_id] = (record, clock())
+    return read
 
 
 def reconcile_interrupted_from_database(
