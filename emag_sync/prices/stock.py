@@ -22,9 +22,8 @@ from emag_sync.prices.audit import held_values, warehouses_of
 from emag_sync.prices.rules import StoredOffer, check_published, parse_account
 from emag_sync.schema import offers
 
+# A stock as operators type it: ASCII digits only (int() would also take "1_000", " ١٢" and full-width digits).
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
-# A stock as operators type it in the form: ASCII digits only.
-STOCK_TEXT_PATTERN = r"^[0-9]{1,5}$"
 FBE_REFUSAL = "FBE stock is managed by eMAG's warehouse"
 
 
