@@ -857,7 +857,8 @@ class SandboxState:
                 f"{name}: recommended_price {format_price(recommended)} must be greater than "
                 f"sale_price {format_price(sale)}"
             )
-        errors.extend(_offer_field_errors(name, entity, changes, current))
+        fbe = state.catalogue.kind == "fbe"
+        errors.extend(_offer_field_errors(name, entity, changes, current, fbe=fbe))
         if errors:
             raise RequestRefused(errors)
         for key, value in prices.items():
@@ -866,7 +867,7 @@ class SandboxState:
 
 
 def _offer_field_errors(
-    name: str, entity: Mapping[str, Any], changes: dict[str, Any], current: Mapping[str, Any]
+    name: str, entity: Mapping[str, Any], changes: dict[str, Any], current: Mapping[str, Any], *, fbe: bool
 ) -> list[str]:
     """Check status, vat_id, stock and handling_time; fill ``changes`` with what is valid."""
     errors: list[str] = []
@@ -882,12 +883,24 @@ def _offer_field_errors(
         changes["vat_id"] = vat_id
     if "stock" in entity:
         stock = _warehouse_values(entity["stock"], MAX_STOCK)
-        if stock is None:
-            errors.append(f"{name}: stock must be a list of {{warehouse_id, value 0..{MAX_STOCK}}}")
+        if fbe:
+            errors.append(
+                f"{name}: the stock of a Fulfilled by eMAG offer is managed by eMAG, not the seller"
+            )
+        elif stock is None:
+            errors.append(
+                f"{name}: stock must be a list of {{warehouse_id, value}} with an integer value "
+                f"0..{MAX_STOCK}, got {entity['stock']!r}"
+            )
         else:
-            general = sum(item["value"] for item in stock)
+            # Each warehouse sent is set; the offer's other warehouses keep theirs (an entry read without
+            # warehouse_id is warehouse 1). general_stock is their sum, estimated_stock keeps the reserved.
+            held = {_as_int(item.get("warehouse_id", 1)) or 1: item for item in current["stock"]}
+            held.update({item["warehouse_id"]: item for item in stock})
+            merged = [{"warehouse_id": w, "value": int(item["value"])} for w, item in held.items()]
+            general = sum(item["value"] for item in merged)
             reserved = max(0, int(current["general_stock"]) - int(current["estimated_stock"]))
-            changes.update(stock=stock, general_stock=general, estimated_stock=max(0, general - reserved))
+            changes.update(stock=merged, general_stock=general, estimated_stock=max(0, general - reserved))
     if "handling_time" in entity:
         handling = _warehouse_values(entity["handling_time"], MAX_HANDLING_DAYS)
         if handling is None:
@@ -907,7 +920,7 @@ def _warehouse_values(value: object, maximum: int) -> list[dict[str, int]] | Non
             return None
         warehouse = _as_int(item.get("warehouse_id", 1))
         amount = _as_int(item.get("value"))
-        if warehouse is None or amount is None or not 0 <= amount <= maximum:
+        if warehouse is None or warehouse < 1 or amount is None or not 0 <= amount <= maximum:
             return None
         result.append({"warehouse_id": warehouse, "value": amount})
     return result

@@ -194,5 +194,14 @@ def with_fix(message: str, fix: PriceFix | None, fixes: Mapping[PriceFix, str]) 
     return f"{message}; {fixes[fix]}" if fix is not None else message
 
 
+class StockUpdateError(PriceUpdateError):
+    """A stock update was refused before or by eMAG (its fields and wording as a price update's: the two
+    are offer updates sent and audited by one machinery)."""
+
+
+class MassZeroStockError(StockUpdateError):
+    """A bulk would set more than EMAG_MAX_ZERO_STOCK_SHARE of an account's active offers to stock 0."""
+
+
 class OfferNotPublishedError(PriceUpdateError):
     """The offer is not in the database, inactive, or has no eMAG id."""

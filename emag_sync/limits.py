@@ -26,6 +26,8 @@ PRICE_DECIMALS = 4
 PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMALS)
 # Stock is an unsigned 16-bit value per warehouse (section 2.8); handling time at most 255 days.
 MAX_STOCK = 65_535
+# offer/save's stock[] names a warehouse; a seller with one warehouse has warehouse_id 1 (reads may omit it).
+DEFAULT_WAREHOUSE_ID = 1
 MAX_HANDLING_DAYS = 255
 
 # product_offer/read status: 0 inactive, 1 active, 2 end of life.

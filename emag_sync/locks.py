@@ -123,6 +123,8 @@ def account_lock(engine: Engine, account: Account, *, wait: bool = False) -> Ite
 
 
 # --- price runs ---------------------------------------------------------------------------------------
+# (A stock run is a price run here: both send offer updates through emag_sync.prices.apply, and one lock
+# tells the live ones of either kind from the dead.)
 # Every price run holds its account's price lock SHARED while it sends (several may send at once); the
 # reconciler takes it EXCLUSIVE, without waiting, before it treats 'sending' audit rows as interrupted: it
 # gets it only when no price run of the account is alive, since PostgreSQL drops a dead process's locks.

@@ -167,6 +167,12 @@ offers = Table(
         "never overwrites those prices",
     ),
     Column(
+        "stock_pushed_at",
+        DateTime(timezone=True),
+        comment="when eMAG confirmed the latest stock update sent from here: a sync page read earlier "
+        "never overwrites that stock",
+    ),
+    Column(
         "sync_attempts",
         Integer,
         nullable=False,
@@ -183,6 +189,12 @@ offers = Table(
         "account",
         "prices_pushed_at",
         postgresql_where=text("prices_pushed_at IS NOT NULL"),
+    ),
+    Index(
+        "emag_product_offers_v2_stock_pushed",
+        "account",
+        "stock_pushed_at",
+        postgresql_where=text("stock_pushed_at IS NOT NULL"),
     ),
     Index("emag_product_offers_v2_product_id", "product_id"),
     _account_check("emag_product_offers_v2"),
@@ -275,10 +287,14 @@ sync_seen = Table(
     UniqueConstraint("run_id", "sku", name="emag_sync_seen_run_sku"),
 )
 
+# The offer updates sent from here, prices and stock alike (``kind``): one intent, answer, re-read and
+# status per update. The table keeps its first name, which scripts and earlier versions read.
+UPDATE_KINDS = ("price", "stock")
 price_updates = Table(
     "emag_price_updates",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
+    Column("kind", Text, nullable=False, server_default="price", comment="price or stock"),
     Column("requested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("requested_by", Text, nullable=False, comment="OS user or Prefect flow run that asked"),
     Column("source", Text, nullable=False, comment="cli, cli-bulk, flow"),
@@ -302,7 +318,7 @@ price_updates = Table(
     ),
     Column("emag_response", JSONB),
     # Written before the request (status sending), completed after it: a run killed in between leaves
-    # the intent visible, and the next price run or sync reconciles it by reading eMAG.
+    # the intent visible, and the next price or stock run, or a sync, reconciles it by reading eMAG.
     Column("sent_entity", JSONB, comment="the offer/save entity sent: id and the price fields asked for"),
     Column("sent_at", DateTime(timezone=True), comment="when the intent was committed, just before sending"),
     Column("answered_at", DateTime(timezone=True), comment="when eMAG's answer (or the failure) arrived"),
@@ -321,7 +337,19 @@ price_updates = Table(
         server_default="false",
         comment="the sale price moved by more than EMAG_MAX_PRICE_CHANGE and the operator allowed it",
     ),
+    Column("warehouse_id", Integer, comment="stock updates: the warehouse whose stock was set"),
+    Column("old_stock", Integer, comment="stock updates: the warehouse's stock on eMAG before"),
+    Column("new_stock", Integer, comment="stock updates: the stock asked for"),
+    Column("reread_stock", Integer, comment="stock updates: the warehouse's stock eMAG held at reread_at"),
+    Column(
+        "mass_zero_allowed",
+        Boolean,
+        nullable=False,
+        server_default="false",
+        comment="part of a bulk setting more than EMAG_MAX_ZERO_STOCK_SHARE of the offers to 0, allowed",
+    ),
     _account_check("emag_price_updates"),
+    CheckConstraint(f"kind IN {UPDATE_KINDS!r}", name="emag_price_updates_kind"),
     Index("emag_price_updates_sku", "account", "sku"),
 )
 
@@ -333,9 +361,13 @@ price_updates = Table(
 PAGE = sync_rejects.c.page.name
 READ_AT = "read_at"
 # Columns that do not come from eMAG's record: the database fills them, or a price update does.
-_NOT_FROM_EMAG = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
+_NOT_FROM_EMAG = {
+    "id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at", "stock_pushed_at",
+}  # fmt: skip
 PRODUCT_COLUMNS = [c.name for c in products.columns if c.name not in _NOT_FROM_EMAG]
 OFFER_COLUMNS = [c.name for c in offers.columns if c.name not in _NOT_FROM_EMAG]
 REJECT_COLUMNS = [c.name for c in sync_rejects.columns if c.name not in {"id", "run_id", "created_at"}]
 # The offer fields a price update writes (price mirrors sale_price).
 PRICE_FIELDS = ("sale_price", "min_sale_price", "max_sale_price")
+# The offer fields a stock update writes: general_stock, estimated_stock and their difference.
+STOCK_FIELDS = ("stock", "available_stock", "reserved_stock")

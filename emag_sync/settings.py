@@ -30,6 +30,10 @@ DEFAULT_DATA_DOCS_URL = f"http://127.0.0.1:{DATA_DOCS_PORT}/"
 # A price update may move a sale price by at most this share of it unless the operator says it is intended
 # (--allow-large-change / allow_large_change): 35.00 typed for 350.00 is refused, not applied.
 DEFAULT_MAX_PRICE_CHANGE = Decimal("0.30")
+# A bulk stock update may set at most this share of an account's active offers to 0 at once unless the
+# operator says it is intended (--allow-mass-zero / allow_mass_zero): a broken ERP export must not empty
+# the shop.
+DEFAULT_MAX_ZERO_STOCK_SHARE = Decimal("0.20")
 # A sync may always deactivate this many offers confirmed gone, whatever share of the catalogue they are: a
 # shop of 5 offers that removes one (20%, above the default 10% share) is not refused on every scheduled run.
 DEFAULT_MAX_DEACTIVATED_COUNT = 2
@@ -93,6 +97,9 @@ class Settings(BaseSettings):
     emag_sync_data_docs_dir: Path | None = None
     emag_sync_data_docs_url: str = DEFAULT_DATA_DOCS_URL
     emag_max_price_change: Decimal = Field(default=DEFAULT_MAX_PRICE_CHANGE, gt=0, allow_inf_nan=False)
+    emag_max_zero_stock_share: Decimal = Field(
+        default=DEFAULT_MAX_ZERO_STOCK_SHARE, ge=0, le=1, allow_inf_nan=False
+    )
     # The sync option max_deactivated_count when a run does not give one.
     emag_max_deactivated_count: int = Field(default=DEFAULT_MAX_DEACTIVATED_COUNT, ge=0)
     # How many accounts one process syncs at once (EMAG_SYNC_MAX_CONCURRENT_ACCOUNTS).

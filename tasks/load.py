@@ -44,12 +44,13 @@ from emag_sync.schema import (
     READ_AT,
     REJECT_COLUMNS,
     SCHEMA,
+    STOCK_FIELDS,
     offers,
     products,
     sync_rejects,
     sync_seen,
 )
-from tasks.transform import BatchFrames
+from tasks.transform import HIDDEN, BatchFrames
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,17 @@ WHERE t.account = :account AND t.prices_pushed_at > s.{READ_AT}
   AND t.sku = s.sku AND t.account = s.account
 RETURNING s.sku
 """
+# The same for stock pushed from here (general, available and reserved stock; stock_pushed_at): an offer
+# kept at 0 is not sellable, whatever the page said.
+_KEEP_PUSHED_STOCK_SQL = f"""
+UPDATE {STAGE_OFFERS} s
+SET {", ".join(f"{name} = t.{name}" for name in STOCK_FIELDS)}, content_hash = '',
+    visibility = CASE WHEN t.stock = 0 THEN '{HIDDEN}' ELSE s.visibility END
+FROM {_qualified(offers.name)} t
+WHERE t.account = :account AND t.stock_pushed_at > s.{READ_AT}
+  AND t.sku = s.sku AND t.account = s.account
+RETURNING s.sku
+"""
 
 # Step 3. Products; unchanged rows are not rewritten (updated_at stays), a returning row is reactivated.
 _PRODUCTS_SQL = _upsert_sql(
@@ -265,6 +277,14 @@ def load_batch(
         if kept:
             log.info(
                 "%s: %d offers keep prices pushed after their page was read (%s)",
+                account.title,
+                len(kept),
+                ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),
+            )
+        kept = conn.execute(text(_KEEP_PUSHED_STOCK_SQL), {"account": account.name}).scalars().all()
+        if kept:
+            log.info(
+                "%s: %d offers keep stock pushed after their page was read (%s)",
                 account.title,
                 len(kept),
                 ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),

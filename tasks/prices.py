@@ -28,7 +28,7 @@ ARTIFACT_KEY = "emag-price-updates"
 FORM_FIXES: Mapping[PriceFix, str] = PARAMETER_FIXES
 
 
-def _who() -> Requester:
+def requester() -> Requester:
     """Who asks, for the audit rows of this flow run."""
     return Requester(f"prefect:{runtime.flow_run.name}", "flow", str(runtime.flow_run.id))
 
@@ -66,7 +66,7 @@ def update_offer_price(
     try:
         with emag_writers(settings) as writer_for:
             result = run_single(
-                engine, request, writer_for, _who(), max_change=settings.emag_max_price_change,
+                engine, request, writer_for, requester(), max_change=settings.emag_max_price_change,
                 show=show, notify=logger.info,
             )  # fmt: skip
     finally:
@@ -87,7 +87,7 @@ def update_offer_prices_bulk(csv_text: str, allow_large_change: bool = False) ->
     try:
         with emag_writers(settings) as writer_for:
             results = run_bulk(
-                engine, parsed.requests, writer_for, _who(), max_change=settings.emag_max_price_change,
+                engine, parsed.requests, writer_for, requester(), max_change=settings.emag_max_price_change,
                 notify=get_run_logger().info,
             )  # fmt: skip
     finally:

@@ -37,6 +37,8 @@ def test_prefect_yaml_is_valid_for_prefect_deploy() -> None:
         "sync-fbe",
         "update-price",
         "update-prices-bulk",
+        "update-stock",
+        "update-stock-bulk",
     ]
     assert {d.work_pool.name for d in model.deployments if d.work_pool} == {"emag-sync-pool"}
     assert all(d.work_pool for d in model.deployments)
@@ -81,6 +83,8 @@ def test_schedules_and_parameters_per_deployment() -> None:
     assert BY_NAME["dq-check"]["schedules"]
     assert not BY_NAME["update-price"].get("schedules")
     assert not BY_NAME["update-prices-bulk"].get("schedules")
+    assert not BY_NAME["update-stock"].get("schedules")
+    assert not BY_NAME["update-stock-bulk"].get("schedules")
     # FBE alone runs more often than the daily sync of both accounts.
     assert BY_NAME["sync-both"]["schedules"][0]["cron"].split()[1].isdigit()
     assert "/" in BY_NAME["sync-fbe"]["schedules"][0]["cron"].split()[1]

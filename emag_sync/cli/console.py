@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from emag_sync.accounts import Account
 from emag_sync.cli.output import Listing
 from emag_sync.locks import account_key, price_senders
-from emag_sync.prices.audit import AuditRow, price_history
+from emag_sync.prices.audit import AuditRow, Kind, price_history
 from emag_sync.prices.results import RESULT_COLUMNS
 from emag_sync.prices.rules import PlannedUpdate, change_rows, money_text
 from emag_sync.run_row import COUNTER_LABELS, RunRow
@@ -257,13 +257,16 @@ _STATUS_COLOURS = {
 }
 
 
-def results_table(rows: Sequence[Mapping[str, str]]) -> Table:
-    """Per-line verdicts of a price update (every cell is text, never markup)."""
-    table = Table(title="Price updates")
-    for column in RESULT_COLUMNS:
-        table.add_column(column, justify="right" if "price" in column or column == "line" else "left")
+def results_table(
+    rows: Sequence[Mapping[str, str]], columns: Sequence[str] = RESULT_COLUMNS, title: str = "Price updates"
+) -> Table:
+    """Per-line verdicts of a price or stock update (every cell is text, never markup)."""
+    table = Table(title=title)
+    numeric = ("line", "warehouse", "old stock", "new stock")
+    for column in columns:
+        table.add_column(column, justify="right" if "price" in column or column in numeric else "left")
     for row in rows:
-        table.add_row(*cells(row[c] for c in RESULT_COLUMNS), style=_STATUS_COLOURS.get(row["status"]))
+        table.add_row(*cells(row[c] for c in columns), style=_STATUS_COLOURS.get(row["status"]))
     return table
 
 
@@ -272,21 +275,30 @@ PRICE_HISTORY_FIELDS = (
     "id", "requested_at", "sent_at", "requested_by", "source", "sku", "account", "emag_offer_id",
     "currency", "old", "new", "status", "large_change_allowed", "emag_answer", "emag_messages",
     "answered_at", "reread_found", "reread_source", "reread_at", "reread_prices", "error",
+    # stock updates (and which kind a row is), after the price columns earlier versions listed
+    "kind", "warehouse_id", "old_stock", "new_stock", "reread_stock", "mass_zero_allowed",
 )  # fmt: skip
 INTERRUPTED_NOTE = (
-    "interrupted: the run sending it stopped before eMAG answered; the next price run of the account "
-    "(or its next sync) reads eMAG and records what it holds"
+    "interrupted: the run sending it stopped before eMAG answered; the next price or stock run of the "
+    "account (or its next sync) reads eMAG and records what it holds"
 )
 
 
 def price_history_listing(
-    engine: Engine, *, limit: int = 20, sku: str | None = None, account: str | None = None
+    engine: Engine,
+    *,
+    limit: int = 20,
+    sku: str | None = None,
+    account: str | None = None,
+    kind: Kind | None = None,
 ) -> Listing:
-    """The price-update audit, newest first; 'sending' rows of a run that is gone show as interrupted."""
-    rows = price_history(engine, limit=limit, sku=sku, account=account)
+    """The offer-update audit (prices and stock, or one ``kind``), newest first; 'sending' rows of a run
+    that is gone show as interrupted."""
+    rows = price_history(engine, limit=limit, sku=sku, account=account, kind=kind)
     with engine.connect() as conn:
         sending = price_senders(conn)
-    table = Table(title="Price updates (newest first)", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    title = {None: "Offer updates", "price": "Price updates", "stock": "Stock updates"}[kind]
+    table = Table(title=f"{title} (newest first)", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for column in (
         "id",
         "when UTC",
@@ -311,12 +323,14 @@ def price_history_listing(
             Text(row.sku),
             Text(row.account),
             Text(_changes(row)),
-            Text(status + (" (large change allowed)" if row.large_change_allowed else "")),
+            Text(status + _allowed(row)),
             Text(_answer(row)),
             Text(_reread(row)),
             style=_STATUS_COLOURS.get(status),
         )
         record = {name: getattr(row, name, None) for name in PRICE_HISTORY_FIELDS}
+        if row.kind == "stock":  # its own values, not the price columns' nulls
+            record |= {"old": {"stock": row.old_stock}, "new": {"stock": row.new_stock}}
         records.append(record | {"status": status, "account": row.account})
     notes = [INTERRUPTED_NOTE] if any(r["status"] == "interrupted" for r in records) else []
     if notes:
@@ -325,7 +339,16 @@ def price_history_listing(
     return Listing(PRICE_HISTORY_FIELDS, records, table, notes)
 
 
+def _allowed(row: AuditRow) -> str:
+    if row.large_change_allowed:
+        return " (large change allowed)"
+    return " (mass zero allowed)" if row.mass_zero_allowed else ""
+
+
 def _changes(row: AuditRow) -> str:
+    if row.kind == "stock":
+        old = "?" if row.old_stock is None else str(row.old_stock)
+        return f"stock {old} -> {row.new_stock} (warehouse {row.warehouse_id})"
     names = {"sale_price": "price", "min_sale_price": "min", "max_sale_price": "max"}
     lines = [
         f"{names[name]} {money_text(row.old[name])} -> {money_text(row.new[name])}"
@@ -353,6 +376,8 @@ def _reread(row: AuditRow) -> str:
     found = f"{row.reread_found} ({row.reread_source or 'save'}{when})"
     if row.reread_found == "other prices" and row.reread_prices:
         found += ": " + ", ".join(f"{k} {v}" for k, v in row.reread_prices.items())
+    if row.reread_found == "other stock" and row.reread_stock is not None:
+        found += f": stock {row.reread_stock}"
     return found
 
 

@@ -1,5 +1,6 @@
 """The ``emag-sync`` command line: sync, demo, runs, setup-prefect, serve, sandbox, docs, check; db and the
-price commands (update-price, price-history) come from their modules."""
+offer-update commands (update-price, update-stock, offer-history alias price-history) come from their
+modules."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from emag_sync.cli.db import db_app
 from emag_sync.cli.exit import fail
 from emag_sync.cli.output import OutputFormat, format_option
 from emag_sync.cli.prices import price_history, update_price
+from emag_sync.cli.stock import update_stock
 from emag_sync.errors import EmagSyncError
 from emag_sync.limits import MAX_ITEMS_PER_PAGE
 from emag_sync.options import SyncOptions
@@ -180,9 +182,11 @@ def mark_dead_runs_crashed(engine: Engine) -> None:
             return
 
 
-# The price commands live in emag_sync/cli/prices.py; registered here to keep the help in this order.
+# The offer-update commands live in emag_sync/cli/prices.py and stock.py; registered here to keep the help in this order.
 app.command("update-price")(update_price)
-app.command("price-history")(price_history)
+app.command("update-stock")(update_stock)
+app.command("offer-history")(price_history)
+app.command("price-history", help="The same as offer-history (its earlier name).")(price_history)
 
 
 @app.command("setup-prefect")

@@ -1,8 +1,9 @@
-"""``emag-sync update-price`` and ``price-history``: the price rules, CSV input and audit of
-``emag_sync.prices`` in the command line's terms."""
+"""``emag-sync update-price`` and ``offer-history`` (alias ``price-history``): the price rules, CSV input
+and audit of ``emag_sync.prices`` in the command line's terms."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn
 
@@ -129,16 +130,25 @@ def update_price(
         raise typer.Exit(1)
 
 
+class UpdateKind(StrEnum):
+    PRICE = "price"
+    STOCK = "stock"
+
+
 def price_history(
-    limit: int = typer.Option(20, "--limit", min=1, help="how many price updates to show"),
+    limit: int = typer.Option(20, "--limit", min=1, help="how many offer updates to show"),
     sku: str | None = typer.Option(None, "--sku", help="only this SKU"),
     account: str | None = typer.Option(None, "--account", help="only this account (its name)"),
+    kind: UpdateKind | None = typer.Option(
+        None, "--kind", case_sensitive=False, help="only price or only stock updates (default: both)"
+    ),
     output: OutputFormat = format_option(),
 ) -> None:
-    """Recent price updates, newest first: who, old -> new, eMAG's answer, what a re-read found.
+    """Recent offer updates (prices and stock), newest first: who, old -> new, eMAG's answer, what a
+    re-read found. (price-history is the same command, by its earlier name.)
 
-    Updates whose run stopped before eMAG answered show as interrupted until the next price run of the
-    account (or a sync) reads eMAG and records what it holds.
+    Updates whose run stopped before eMAG answered show as interrupted until the next price or stock run
+    of the account (or a sync) reads eMAG and records what it holds.
     """
     from sqlalchemy.exc import DBAPIError
 
@@ -156,7 +166,10 @@ def price_history(
     except EmagSyncError as exc:
         fail(str(exc))
     try:
-        show([price_history_listing(engine, limit=limit, sku=sku, account=which)], output)
+        listing = price_history_listing(
+            engine, limit=limit, sku=sku, account=which, kind=None if kind is None else kind.value
+        )
+        show([listing], output)
     except DBAPIError as exc:
         fail(str(database_error(exc, engine.url) or f"the database does not answer: {first_line(exc)}"))
     finally:

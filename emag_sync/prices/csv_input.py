@@ -1,4 +1,5 @@
-"""Bulk price requests from CSV: ``sku,account,price[,min_price,max_price]``, every problem by its line.
+"""Bulk requests from CSV, every problem by its line: prices (``sku,account,price[,min_price,max_price]``)
+and stock (``sku,account,stock[,warehouse_id]``), read and reported alike.
 
 Each physical line is parsed on its own (a price never needs a newline inside a field), so an unclosed
 quote is reported on its own line and cannot swallow the lines after it.
@@ -9,17 +10,22 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from emag_sync.accounts import Account
 from emag_sync.errors import PriceFix, PriceUpdateError
 from emag_sync.prices.rules import PriceRequest, make_request
+from emag_sync.prices.stock import StockRequest, make_stock_request
 
 CSV_REQUIRED_COLUMNS = ("sku", "account", "price")
 CSV_OPTIONAL_COLUMNS = ("min_price", "max_price")
 EXPECTED_HEADER = "sku,account,price[,min_price,max_price]"
+STOCK_CSV_REQUIRED_COLUMNS = ("sku", "account", "stock")
+STOCK_CSV_OPTIONAL_COLUMNS = ("warehouse_id",)
+STOCK_EXPECTED_HEADER = "sku,account,stock[,warehouse_id]"
 # What Excel on a Romanian Windows writes for "CSV"; named in the error when a file is not UTF-8.
 EXCEL_ENCODING = "cp1250"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -44,10 +50,30 @@ class CsvProblem:
     fix: PriceFix | None = None
 
 
+R = TypeVar("R", PriceRequest, StockRequest)
+
+
 @dataclass
-class ParsedCsv:
-    requests: list[PriceRequest] = field(default_factory=list)
+class Parsed(Generic[R]):
+    requests: list[R] = field(default_factory=list)
     problems: list[CsvProblem] = field(default_factory=list)
+
+
+ParsedCsv = Parsed[PriceRequest]
+ParsedStockCsv = Parsed[StockRequest]
+
+
+@dataclass(frozen=True)
+class CsvShape:
+    """A bulk file's columns: the required ones, the optional ones and the header as messages show it."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    expected: str
+
+
+PRICE_CSV = CsvShape(CSV_REQUIRED_COLUMNS, CSV_OPTIONAL_COLUMNS, EXPECTED_HEADER)
+STOCK_CSV = CsvShape(STOCK_CSV_REQUIRED_COLUMNS, STOCK_CSV_OPTIONAL_COLUMNS, STOCK_EXPECTED_HEADER)
 
 
 def read_price_file(path: Path, encoding: str | None = None) -> str:
@@ -98,19 +124,42 @@ def parse_price_csv(
     account is refused on every line that names it (which price was meant is unknown), valid or not.
     ``allow_large_change`` applies to every row.
     """
-    parsed = ParsedCsv()
+
+    def request(row: Mapping[str, str], number: int) -> PriceRequest:
+        return make_request(
+            row["sku"], row["account"], row["price"], row.get("min_price"), row.get("max_price"),
+            accounts=accounts, line=number, allow_large_change=allow_large_change,
+        )  # fmt: skip
+
+    return _parse(text, PRICE_CSV, request)
+
+
+def parse_stock_csv(text: str, *, accounts: Mapping[str, Account]) -> ParsedStockCsv:
+    """Rows of ``sku,account,stock[,warehouse_id]``, read and reported as a price file is (one line each,
+    a SKU listed twice for one account refused on every line naming it)."""
+
+    def request(row: Mapping[str, str], number: int) -> StockRequest:
+        return make_stock_request(
+            row["sku"], row["account"], row["stock"], row.get("warehouse_id"), accounts=accounts, line=number
+        )
+
+    return _parse(text, STOCK_CSV, request)
+
+
+def _parse(text: str, shape: CsvShape, request: Callable[[Mapping[str, str], int], R]) -> Parsed[R]:
+    parsed: Parsed[R] = Parsed()
     lines = _LINE_BREAK.split(text.removeprefix("\ufeff"))
     if lines and lines[-1] == "":
         lines.pop()  # the file's final line break
     header_at = next((n for n, line in enumerate(lines, start=1) if line.strip()), None)
     if header_at is None:
-        parsed.problems.append(CsvProblem(1, f"the file is empty; expected a header {EXPECTED_HEADER}"))
+        parsed.problems.append(CsvProblem(1, f"the file is empty; expected a header {shape.expected}"))
         return parsed
     header, problem = _cells(lines[header_at - 1])
     columns = [name.strip().lower() for name in header]
-    problem = problem or _header_problem(columns)
+    problem = problem or _header_problem(columns, shape)
     if problem:
-        parsed.problems.append(CsvProblem(header_at, f"header: {problem}; expected {EXPECTED_HEADER}"))
+        parsed.problems.append(CsvProblem(header_at, f"header: {problem}; expected {shape.expected}"))
         return parsed
     named: dict[tuple[str, str], list[int]] = {}  # (sku, account as written) -> lines, valid or not
     for number in range(header_at + 1, len(lines) + 1):
@@ -122,16 +171,12 @@ def parse_price_csv(
         sku, account = row.get("sku", ""), row.get("account", "")
         if sku:
             named.setdefault((sku, account.lower()), []).append(number)
-        problem = problem or _shape_problem(columns, cells)
+        problem = problem or _shape_problem(columns, cells, shape)
         if problem:
             parsed.problems.append(CsvProblem(number, problem, sku, account))
             continue
         try:
-            request = make_request(
-                sku, account, row["price"], row.get("min_price"), row.get("max_price"),
-                accounts=accounts, line=number, allow_large_change=allow_large_change,
-            )  # fmt: skip
-            parsed.requests.append(request)
+            parsed.requests.append(request(row, number))
         except PriceUpdateError as exc:
             parsed.problems.append(CsvProblem(number, exc.detail, sku, account, exc.fix))
     _refuse_repeats(parsed, named)
@@ -149,9 +194,9 @@ def _cells(line: str) -> tuple[list[str], str | None]:
         return [], f"cannot read the line as CSV ({exc})"
 
 
-def _header_problem(columns: list[str]) -> str:
-    missing = [c for c in CSV_REQUIRED_COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in CSV_REQUIRED_COLUMNS + CSV_OPTIONAL_COLUMNS]
+def _header_problem(columns: list[str], shape: CsvShape) -> str:
+    missing = [c for c in shape.required if c not in columns]
+    unknown = [c for c in columns if c not in shape.required + shape.optional]
     twice = sorted({c for c in columns if columns.count(c) > 1})
     parts = [
         f"missing column(s) {', '.join(missing)}" if missing else "",
@@ -161,17 +206,17 @@ def _header_problem(columns: list[str]) -> str:
     return "; ".join(part for part in parts if part)
 
 
-def _shape_problem(columns: list[str], cells: list[str]) -> str | None:
+def _shape_problem(columns: list[str], cells: list[str], shape: CsvShape) -> str | None:
     """Too many cells, or a required column missing at the end of the row."""
     if len(cells) > len(columns):
         return f"{len(cells)} cells, but the header has {len(columns)} columns ({','.join(columns)})"
-    absent = [c for c in columns[len(cells) :] if c in CSV_REQUIRED_COLUMNS]
+    absent = [c for c in columns[len(cells) :] if c in shape.required]
     if absent:
         return f"missing {', '.join(absent)} (the row has {len(cells)} of the columns {','.join(columns)})"
     return None
 
 
-def _refuse_repeats(parsed: ParsedCsv, named: dict[tuple[str, str], list[int]]) -> None:
+def _refuse_repeats(parsed: Parsed[R], named: dict[tuple[str, str], list[int]]) -> None:
     """A SKU named twice for one account: every line naming it is refused, whatever else is wrong."""
     repeated = {line: lines for lines in named.values() if len(lines) > 1 for line in lines}
     if not repeated:

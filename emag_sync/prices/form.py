@@ -1,4 +1,4 @@
-"""The price flows' parameters as types: the Prefect UI builds its form from them (the account's name,
+"""The price and stock flows' parameters as types: the Prefect UI builds its form from them (the account's name,
 text with a pattern for prices, optional fields that render as empty text). Their help texts are the
 flows' docstrings (``Args:``), which is where Prefect reads them."""
 
@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
+from emag_sync.limits import MAX_STOCK
 from emag_sync.prices.rules import PRICE_TEXT_PATTERN
 from emag_sync.schema import ACCOUNT_NAME_PATTERN
 
@@ -36,3 +37,10 @@ OptionalPriceText = Annotated[
     WithJsonSchema({"type": "string", "pattern": PRICE_TEXT_PATTERN}),
 ]
 CsvText = Annotated[str, Field(min_length=1)]
+# Stock per warehouse, a whole number as eMAG takes it; the warehouse optional (1, or the offer's only one).
+StockNumber = Annotated[int, Field(ge=0, le=MAX_STOCK, examples=[12])]
+OptionalWarehouseId = Annotated[
+    int | None,
+    BeforeValidator(_blank_is_none),
+    WithJsonSchema({"type": "integer", "minimum": 1}),
+]

@@ -1,5 +1,5 @@
-"""What a price update ended as, in the words the terminal, the flows' logs and the Prefect table show:
-one verdict per request, the result table's rows, one-line failures and a summary."""
+"""What an offer update (price or stock) ended as, in the words the terminal, the flows' logs and the
+Prefect table show: one verdict per request, the result table's rows, one-line failures and a summary."""
 
 from __future__ import annotations
 
@@ -12,18 +12,24 @@ from emag_sync.errors import PARAMETER_FIXES, PriceFix, with_fix
 from emag_sync.prices.audit import Answer, Found, Status
 from emag_sync.prices.csv_input import CsvProblem
 from emag_sync.prices.rules import PriceRequest, money_text
+from emag_sync.prices.stock import StockRequest
 
 RESULT_COLUMNS = (
     "line", "sku", "account", "old price", "new price", "currency", "status", "eMAG answer", "re-read",
+    "message",
+)  # fmt: skip
+STOCK_RESULT_COLUMNS = (
+    "line", "sku", "account", "warehouse", "old stock", "new stock", "status", "eMAG answer", "re-read",
     "message",
 )  # fmt: skip
 
 
 @dataclass
 class PriceUpdateResult:
-    """The verdict for one request: what happened, and what eMAG and the database now hold."""
+    """The verdict for one request (a price or a stock): what happened, and what eMAG and the database
+    now hold."""
 
-    request: PriceRequest
+    request: PriceRequest | StockRequest
     status: Status
     message: str  # without the fix: each caller words that in its own terms
     old_price: Decimal | None = None
@@ -34,6 +40,9 @@ class PriceUpdateResult:
     answer: Answer | None = None
     found: Found | None = None
     fix: PriceFix | None = None
+    old_stock: int | None = None
+    new_stock: int | None = None
+    warehouse_id: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,13 +54,24 @@ class PriceUpdateResult:
 
     def as_row(self, fixes: Mapping[PriceFix, str] = PARAMETER_FIXES) -> dict[str, str]:
         """One row of the result table (strings, so it renders the same on the terminal and in Prefect)."""
+        values = (
+            {
+                "warehouse": _plain(self.warehouse_id or self.request.warehouse_id),
+                "old stock": _plain(self.old_stock),
+                "new stock": str(self.request.stock),
+            }
+            if isinstance(self.request, StockRequest)
+            else {
+                "old price": money_text(self.old_price),
+                "new price": money_text(self.new_price),
+                "currency": self.currency or "",
+            }
+        )
         return {
             "line": "" if self.request.line is None else str(self.request.line),
             "sku": self.request.sku,
             "account": self.request.account.label,
-            "old price": money_text(self.old_price),
-            "new price": money_text(self.new_price),
-            "currency": self.currency or "",
+            **values,
             "status": self.status,
             "eMAG answer": self.answer or "",
             "re-read": self.found or "",
@@ -59,15 +79,20 @@ class PriceUpdateResult:
         }
 
 
+def _plain(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
 def result_rows(
     results: Iterable[PriceUpdateResult],
     problems: Iterable[CsvProblem] = (),
     fixes: Mapping[PriceFix, str] = PARAMETER_FIXES,
+    columns: Sequence[str] = RESULT_COLUMNS,
 ) -> list[dict[str, str]]:
     """Every line's verdict as table rows (malformed CSV lines included), in file order."""
     rows = [result.as_row(fixes) for result in results]
     rows += [
-        dict.fromkeys(RESULT_COLUMNS, "")
+        dict.fromkeys(columns, "")
         | {
             "line": str(p.line),
             "sku": p.sku,
@@ -86,11 +111,6 @@ def failure_line(row: Mapping[str, str]) -> str:
     known = row["account"] in {account.label for account in AccountType}
     subject = f"{row['sku']} on eMAG {row['account']}" if row["sku"] and known else row["sku"]
     return f"{at}{subject + ': ' if subject else ''}{row['status']}: {row['message']}"
-
-
-def describe_prices(values: Mapping[str, Decimal | None], currency: str | None) -> str:
-    unit = f" {currency}" if currency else ""
-    return ", ".join(f"{k} {money_text(v)}{unit}" for k, v in values.items())
 
 
 def summary(rows: Sequence[Mapping[str, str]]) -> str:

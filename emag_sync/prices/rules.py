@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from emag_sync.accounts import Account, AccountType
 from emag_sync.errors import OfferNotPublishedError, PriceFix, PriceUpdateError
@@ -56,6 +56,8 @@ class StoredOffer:
     status: int | None
     is_active: bool
     prices_pushed_at: datetime | None = None  # when a price update last confirmed what eMAG holds
+    stock: int | None = None  # general_stock, every warehouse's
+    stock_pushed_at: datetime | None = None  # when a stock update last confirmed what eMAG holds
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,78 @@ class PlannedUpdate:
     request: PriceRequest
     offer: StoredOffer
     large_change: bool = False  # beyond EMAG_MAX_PRICE_CHANGE, allowed by the request
+
+    kind: Literal["price"] = field(default="price", init=False)
+
+    @property
+    def warehouse_id(self) -> int | None:
+        return None
+
+    @property
+    def account(self) -> Account:
+        return self.offer.account
+
+    @property
+    def sku(self) -> str:
+        return self.offer.sku
+
+    @property
+    def before(self) -> dict[str, object]:
+        return dict(self.old_values)
+
+    @property
+    def confirmed(self) -> dict[str, object]:
+        """What the offer holds once eMAG accepted the save."""
+        return dict(self.new_values)
+
+    def intent_columns(self) -> dict[str, Any]:
+        offer, request = self.offer, self.request
+        return {
+            "kind": self.kind,
+            "sku": offer.sku,
+            "account_type": offer.account.kind.value,
+            "account": offer.account.name,
+            "emag_offer_id": offer.emag_offer_id,
+            "currency": offer.currency,
+            "old_sale_price": offer.sale_price,
+            "old_min_sale_price": offer.min_sale_price,
+            "old_max_sale_price": offer.max_sale_price,
+            "new_sale_price": request.price,
+            "new_min_sale_price": request.min_price
+            if request.min_price is not None
+            else offer.min_sale_price,
+            "new_max_sale_price": request.max_price
+            if request.max_price is not None
+            else offer.max_sale_price,
+            "sent_entity": self.entity(),
+            "large_change_allowed": self.large_change,
+        }
+
+    def describe(self, values: Mapping[str, object]) -> str:
+        unit = f" {self.offer.currency}" if self.offer.currency else ""
+        return ", ".join(
+            f"{k} {money_text(v)}{unit}" for k, v in values.items() if isinstance(v, Decimal | None)
+        )
+
+    def result_fields(self) -> dict[str, Any]:
+        return {
+            "old_price": self.offer.sale_price,
+            "new_price": self.request.price,
+            "currency": self.offer.currency,
+        }
+
+    def since(self, now: StoredOffer, at: datetime) -> PlannedUpdate:
+        """The plan with the prices another update confirmed at or after ``at`` (while this one waited):
+        they are what eMAG holds now, so the audit's old values and the re-read's comparison start there."""
+        if now.prices_pushed_at is None or now.prices_pushed_at < at:
+            return self
+        fresh = replace(
+            self.offer,
+            sale_price=now.sale_price,
+            min_sale_price=now.min_sale_price,
+            max_sale_price=now.max_sale_price,
+        )
+        return replace(self, offer=fresh)
 
     @property
     def emag_offer_id(self) -> int:
@@ -178,7 +252,17 @@ def make_request(
 # --- validation ------------------------------------------------------------------------------------
 
 
-def check_published(request: PriceRequest, offer: StoredOffer | None) -> StoredOffer:
+class OfferSubject(Protocol):
+    """What names an offer in a request: its SKU and account (price and stock requests alike)."""
+
+    @property
+    def sku(self) -> str: ...
+
+    @property
+    def account(self) -> Account: ...
+
+
+def check_published(request: OfferSubject, offer: StoredOffer | None) -> StoredOffer:
     """The offer, or OfferNotPublishedError in the operator's terms when it cannot take a price."""
     base = f"{request.sku} is not published on eMAG {request.account.label}"
     if offer is None:
