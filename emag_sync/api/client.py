@@ -102,7 +102,7 @@ class _Cancelled(Exception):
 
 
 class EmagClient:
-    """One eMAG account: Basic auth, pacing through the account's shared limiter, retries, envelope check.
+    """One eMAG account: Basic auth, pacing through its login's budget, retries, envelope check.
 
     Open one with ``emag_sync.api.open_client``, which brings the account's credentials and its shared rate
     budget. ``limiter`` paces every request (never optional: eMAG counts all of an account's calls);
@@ -155,7 +155,10 @@ class EmagClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        try:
+            self._http.close()
+        finally:
+            self._limiter.close()  # the last client of a login in this process hands its budget over
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -314,10 +317,14 @@ class EmagClient:
         site = CallSite(self.account, f"{resource}/{action}", page, subject)
         attempts = self.config.max_attempts
         for attempt in range(1, attempts + 1):
-            self._limiter.acquire()
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled
-            verdict = self._attempt(site, data)
+            sent = self._limiter.acquire()
+            budget: Mapping[str, str] = {}
+            try:
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
+                verdict, budget = self._attempt(site, data)
+            finally:
+                self._limiter.answered(sent, budget)  # the one place eMAG's budget headers are read
             if verdict.envelope is not None:
                 return verdict.envelope
             assert verdict.error is not None
@@ -365,7 +372,8 @@ class EmagClient:
             self._pause(delay, cancel)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _attempt(self, site: CallSite, data: Any) -> Verdict:
+    def _attempt(self, site: CallSite, data: Any) -> tuple[Verdict, Mapping[str, str]]:
+        """One request: its verdict, and the answer's headers (none when no answer came)."""
         started = time.monotonic()
         sent_at = datetime.now(UTC)
         try:
@@ -381,7 +389,7 @@ class EmagClient:
                 _since(started),
                 verdict.reason,
             )
-            return verdict
+            return verdict, {}
         self.stats.record(str(response.status_code))
         logger.debug(
             "%s: %s%s: HTTP %d in %.2f s",
@@ -393,8 +401,8 @@ class EmagClient:
         )
         verdict = classify(response, site)
         if verdict.envelope is not None:
-            return replace(verdict, envelope=replace(verdict.envelope, sent_at=sent_at))
-        return verdict
+            verdict = replace(verdict, envelope=replace(verdict.envelope, sent_at=sent_at))
+        return verdict, response.headers
 
     def _pause(self, delay: float, cancel: threading.Event | None) -> None:
         """Wait out a backoff; a look-ahead read wakes early (and drops out) when its read has ended."""
