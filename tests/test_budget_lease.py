@@ -145,3 +145,64 @@ def test_the_budget_key_space_is_apart_from_the_other_locks(engine) -> None:
         ).one()
         conn.execute(text("SELECT pg_advisory_unlock_all()"))
     assert tuple(row) == (BUDGET_LOCK_NAMESPACE, 7, 2)
+
+
+def _budget_locks(engine) -> list[tuple[int, bool]]:
+    with engine.connect() as conn:
+        return [
+            (row.pid, row.granted)
+            for row in conn.execute(
+                text(
+                    "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' AND classid = :n "
+                    "AND objsubid = 2"
+                ),
+                {"n": BUDGET_LOCK_NAMESPACE},
+            )
+        ]
+
+
+def test_one_lease_per_login_in_a_process_taken_on_use_and_handed_back_on_close(
+    serve_sandbox, db_env, engine, monkeypatch
+) -> None:
+    """Two clients of fbe share one lease (one connection); main's login has its own. None is held before the
+    first request or after the last client of its login closes."""
+    from emag_sync.accounts import AccountType, legacy_account
+    from emag_sync.api import open_client
+    from emag_sync.settings import get_settings
+
+    with serve_sandbox(SandboxState(products=20, rate_limit=True)) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        settings = get_settings()
+        with open_client(settings, FBE) as first, open_client(settings, FBE) as second:
+            assert _budget_locks(engine) == []  # opened, nothing sent yet
+            first.count()
+            second.count()
+            assert first._limiter.lease is second._limiter.lease
+            assert len(_budget_locks(engine)) == 1
+            with open_client(settings, legacy_account(AccountType.MAIN)) as main:
+                main.count()
+                held = _budget_locks(engine)
+            assert len(held) == 2 and len({pid for pid, _ in held}) == 2  # one connection per login
+        assert _budget_locks(engine) == []
+
+
+def test_one_process_alone_keeps_90_percent_of_the_rate_through_the_lease(
+    serve_sandbox, db_env, monkeypatch
+) -> None:
+    """Issue 2's >= 90% of 3/s holds through the lease: a read of 40 pages with the client's look-ahead."""
+    from emag_sync.api import open_client
+    from emag_sync.settings import get_settings
+
+    state = SandboxState(products=400, rate_limit=True)
+    with serve_sandbox(state) as running:
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        with open_client(get_settings(), FBE) as client:
+            pages = list(client.iter_pages(items_per_page=10))
+        reads = sorted(r.at for r in state.request_log if r.action == "read")
+    assert len(pages) == 41  # 40 full pages and the empty one after them
+    assert [r for r in state.request_log if r.status_code == 429] == []
+    rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
+    print(f"one process through the lease: {rate:.2f} requests/s")
+    assert rate >= 0.9 * 3

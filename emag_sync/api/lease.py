@@ -78,9 +78,8 @@ class BudgetLease:
         self._keys = {"namespace": BUDGET_LOCK_NAMESPACE, "key": key}
         self._cond = threading.Condition()
         self._take_lock = threading.Lock()  # one thread of this process queues for the lock
-        self._conn_lock = (
-            threading.Lock()
-        )  # the watcher and a closing client never use the connection at once
+        # The watcher and a closing client never use the connection at once.
+        self._conn_lock = threading.Lock()
         self._conn: Connection | None = None
         self._held = False
         self._handing_over = False
@@ -94,10 +93,6 @@ class BudgetLease:
 
     def __repr__(self) -> str:
         return f"BudgetLease({self.label!r}, held={self._held})"
-
-    @property
-    def held(self) -> bool:
-        return self._held
 
     def acquire(self) -> float:
         """Block until this process holds the budget and its limiter lets one more request go."""
