@@ -187,6 +187,9 @@ def test_one_lease_per_login_in_a_process_taken_on_use_and_handed_back_on_close(
                 main.count()
                 held = _budget_locks(engine)
             assert len(held) == 2 and len({pid for pid, _ in held}) == 2  # one connection per login
+            leases = [first._limiter.lease, main._limiter.lease]
+        # Given back a window after the last answer (in the background: closing does not wait for it).
+        assert all(lease._released.wait(10) for lease in leases)
         assert _budget_locks(engine) == []
 
 

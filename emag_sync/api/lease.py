@@ -61,8 +61,9 @@ class BudgetLease:
     whether another process waits; if one does (and this process held it LEASE_TURN_SECONDS), no new
     request is let go, the ones in flight are answered, one window passes after the last answer (so eMAG
     no longer counts them), and the lock is released: the waiting process takes it, this one queues behind
-    it for its next request. The last client to close hands it over the same way. A process that dies
-    loses it with its connection.
+    it for its next request. When the last client closes, it is released a window after the last answer,
+    unless a client of the login in this process (the sync after the preflight's count) uses it first. A
+    process that dies loses it with its connection.
     """
 
     def __init__(self, key: int, label: str, database: URL, limiter: SlidingWindowLimiter) -> None:
@@ -108,9 +109,34 @@ class BudgetLease:
         self.limiter.answered(sent, headers)
         self._done()
 
+    def share(self) -> None:
+        """One more client of the login in this process."""
+        with self._cond:
+            self.users += 1
+
+    def unshare(self) -> None:
+        """One client fewer; the last one's closing releases the budget (see ``release``)."""
+        with self._cond:
+            self.users -= 1
+            last = self.users == 0
+        if last:
+            self.release()
+
     def release(self) -> None:
-        """Hand the budget over now (last client closed): requests in flight answered, a window waited."""
-        self._hand_over()
+        """The process's last client of the login closed: the budget goes back once eMAG no longer counts its
+        requests (a window after the last answer), unless a client of the login in this process asks first.
+
+        In a thread of its own, not a daemon, so the closing client does not wait and the interpreter waits
+        for it at exit (a process that ended holding it would give it back too early).
+        """
+        threading.Thread(target=self._release_when_quiet, name=f"emag-budget-{self.key}-release").start()
+
+    def _release_when_quiet(self) -> None:
+        with self._cond:
+            quiet = self._last_answer + self.limiter.window_seconds - time.monotonic()
+        if quiet > 0:
+            time.sleep(quiet)
+        self._hand_over(unless_used=True)
 
     def _done(self) -> None:
         with self._cond:
@@ -192,10 +218,10 @@ class BudgetLease:
                 self._hand_over()
                 return
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, *, unless_used: bool = False) -> None:
         with self._conn_lock:
             with self._cond:
-                if not self._held:
+                if not self._held or (unless_used and self.users > 0):
                     return
                 self._handing_over = True
                 while self._in_flight > 0:
@@ -249,10 +275,7 @@ class LeaseHandle:
             if self._closed:
                 return
             self._closed = True
-            self.lease.users -= 1
-            last = self.lease.users == 0
-        if last:
-            self.lease.release()
+        self.lease.unshare()
 
 
 _leases: dict[tuple[str, int], BudgetLease] = {}
@@ -270,5 +293,5 @@ def lease_for(config: AccountConfig, database: URL) -> LeaseHandle:
         if lease is None:
             lease = _leases[where] = BudgetLease(key, config.account.title, database, limiter)
         lease.limiter = limiter  # the registry's: a new one when the configured rate changed
-        lease.users += 1
+        lease.share()
     return LeaseHandle(lease)
