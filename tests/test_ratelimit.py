@@ -220,3 +220,17 @@ def test_the_client_feeds_every_answer_to_its_limiter() -> None:
         for _ in range(3):
             client.count()
     assert starts == [0, 1, 2]
+
+
+def test_a_request_that_leaves_late_counts_from_when_it_left() -> None:
+    """The client says when a request really leaves (``went``): a thread held up 0.3 s after its slot pushes
+    back the request that would share eMAG's window with it."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0.0, clock=clock, sleep=clock.sleep)
+    first = [limiter.acquire() for _ in range(3)]
+    assert first == [0, 0, 0]
+    clock.now = 0.3
+    limiter.went(first[0])
+    assert _starts(limiter, clock, 3) == pytest.approx([1.0, 1.0, 1.3])
+    limiter.went(clock.now)  # on time: nothing moves
+    assert _starts(limiter, clock, 1) == pytest.approx([2.0])

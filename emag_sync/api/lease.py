@@ -104,6 +104,9 @@ class BudgetLease:
             self._done()
             raise
 
+    def went(self, sent: float) -> None:
+        self.limiter.went(sent)
+
     def answered(self, sent: float, headers: Mapping[str, str]) -> None:
         """A request let go by ``acquire`` is over: its headers to the limiter, and one fewer in flight."""
         self.limiter.answered(sent, headers)
@@ -255,7 +258,7 @@ class BudgetLease:
 
 class LeaseHandle:
     """One client's share of its login's lease (the client's ``limiter``): closing the last share of a
-    process hands the budget over."""
+    process gives the budget back (see ``BudgetLease.release``)."""
 
     def __init__(self, lease: BudgetLease) -> None:
         self.lease = lease
@@ -266,6 +269,9 @@ class LeaseHandle:
 
     def acquire(self) -> float:
         return self.lease.acquire()
+
+    def went(self, sent: float) -> None:
+        self.lease.went(sent)
 
     def answered(self, sent: float, headers: Mapping[str, str]) -> None:
         self.lease.answered(sent, headers)

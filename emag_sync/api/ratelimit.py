@@ -3,6 +3,7 @@ process, corrected by what eMAG's rate-limit headers say."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -24,6 +25,8 @@ MINUTE_WINDOW = 60.0
 # throughput at 3/s (3 per 1.08 s = 2.78/s): it keeps a little headroom above the 90% (2.7/s) the sync must
 # sustain, while 0.05 s drew the odd 429 in the demo when the process was busy.
 DEFAULT_MARGIN_SECONDS = 0.08
+# A request that leaves later than this after its slot is counted from when it left (see ``went``).
+LATE_SEND_SECONDS = 0.005
 
 # eMAG's answers (and the sandbox's) carry the login's budget: how many requests its window admits and how
 # many are left in it.
@@ -63,6 +66,10 @@ class Limiter(Protocol):
 
     def acquire(self) -> float:
         """Block until one more request may be sent; returns when it was let go (``time.monotonic``)."""
+        ...
+
+    def went(self, sent: float) -> None:
+        """The request let go at ``sent`` leaves now (its thread may have been held up since)."""
         ...
 
     def answered(self, sent: float, headers: Mapping[str, str]) -> None:
@@ -147,6 +154,19 @@ class SlidingWindowLimiter:
             if wait <= 0:
                 return sent
             self._sleep(wait)
+
+    def went(self, sent: float) -> None:
+        """The request let go at ``sent`` leaves only now: when that is later than LATE_SEND_SECONDS, it counts
+        in the windows from now, so the next requests wait for it as eMAG will have counted it."""
+        with self._lock:
+            now = self._clock()
+            if now - sent <= LATE_SEND_SECONDS:
+                return
+            try:
+                self._released.remove(sent)
+            except ValueError:  # already out of the minute's window
+                return
+            bisect.insort(self._released, now)
 
     def answered(self, sent: float, headers: Mapping[str, str]) -> None:
         """Take in eMAG's view of the budget from an answer to the request let go at ``sent``.
