@@ -188,9 +188,25 @@ def database_error(exc: DBAPIError, url: URL, *, relation: str | None = None) ->
     return None
 
 
+# Connections one engine may hold open at once (SQLAlchemy's default would allow 5 + 10 overflow). Every step
+# opens its own engine; the most any holds at once is a price run's 3 (its account's price lock, the offers'
+# locks, the write) and a sync's 2 (its account lock, the batch's transaction): 5 leaves room and a bound.
+# A process syncing N accounts at once thus holds at most N x (DB_POOL_SIZE + 1 budget lease, see
+# emag_sync.api.lease) plus the flow's own short-lived engines; the README sizes max_connections from this.
+DB_POOL_SIZE = 5
+DB_POOL_TIMEOUT_SECONDS = 60  # a step that needs a 6th connection waits this long for one, then fails
+
+
 def make_engine(url: URL, **kwargs: object) -> Engine:
-    """A pooled psycopg 3 engine; fails at once, naming the setting, when the server cannot be reached."""
-    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **kwargs)
+    """A pooled psycopg 3 engine (at most DB_POOL_SIZE connections); fails at once, naming the setting, when
+    the server cannot be reached."""
+    options: dict[str, object] = {
+        "pool_size": DB_POOL_SIZE,
+        "max_overflow": 0,
+        "pool_timeout": DB_POOL_TIMEOUT_SECONDS,
+        **kwargs,
+    }
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, **options)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

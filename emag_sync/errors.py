@@ -131,6 +131,10 @@ class SyncLockedError(EmagSyncError):
     """Another sync of the same account holds the lock."""
 
 
+class BudgetBusyError(EmagSyncError):
+    """Another process held the account's eMAG budget (its login's lease) for longer than a process waits."""
+
+
 class ResumeError(EmagSyncError):
     """A resume was asked for but nothing can be resumed."""
 

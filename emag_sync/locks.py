@@ -1,6 +1,7 @@
 """PostgreSQL advisory locks: one per account keeps two syncs from writing at once; another tells the
 price runs that are still sending from the ones that died mid-way; one per offer puts two updates of the
-same offer one after the other."""
+same offer one after the other; one per eMAG login says which process spends its budget (its key space is
+here, the lease itself in ``emag_sync.api.lease``)."""
 
 from __future__ import annotations
 
@@ -274,3 +275,15 @@ def offer_update_locks(
             conn.invalidate()
         finally:
             conn.close()
+
+
+# --- one login's eMAG budget --------------------------------------------------------------------------
+# Two-int4 keys like the account and price locks, in a namespace of their own (so never one of theirs), and
+# apart from the offer locks' single-bigint keys (pg_locks objsubid 1, not 2).
+BUDGET_LOCK_NAMESPACE = 0x656D6162  # "emab"
+
+
+def budget_key(api_url: str, username: str) -> int:
+    """The lock key of one eMAG login: a stable 31-bit number of its API URL and username (a collision only
+    makes two logins take turns)."""
+    return zlib.crc32(f"{api_url.rstrip('/')}\n{username}".encode()) & 0x7FFFFFFF

@@ -22,7 +22,7 @@ def mark_lost(reason: str) -> None:
     # convention): the loss is said once, here.
     logging.raiseExceptions = False
     log.warning(
-        "the Prefect API does not answer (%s): the run goes on at eMAG's pace, paced by this process alone; "
+        "the Prefect API does not answer (%s): the run goes on at eMAG's pace (its budget is the database's); "
         "what it cannot record in Prefect (progress, artifacts) is logged here instead",
         reason,
     )

@@ -102,7 +102,7 @@ def check_api(settings: Settings, config: AccountConfig) -> CatalogueCount:
     """One ``count`` (paced like the sync's requests); a failure names the setting and the URL."""
     account = config.account
     try:
-        with open_client(config) as client:
+        with open_client(settings, config) as client:
             return client.count()
     except EmagAuthError as exc:
         raise ConfigError(

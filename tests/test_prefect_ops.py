@@ -1,15 +1,14 @@
-"""Secrets from Prefect blocks, the Prefect-wide rate budget, and `emag-sync setup-prefect`."""
+"""Secrets from Prefect blocks, `emag-sync setup-prefect`, and eMAG pacing without the Prefect API."""
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import statistics
 import threading
 import time
-import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -17,10 +16,8 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from emag_sync.accounts import AccountType, legacy_account
-from emag_sync.api import global_limit as shared_limit
+from emag_sync.api import open_client
 from emag_sync.api.credentials import resolve_account_config, secret_block_names
-from emag_sync.api.global_limit import PrefectRateLimiter, gcl_name, shared_limiter_for
-from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
 from emag_sync.errors import MissingCredentialsError
 from emag_sync.settings import Settings
 
@@ -49,12 +46,6 @@ def dead_prefect_api() -> Iterator[None]:
     """PREFECT_API_URL set, but nothing listens there (port 9 is discard, closed on loopback)."""
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         yield
-
-
-@pytest.fixture
-def fresh_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test decides afresh whether the global limit is usable (the decision is cached per process)."""
-    monkeypatch.setattr(shared_limit, "_decisions", {})
 
 
 @pytest.fixture
@@ -132,162 +123,100 @@ def test_secret_blocks_win_over_the_environment_and_never_reach_the_log(
         assert secret not in logged
 
 
-# --- shared rate budget ------------------------------------------------------------------------------
+# --- eMAG pacing asks nothing of Prefect ---------------------------------------------------------------
 
 
-def test_without_prefect_api_the_in_process_limiter_is_used(
-    no_prefect_api: None, fresh_decisions: None
+class _CountingPrefect(BaseHTTPRequestHandler):
+    """A stand-in Prefect API that counts what it is asked (and answers 503)."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self._count()
+
+    def do_POST(self) -> None:
+        self._count()
+
+    def _count(self) -> None:
+        type(self).asked.append(f"{self.command} {self.path}")
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_emag_requests_ask_nothing_of_the_prefect_api(
+    db_env: object, serve_sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _settings().account_config(legacy_account(AccountType.FBE))
-    assert shared_limiter_for(config) is limiter_for(config)
+    """Earlier versions asked a Prefect global limit once per eMAG request; the budget is the database's now.
+    PREFECT_API_URL names a server that counts every call: 12 eMAG requests at full pace make none."""
+    from emag_sandbox.state import SandboxState
+    from emag_sync.settings import get_settings
 
-
-def test_unreachable_prefect_api_falls_back_to_the_in_process_limiter(
-    dead_prefect_api: None, fresh_decisions: None
-) -> None:
-    config = _settings().account_config(legacy_account(AccountType.MAIN))
-    assert shared_limiter_for(config) is limiter_for(config)
-
-
-def test_missing_global_limit_falls_back_and_an_existing_one_is_used(
-    prefect_client: object, fresh_decisions: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    config = _settings().account_config(legacy_account(AccountType.FBE))
-    _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
-    assert shared_limiter_for(config) is limiter_for(config)
-
-    monkeypatch.setattr(shared_limit, "_decisions", {})
-    prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
-        GlobalConcurrencyLimitCreate(
-            name=gcl_name(legacy_account(AccountType.FBE)), limit=1, slot_decay_per_second=3.0
-        )
-    )
+    _CountingPrefect.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingPrefect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_address[1]}/api"
     try:
-        limiter = shared_limiter_for(config)
-        assert isinstance(limiter, PrefectRateLimiter)
-        assert (limiter.limit_name, limiter.local) == ("emag-api-fbe", limiter_for(config))
-        limiter.acquire()
-        # The limit disappears mid-run: the sync keeps going, paced in-process, instead of failing.
-        _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
-        limiter.acquire()
-        limiter.acquire()
+        with serve_sandbox(SandboxState(products=50, rate_limit=True)) as running:
+            for name, value in running.env.items():
+                monkeypatch.setenv(name, value)
+            settings = get_settings()
+            config = resolve_account_config(settings, legacy_account(AccountType.FBE))  # as the preflight
+            with temporary_settings(updates={PREFECT_API_URL: api}), open_client(settings, config) as client:
+                for _ in range(12):
+                    client.count()
+                counters = client.stats.counters()
     finally:
-        _delete_limits(prefect_client, [gcl_name(legacy_account(AccountType.FBE))])
-
-
-def _new_test_limit(prefect_client: object) -> str:
-    """A fresh global limit shaped like emag-api-<account> (limit 1, decay 3/s); the caller deletes it."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    name = f"emag-api-test-{uuid.uuid4().hex[:8]}"
-    prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
-        GlobalConcurrencyLimitCreate(name=name, limit=shared_limit.GCL_LIMIT, slot_decay_per_second=3.0)
-    )
-    return name
-
-
-def _grants(limiters: list[PrefectRateLimiter], seconds: float) -> list[float]:
-    """One thread per limiter acquiring for ``seconds``: the sorted times at which requests were granted."""
-    granted: list[float] = []
-    lock = threading.Lock()
-    until = time.monotonic() + seconds
-
-    def call(limiter: PrefectRateLimiter) -> None:
-        while time.monotonic() < until:
-            limiter.acquire()
-            with lock:
-                granted.append(time.monotonic())
-
-    threads = [threading.Thread(target=call, args=(limiter,)) for limiter in limiters]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return sorted(granted)
-
-
-def test_two_callers_of_one_account_share_three_requests_per_second(prefect_client: object) -> None:
-    name = _new_test_limit(prefect_client)
-    # Two limiters with their own in-process windows stand for two processes: each window alone would
-    # allow 3/s, so together they would reach 6/s if the global limit did nothing.
-    callers = [
-        PrefectRateLimiter(name, local=SlidingWindowLimiter(3.0, 180), slot_decay_per_second=3.0)
-        for _ in range(2)
-    ]
-    try:
-        granted = _grants(callers, 3.0)
-    finally:
-        _delete_limits(prefect_client, [name])
-    # The server spaces grants >= 1/3 s apart, so 4 grants span >= 1 s on its clock. We observe them after
-    # an HTTP round trip whose duration varies by tens of ms, so the window we count in is 0.9 s: 100 ms of
-    # tolerance for that jitter, far less than the 1/3 s a fourth request per second would need.
-    busiest = max(sum(1 for t in granted if start <= t < start + 0.9) for start in granted)
-    assert busiest <= 3, [round(t - granted[0], 2) for t in granted]
-    assert len(granted) >= 5, "both callers must have made progress"
-    assert not any(limiter._degraded for limiter in callers)
-
-
-def test_one_caller_alone_keeps_90_percent_of_the_rate_through_the_global_limit(
-    prefect_client: object,
-) -> None:
-    """Issue 2's >= 90% of 3/s must hold with the GCL too: overlapping requests, as the client's look-ahead."""
-    name = _new_test_limit(prefect_client)
-    limiter = PrefectRateLimiter(name, local=SlidingWindowLimiter(3.0, 180), slot_decay_per_second=3.0)
-    try:
-        granted = _grants([limiter] * 4, 4.0)
-    finally:
-        _delete_limits(prefect_client, [name])
-    offsets = [round(t - granted[0], 2) for t in granted]
-    # The sustained rate, from the median gap between grants, so one scheduling hiccup of a loaded CI
-    # machine does not decide the test. Burst-then-refused pacing reached ~2.2/s here (random Retry-After
-    # sleeps); even spacing reaches the local window's 3 per 1.08 s.
-    rate = 1 / statistics.median(b - a for a, b in itertools.pairwise(granted))
-    assert rate >= 0.9 * 3, (rate, offsets)
-    # Grants 1.08/3 s apart leave 0.08 s of each second for the API round trip's jitter: no tolerance needed.
-    busiest = max(sum(1 for t in granted if start <= t < start + 1.0) for start in granted)
-    assert busiest <= 3, offsets
-    assert not limiter._degraded
+        server.shutdown()
+    assert (counters.api_requests, counters.rate_limited) == (12, 0)
+    assert _CountingPrefect.asked == []
 
 
 # --- setup command -----------------------------------------------------------------------------------
 
 
-def test_setup_prefect_creates_blocks_limits_and_pool_idempotently(
+def test_setup_prefect_creates_blocks_and_pool_idempotently_and_removes_old_rate_limits(
     prefect_client: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
     from emag_sync.cli import app
 
     for field, value in ENV_CREDENTIALS.items():
         monkeypatch.setenv(field.upper(), value)
     monkeypatch.delenv("EMAG_MAIN_PASSWORD")
+    # An install set up by an earlier version has the limit it asked once per eMAG request.
+    prefect_client.create_global_concurrency_limit(  # type: ignore[attr-defined]
+        GlobalConcurrencyLimitCreate(name="emag-api-fbe", limit=1, slot_decay_per_second=3.0)
+    )
     runner = CliRunner()
     try:
         first = runner.invoke(app, ["setup-prefect"])
         second = runner.invoke(app, ["setup-prefect"])
-        limits = [
-            prefect_client.read_global_concurrency_limit_by_name(gcl_name(legacy_account(a)))
-            for a in AccountType
-        ]  # type: ignore[attr-defined]
         pool = prefect_client.read_work_pool("emag-sync-pool")  # type: ignore[attr-defined]
         fbe = resolve_account_config(
             _settings(emag_fbe_username=None, emag_fbe_password=None), legacy_account(AccountType.FBE)
         )
+        with pytest.raises(ObjectNotFound):
+            prefect_client.read_global_concurrency_limit_by_name("emag-api-fbe")  # type: ignore[attr-defined]
     finally:
         _delete_blocks(secret_block_names(legacy_account(kind) for kind in AccountType))
-        _delete_limits(prefect_client, [gcl_name(legacy_account(a)) for a in AccountType])
+        _delete_limits(prefect_client, ["emag-api-fbe"])
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert "Secret block emag-fbe-password: created from EMAG_FBE_PASSWORD" in first.output
     assert "Secret block emag-main-password: skipped, EMAG_MAIN_PASSWORD not set" in first.output
-    assert "global concurrency limit emag-api-fbe: created (limit 1, slot decay 3.0/s)" in first.output
+    assert "global concurrency limit emag-api-fbe: removed" in first.output
+    assert "emag-api-main" not in first.output  # there was none to remove
+    assert "global concurrency limit" not in second.output
     assert "Secret block emag-fbe-password: unchanged" in second.output
-    assert "global concurrency limit emag-api-main: unchanged" in second.output
     assert "work pool emag-sync-pool: exists (type process)" in second.output
     for secret in ENV_CREDENTIALS.values():
         assert secret not in first.output + second.output
-    assert [(lim.limit, lim.slot_decay_per_second) for lim in limits] == [(1, 3.0), (1, 3.0)]
     assert pool.type == "process"
     assert (fbe.username, fbe.password.get_secret_value()) == ("env-fbe-user", "env-fbe-pass-Kx27")
 

@@ -1,15 +1,17 @@
-"""The per-account sliding-window limiter and its process-wide registry."""
+"""The per-login sliding-window limiter, its process-wide registry, and what eMAG's rate-limit headers tell it."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
 from emag_sync.accounts import Account, AccountType, legacy_account
-from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
+from emag_sync.api.client import EmagClient
+from emag_sync.api.ratelimit import BudgetHeaders, SlidingWindowLimiter, budget_headers, limiter_for
 from emag_sync.settings import AccountConfig
 
 
@@ -146,3 +148,89 @@ def test_a_request_that_left_late_pushes_back_the_next_window() -> None:
     # The next window's three were planned for t = 1.0; the third of them would share [0.4, 1.4) with the
     # late request and two others, so it waits until t = 1.4.
     assert _starts(limiter, clock, 3) == pytest.approx([1.0, 1.0, 1.4])
+
+
+# --- eMAG's X-RateLimit-*-3second headers -------------------------------------------------------------
+
+
+def _answer(limit: str | None, remaining: str | None) -> httpx.Response:
+    headers = {}
+    if limit is not None:
+        headers["X-RateLimit-Limit-3second"] = limit
+    if remaining is not None:
+        headers["X-RateLimit-Remaining-3second"] = remaining
+    return httpx.Response(200, headers=headers, json={"isError": False, "messages": [], "results": []})
+
+
+def test_budget_headers_are_read_case_insensitively_and_garbage_is_nothing() -> None:
+    assert budget_headers(_answer("3", "0").headers) == BudgetHeaders(limit=3, remaining=0)
+    assert budget_headers({"x-ratelimit-limit-3second": " 2 "}) == BudgetHeaders(limit=2, remaining=None)
+    assert budget_headers(_answer(None, None).headers) == BudgetHeaders(limit=None, remaining=None)
+    assert budget_headers(_answer("many", "-1").headers) == BudgetHeaders(limit=None, remaining=None)
+
+
+def test_a_lower_limit_from_emag_lowers_the_pace() -> None:
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0, clock=clock, sleep=clock.sleep)
+    sent = limiter.acquire()
+    limiter.answered(sent, _answer("2", "1").headers)
+    assert [sent, *_starts(limiter, clock, 5)] == [0, 0, 1, 1, 2, 2]
+    limiter.answered(clock.now, _answer("5", "4").headers)  # a higher one never raises it
+    assert _starts(limiter, clock, 2) == [3, 3]
+
+
+def test_remaining_zero_after_our_own_full_window_changes_nothing() -> None:
+    """At full pace the last request of each window is answered remaining 0: the window was ours."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0, clock=clock, sleep=clock.sleep)
+    starts = []
+    for remaining in ["2", "1", "0"] * 2:
+        sent = limiter.acquire()
+        starts.append(sent)
+        limiter.answered(sent, _answer("3", remaining).headers)
+    assert starts == [0, 0, 0, 1, 1, 1]
+
+
+def test_remaining_zero_that_is_not_ours_pauses_a_whole_window() -> None:
+    """eMAG says the budget is spent after one request of ours: another client of the login spends it, so
+    nothing leaves before eMAG's 3-second window has passed."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0, clock=clock, sleep=clock.sleep)
+    clock.now = 10.0
+    sent = limiter.acquire()
+    clock.now = 10.2  # its answer
+    limiter.answered(sent, _answer("3", "0").headers)
+    assert _starts(limiter, clock, 4) == [13.0, 13.0, 13.0, 14.0]
+
+
+def test_the_client_feeds_every_answer_to_its_limiter() -> None:
+    """The client reads eMAG's budget headers in one place: an answer saying Limit 1 paces the next ones."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0, clock=clock, sleep=clock.sleep)
+    count = {"noOfItems": "1", "noOfPages": "1", "itemsPerPage": "100"}
+    answer = httpx.Response(
+        200,
+        headers={"X-RateLimit-Limit-3second": "1", "X-RateLimit-Remaining-3second": "0"},
+        json={"isError": False, "messages": [], "results": count},
+    )
+    config = _config(legacy_account(AccountType.FBE), url="http://mock.test/api-3")
+    starts = []
+    transport = httpx.MockTransport(lambda request: starts.append(clock.now) or answer)
+    with EmagClient(config, limiter=limiter, transport=transport) as client:
+        for _ in range(3):
+            client.count()
+    assert starts == [0, 1, 2]
+
+
+def test_a_request_that_leaves_late_counts_from_when_it_left() -> None:
+    """The client says when a request really leaves (``went``): a thread held up 0.3 s after its slot pushes
+    back the request that would share eMAG's window with it."""
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(3, 180, margin_seconds=0.0, clock=clock, sleep=clock.sleep)
+    first = [limiter.acquire() for _ in range(3)]
+    assert first == [0, 0, 0]
+    clock.now = 0.3
+    limiter.went(first[0])
+    assert _starts(limiter, clock, 3) == pytest.approx([1.0, 1.0, 1.3])
+    limiter.went(clock.now)  # on time: nothing moves
+    assert _starts(limiter, clock, 1) == pytest.approx([2.0])

@@ -528,13 +528,12 @@ def _free_port() -> int:
 def test_the_prefect_server_dying_mid_run_leaves_the_sync_at_emags_pace(
     serve_sandbox, database_url, tmp_path
 ) -> None:
-    """Fault: the Prefect server (with the global rate limits of `emag-sync setup-prefect`) is killed a few
-    seconds into `emag-sync sync` at eMAG's 3 requests/s.
+    """Fault: the Prefect server (set up by `emag-sync setup-prefect`) is killed a few seconds into
+    `emag-sync sync` at eMAG's 3 requests/s.
 
-    The sync goes on at eMAG's pace with the in-process limiter (no 429, no request waiting on the dead
-    API), succeeds, and says once that Prefect could not record the run; the command does not hang.
+    The sync goes on at eMAG's pace (its budget is the database's, no request asks the dead API), succeeds,
+    and says once that Prefect could not record the run; the command does not hang.
     """
-    from emag_sync.api.global_limit import gcl_name
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
@@ -567,7 +566,7 @@ def test_the_prefect_server_dying_mid_run_leaves_the_sync_at_emags_pace(
             setup = subprocess.run(
                 [*cli, "setup-prefect", "--no-secrets"], env=env, capture_output=True, text=True
             )
-            assert f"global concurrency limit {gcl_name(FBE)}: created" in setup.stdout, setup.stderr
+            assert setup.returncode == 0, setup.stderr
 
             sync = subprocess.Popen(
                 [*cli, "sync", "--account", "fbe", "--items-per-page", "25"],

@@ -7,8 +7,9 @@ import httpx
 from emag_sync.accounts import Account
 from emag_sync.api.client import DEFAULT_LOOK_AHEAD, ClientStats, EmagClient, RequestCounters
 from emag_sync.api.credentials import resolve_account_config
-from emag_sync.api.global_limit import shared_limiter_for
+from emag_sync.api.lease import lease_for
 from emag_sync.api.paging import CatalogueCount, Page
+from emag_sync.db import database_url
 from emag_sync.settings import AccountConfig, Settings
 
 __all__ = [
@@ -22,22 +23,23 @@ __all__ = [
 
 
 def open_client(
-    settings: Settings | AccountConfig,
-    account: Account | None = None,
+    settings: Settings,
+    account: Account | AccountConfig,
     *,
     transport: httpx.BaseTransport | None = None,
     look_ahead: int = DEFAULT_LOOK_AHEAD,
 ) -> EmagClient:
     """The one way to open an eMAG client for an account: its credentials (Secret blocks or the
-    environment) and its shared rate budget (Prefect's global limit when set up, else this process's).
+    environment) and its login's budget (this process's limiter, spent only while this process holds the
+    login's lease in the configured database; see ``emag_sync.api.lease``).
 
-    Pass ``settings`` and the ``account``, or an ``AccountConfig`` already resolved (the preflight resolves
-    credentials once). ``transport`` is for tests (the sandbox in-process).
+    Pass the ``account``, or its ``AccountConfig`` already resolved (the preflight resolves credentials
+    once). ``transport`` is for tests (the sandbox in-process).
     """
-    if isinstance(settings, AccountConfig):
-        config = settings
-    else:
-        if account is None:
-            raise TypeError("open_client(settings, account): the account is required with settings")
-        config = resolve_account_config(settings, account)
-    return EmagClient(config, limiter=shared_limiter_for(config), transport=transport, look_ahead=look_ahead)
+    config = account if isinstance(account, AccountConfig) else resolve_account_config(settings, account)
+    budget = lease_for(config, database_url(settings))
+    try:
+        return EmagClient(config, limiter=budget, transport=transport, look_ahead=look_ahead)
+    except BaseException:
+        budget.close()
+        raise

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOOK_AHEAD = 8  # pages in flight: covers 3 requests/s x ~2 s responses with room to spare
 RETRY_AFTER_CAP_SECONDS = 120.0  # a Retry-After beyond this is not worth hanging a run for
 CONNECT_TIMEOUT_SECONDS = 10.0
+SENT = "emag_sync.sent"  # request extension: when the limiter let the request go (time.monotonic)
 
 
 def _log_request(request: httpx.Request) -> None:
@@ -102,7 +103,7 @@ class _Cancelled(Exception):
 
 
 class EmagClient:
-    """One eMAG account: Basic auth, pacing through the account's shared limiter, retries, envelope check.
+    """One eMAG account: Basic auth, pacing through its login's budget, retries, envelope check.
 
     Open one with ``emag_sync.api.open_client``, which brings the account's credentials and its shared rate
     budget. ``limiter`` paces every request (never optional: eMAG counts all of an account's calls);
@@ -140,7 +141,7 @@ class EmagClient:
             ),
             headers={"Accept": "application/json", "User-Agent": "emag-sync"},
             transport=transport or DeadlineTransport(proxy=environment_proxy(config.api_url)),
-            event_hooks={"request": [_log_request]},
+            event_hooks={"request": [_log_request, self._leaving]},
         )
 
     def __repr__(self) -> str:
@@ -155,7 +156,10 @@ class EmagClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        try:
+            self._http.close()
+        finally:
+            self._limiter.close()  # the last client of a login in this process hands its budget over
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -314,10 +318,14 @@ class EmagClient:
         site = CallSite(self.account, f"{resource}/{action}", page, subject)
         attempts = self.config.max_attempts
         for attempt in range(1, attempts + 1):
-            self._limiter.acquire()
-            if cancel is not None and cancel.is_set():
-                raise _Cancelled
-            verdict = self._attempt(site, data)
+            sent = self._limiter.acquire()
+            budget: Mapping[str, str] = {}
+            try:
+                if cancel is not None and cancel.is_set():
+                    raise _Cancelled
+                verdict, budget = self._attempt(site, data, sent)
+            finally:
+                self._limiter.answered(sent, budget)  # the one place eMAG's budget headers are read
             if verdict.envelope is not None:
                 return verdict.envelope
             assert verdict.error is not None
@@ -365,12 +373,14 @@ class EmagClient:
             self._pause(delay, cancel)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _attempt(self, site: CallSite, data: Any) -> Verdict:
+    def _attempt(self, site: CallSite, data: Any, sent: float) -> tuple[Verdict, Mapping[str, str]]:
+        """One request (let go by the limiter at ``sent``): its verdict, and the answer's headers (none when
+        no answer came)."""
         started = time.monotonic()
         sent_at = datetime.now(UTC)
         try:
             with request_deadline(self.config.timeout_seconds):
-                response = self._http.post(site.resource, json={"data": data})
+                response = self._http.post(site.resource, json={"data": data}, extensions={SENT: sent})
         except httpx.TransportError as exc:
             self.stats.record(type(exc).__name__)
             verdict = classify(exc, site)
@@ -381,7 +391,7 @@ class EmagClient:
                 _since(started),
                 verdict.reason,
             )
-            return verdict
+            return verdict, {}
         self.stats.record(str(response.status_code))
         logger.debug(
             "%s: %s%s: HTTP %d in %.2f s",
@@ -393,8 +403,15 @@ class EmagClient:
         )
         verdict = classify(response, site)
         if verdict.envelope is not None:
-            return replace(verdict, envelope=replace(verdict.envelope, sent_at=sent_at))
-        return verdict
+            verdict = replace(verdict, envelope=replace(verdict.envelope, sent_at=sent_at))
+        return verdict, response.headers
+
+    def _leaving(self, request: httpx.Request) -> None:
+        """Tell the limiter when the request really leaves: a thread held up after its slot (a busy process
+        keeps it from the GIL) would otherwise share eMAG's window with the next requests on time."""
+        sent = request.extensions.get(SENT)
+        if sent is not None:
+            self._limiter.went(sent)
 
     def _pause(self, delay: float, cancel: threading.Event | None) -> None:
         """Wait out a backoff; a look-ahead read wakes early (and drops out) when its read has ended."""

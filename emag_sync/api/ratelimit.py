@@ -1,13 +1,16 @@
-"""Per-account request budget: a thread-safe sliding-window limiter shared by every client of one account."""
+"""Per-account request budget: a thread-safe sliding-window limiter shared by every client of one login in a
+process, corrected by what eMAG's rate-limit headers say."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from emag_sync.settings import AccountConfig
@@ -20,15 +23,62 @@ MINUTE_WINDOW = 60.0
 # (transform, load, an import) keeps the sending thread from the GIL — and an earlier request sent late
 # can share eMAG's window with a later one sent on time. Widening our windows by 0.08 s costs ~7% of
 # throughput at 3/s (3 per 1.08 s = 2.78/s): it keeps a little headroom above the 90% (2.7/s) the sync must
-# sustain when requests are evenly spaced (the Prefect global limit's pacing), while 0.05 s drew the odd 429
-# in the demo when the process was busy.
+# sustain, while 0.05 s drew the odd 429 in the demo when the process was busy.
 DEFAULT_MARGIN_SECONDS = 0.08
+# A request that leaves later than this after its slot is counted from when it left (see ``went``).
+LATE_SEND_SECONDS = 0.005
+
+# eMAG's answers (and the sandbox's) carry the login's budget: how many requests its window admits and how
+# many are left in it.
+LIMIT_HEADER = "X-RateLimit-Limit-3second"
+REMAINING_HEADER = "X-RateLimit-Remaining-3second"
+# The window those headers are named after. When eMAG says nothing is left although this process sent fewer
+# than its limit in the window, another client of the login spends it: nothing more is sent for this long.
+HEADER_WINDOW_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class BudgetHeaders:
+    """What one answer said about the login's budget; None where it said nothing (or nothing readable)."""
+
+    limit: int | None
+    remaining: int | None
+
+
+def budget_headers(headers: Mapping[str, str]) -> BudgetHeaders:
+    """The X-RateLimit-*-3second headers of an answer (header names are case-insensitive in httpx)."""
+
+    def number(name: str) -> int | None:
+        value = headers.get(name)
+        if value is None:
+            value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+        try:
+            parsed = int(str(value).strip()) if value is not None else None
+        except ValueError:
+            return None
+        return parsed if parsed is not None and parsed >= 0 else None
+
+    return BudgetHeaders(limit=number(LIMIT_HEADER), remaining=number(REMAINING_HEADER))
 
 
 class Limiter(Protocol):
-    """Anything that blocks until one more request of this account may be sent."""
+    """Paces one login's requests: ``acquire`` before each send, ``answered`` after it (answer or not)."""
 
-    def acquire(self) -> None: ...
+    def acquire(self) -> float:
+        """Block until one more request may be sent; returns when it was let go (``time.monotonic``)."""
+        ...
+
+    def went(self, sent: float) -> None:
+        """The request let go at ``sent`` leaves now (its thread may have been held up since)."""
+        ...
+
+    def answered(self, sent: float, headers: Mapping[str, str]) -> None:
+        """The request let go at ``sent`` is over; ``headers`` are its answer's (empty when none came)."""
+        ...
+
+    def close(self) -> None:
+        """The client using it is closed."""
+        ...
 
 
 class SlidingWindowLimiter:
@@ -49,6 +99,7 @@ class SlidingWindowLimiter:
         margin_seconds: float = DEFAULT_MARGIN_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        name: str = "eMAG",
     ) -> None:
         if per_second <= 0 or per_minute <= 0:
             raise ValueError(f"rate limits must be positive, got {per_second}/s and {per_minute}/min")
@@ -62,6 +113,9 @@ class SlidingWindowLimiter:
         self._long_window = MINUTE_WINDOW + margin_seconds
         self._clock = clock
         self._sleep = sleep
+        self.name = name
+        # Nothing is sent before this time: eMAG said the window was spent by someone else.
+        self._paused_until = -math.inf
         self._lock = threading.Lock()
         # Start times already granted (some may lie in the future), never decreasing.
         self._granted: deque[float] = deque()
@@ -77,7 +131,7 @@ class SlidingWindowLimiter:
             now = self._clock()
             while self._granted and self._granted[0] <= now - self._long_window:
                 self._granted.popleft()
-            start = max(now, self._granted[-1]) if self._granted else now
+            start = max(now, self._paused_until, self._granted[-1] if self._granted else now)
             if len(self._granted) >= self._short_count:
                 start = max(start, self._granted[-self._short_count] + self._short_window)
             if len(self._granted) >= self.per_minute:
@@ -85,37 +139,94 @@ class SlidingWindowLimiter:
             self._granted.append(start)
             return start - now
 
-    def acquire(self) -> None:
-        """Block until this request may be sent."""
+    @property
+    def window_seconds(self) -> float:
+        """The short window (1 s and the margin at 3/s): a request sent this long ago no longer counts."""
+        return self._short_window
+
+    def acquire(self) -> float:
+        """Block until this request may be sent; returns when it was let go (``time.monotonic``)."""
         wait = self.reserve()
         if wait > 0:
             self._sleep(wait)
-        while (wait := self._confirm()) > 0:
+        while True:
+            wait, sent = self._confirm()
+            if wait <= 0:
+                return sent
             self._sleep(wait)
 
-    def _confirm(self) -> float:
-        """Record this request as sent now, or how much longer it must wait given when others really went."""
+    def went(self, sent: float) -> None:
+        """The request let go at ``sent`` leaves only now: when that is later than LATE_SEND_SECONDS, it counts
+        in the windows from now, so the next requests wait for it as eMAG will have counted it."""
+        with self._lock:
+            now = self._clock()
+            if now - sent <= LATE_SEND_SECONDS:
+                return
+            try:
+                self._released.remove(sent)
+            except ValueError:  # already out of the minute's window
+                return
+            bisect.insort(self._released, now)
+
+    def answered(self, sent: float, headers: Mapping[str, str]) -> None:
+        """Take in eMAG's view of the budget from an answer to the request let go at ``sent``.
+
+        A Limit below this limiter's per-window count lowers the pace for good (eMAG knows the login's real
+        rate). Remaining 0 is expected at full pace (the last request of each window sees it); it matters only
+        when this process sent fewer than the limit around ``sent``: another client of the login spends the
+        budget, so nothing more leaves before eMAG's whole window has passed.
+        """
+        budget = budget_headers(headers)
+        with self._lock:
+            if budget.limit is not None and 0 < budget.limit < self._short_count:
+                logger.warning(
+                    "%s: eMAG allows %d requests per window, fewer than the configured %s/s; pacing at %d",
+                    self.name,
+                    budget.limit,
+                    self.per_second,
+                    budget.limit,
+                )
+                self._short_count = budget.limit
+            if budget.remaining == 0:
+                # Ours that eMAG may have counted with it: sent a window before it, up to its answer (which
+                # came after its arrival; ours sent meanwhile may have arrived first).
+                now = self._clock()
+                own = sum(1 for t in self._released if sent - self._short_window < t <= now)
+                if own < self._short_count:
+                    logger.info(
+                        "%s: eMAG says the login's budget is spent, not by this process; pausing %.0f s",
+                        self.name,
+                        HEADER_WINDOW_SECONDS,
+                    )
+                    self._paused_until = max(self._paused_until, sent + HEADER_WINDOW_SECONDS)
+
+    def close(self) -> None:
+        """Nothing to release: the limiter lives as long as the process."""
+
+    def _confirm(self) -> tuple[float, float]:
+        """Record this request as sent now (0, now), or how much longer it must wait given when others really
+        went (wait, now)."""
         with self._lock:
             now = self._clock()
             sent = self._released
             while sent and sent[0] <= now - self._long_window:
                 sent.popleft()
-            earliest = now
+            earliest = max(now, self._paused_until)
             if len(sent) >= self._short_count:
                 earliest = max(earliest, sent[-self._short_count] + self._short_window)
             if len(sent) >= self.per_minute:
                 earliest = max(earliest, sent[-self.per_minute] + self._long_window)
             if earliest > now:
-                return earliest - now
+                return earliest - now, now
             sent.append(now)
-            return 0.0
+            return 0.0, now
 
 
 _registry: dict[tuple[str, str], SlidingWindowLimiter] = {}
 _registry_lock = threading.Lock()
 
 
-def limiter_for(config: AccountConfig) -> Limiter:
+def limiter_for(config: AccountConfig) -> SlidingWindowLimiter:
     """The process-wide limiter of this login (API URL + username): one shared budget.
 
     eMAG counts every call of a login together, so all clients of one account, and of accounts registered
@@ -136,6 +247,8 @@ def limiter_for(config: AccountConfig) -> Limiter:
                     config.requests_per_second,
                     config.requests_per_minute,
                 )
-            limiter = SlidingWindowLimiter(config.requests_per_second, config.requests_per_minute)
+            limiter = SlidingWindowLimiter(
+                config.requests_per_second, config.requests_per_minute, name=config.account.title
+            )
             _registry[key] = limiter
         return limiter

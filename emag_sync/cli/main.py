@@ -224,8 +224,8 @@ def setup_prefect(
     ),
 ) -> None:
     """Create or update, on the server at PREFECT_API_URL: the credentials' Secret blocks (from the
-    environment), the per-account rate limits emag-api-main/emag-api-fbe, the work pool and, with
-    --notify-webhook or --notify-block, the alerting automations. Idempotent."""
+    environment), the work pool and, with --notify-webhook or --notify-block, the alerting automations;
+    removes the per-account rate limits emag-api-* of earlier versions. Idempotent."""
     from emag_sync.cli.alerts import AlertOptions
     from emag_sync.cli.prefect_setup import setup_prefect as run_setup
     from emag_sync.settings import get_settings

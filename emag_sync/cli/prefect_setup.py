@@ -1,4 +1,5 @@
-"""One idempotent set-up of a Prefect server for emag-sync: Secret blocks, rate limits, work pool, alerts."""
+"""One idempotent set-up of a Prefect server for emag-sync: Secret blocks, work pool, alerts (and the removal
+of the per-account rate limits earlier versions created)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pydantic import SecretStr
 
 from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.api.credentials import secret_block_name
-from emag_sync.api.global_limit import GCL_LIMIT, gcl_name
 from emag_sync.cli.alerts import AlertOptions, register_alerts
 from emag_sync.cli.serve import deployment_specs
 from emag_sync.errors import ConfigError
@@ -19,6 +19,9 @@ from emag_sync.settings import Settings, credential_variable
 
 WORK_POOL_NAME = "emag-sync-pool"
 WORK_POOL_TYPE = "process"
+# Earlier versions paced each account through a Prefect global concurrency limit of this name, asked once
+# per eMAG request; the pace now lives in the database (emag_sync.api.lease), so those limits are removed.
+OLD_RATE_LIMIT_PREFIX = "emag-api-"
 
 
 def _accounts(settings: Settings) -> list[Account]:
@@ -68,37 +71,24 @@ def _secret_blocks(settings: Settings) -> list[str]:
     return done
 
 
-def _rate_limits(settings: Settings, per_second: float) -> list[str]:
+def _old_rate_limits(settings: Settings) -> list[str]:
+    """Delete the ``emag-api-<account>`` global concurrency limits of earlier versions (nothing asks them
+    any more); one line per limit removed, none when there were none."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
     done = []
-    wanted = f"limit {GCL_LIMIT}, slot decay {per_second}/s"
     with get_client(sync_client=True) as client:
         for account in _accounts(settings):
-            name = gcl_name(account)
+            name = f"{OLD_RATE_LIMIT_PREFIX}{account.name}"
             try:
-                current = client.read_global_concurrency_limit_by_name(name)
+                client.delete_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=GCL_LIMIT, slot_decay_per_second=per_second)
-                )
-                done.append(f"global concurrency limit {name}: created ({wanted})")
                 continue
-            same = (current.limit, current.slot_decay_per_second, current.active) == (
-                GCL_LIMIT,
-                per_second,
-                True,
+            done.append(
+                f"global concurrency limit {name}: removed (eMAG pacing now holds each account's budget in "
+                "the database)"
             )
-            if same:
-                done.append(f"global concurrency limit {name}: unchanged ({wanted})")
-                continue
-            client.update_global_concurrency_limit(
-                name,
-                GlobalConcurrencyLimitUpdate(limit=GCL_LIMIT, slot_decay_per_second=per_second, active=True),
-            )
-            done.append(f"global concurrency limit {name}: updated to {wanted}")
     return done
 
 
@@ -135,8 +125,9 @@ def setup_prefect(
     secrets: bool = True,
     alerts: AlertOptions = AlertOptions(),
 ) -> list[str]:
-    """Create or update the Secret blocks (from the environment), the rate limits, the work pool and,
-    given a notification target, the alerting automations (emag_sync/cli/alerts.py).
+    """Create or update the Secret blocks (from the environment), the work pool and, given a notification
+    target, the alerting automations (emag_sync/cli/alerts.py); remove the per-account rate limits of
+    earlier versions.
 
     Safe to run again; returns one line per object saying what happened. Never returns a secret value.
     """
@@ -151,7 +142,7 @@ def setup_prefect(
     try:
         done = [f"Prefect API: {redact_url(api_url)}"]
         done += _secret_blocks(settings) if secrets else ["Secret blocks: left as they are (--no-secrets)"]
-        done += _rate_limits(settings, settings.emag_requests_per_second)
+        done += _old_rate_limits(settings)
         done += _work_pool(work_pool)
         done += register_alerts(alerts, deployment_specs())
     except httpx.TransportError as exc:
