@@ -18,7 +18,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /opt/emag-sync
 
@@ -35,7 +36,8 @@ COPY prefect.yaml ./
 COPY deploy ./deploy
 
 # Installed, not editable: the working directory only serves the entrypoint's file path. The build's
-# leftovers go so that the tree above is all the working directory holds.
+# leftovers go so that the tree above is all the working directory holds. (`emag-sync serve` and
+# `setup-prefect` read the prefect.yaml of a checkout, next to the package: run them from a checkout.)
 RUN pip install . \
     && rm -rf build ./*.egg-info
 

@@ -8,20 +8,22 @@ changed. A phase is one ``emag-product-sync`` run of ``accounts="all"`` (what ``
 runs), from its start until every account is synced and checked (the flow returns after the last check).
 
 A *mode* is how the run is carried out: ``in-process`` calls the flow in one fresh process (the command's
-path); a mode is one function taking a :class:`Scenario` and returning :class:`Measured` (add it to
-``MODES``). Around it this module resets the sandbox, samples PostgreSQL's connections and reads the
-sandbox's request log, so every mode is measured the same way.
+path); a mode is one function taking a :class:`Scenario` (its N, phase, and the environment that points at
+the sandbox, the scenario's database and the Prefect server) and returning :class:`Measured`; adding it to
+``MODES`` adds its rows to the table. Around it this module resets the sandbox, samples PostgreSQL's
+connections and reads the sandbox's request log, so every mode is measured the same way.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,11 @@ def _checked(runs: Sequence[Any]) -> list[Any]:
         engine.dispose()
 
 
-MODES: dict[str, Mode] = {"in-process": run_in_process}
+LOCAL_PACING = "in-process, local pacing"
+MODES: dict[str, Mode] = {"in-process": run_in_process, LOCAL_PACING: run_in_process}
+# Modes run without the per-account global concurrency limits on the server (`setup-prefect` not run):
+# each process paces its accounts alone, and a request costs no Prefect API call.
+WITHOUT_SHARED_BUDGET = frozenset({LOCAL_PACING})
 
 
 # --- around every mode: database connections, PostgreSQL's CPU, the sandbox's log -------------------------
@@ -239,8 +245,8 @@ def measure(
     db_cpu_after, sandbox_cpu_after = process_tree_cpu_seconds(postmaster), process_cpu_seconds(sandbox_pid)
     log = verified._sandbox_log(control_url)
     per_account: dict[str, int] = {}
-    for request in log:
-        if request["account"] is not None:
+    for request in log:  # a 429 was not served: its retry is the request the account needed
+        if request["account"] is not None and request["status_code"] != 429:
             per_account[request["account"]] = per_account.get(request["account"], 0) + 1
     needed = max(per_account.values(), default=0)
     sent = sorted(
@@ -287,16 +293,21 @@ def register(database_url: Any, count: int) -> None:
         engine.dispose()
 
 
-def shared_budgets(count: int) -> None:
-    """The per-account global concurrency limits `emag-sync setup-prefect` creates, for every account."""
+def shared_budgets(count: int, *, present: bool) -> None:
+    """The per-account global concurrency limits `emag-sync setup-prefect` creates, for every account
+    (``present``), or none of them."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     from emag_sync.api.global_limit import GCL_LIMIT, GCL_NAME_PREFIX
 
     with get_client(sync_client=True) as client:
         for name in account_names(count):
+            if not present:
+                with suppress(ObjectNotFound):
+                    client.delete_global_concurrency_limit_by_name(GCL_NAME_PREFIX + name)
+                continue
             limit = GlobalConcurrencyLimitCreate(
                 name=GCL_NAME_PREFIX + name, limit=GCL_LIMIT, slot_decay_per_second=REQUESTS_PER_SECOND
             )
@@ -320,17 +331,18 @@ def run_accounts(
     sizes: Sequence[int],
     records: int,
     status: Callable[[str], None],
-    modes: Sequence[str] = ("in-process",),
+    modes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Every mode x N x phase against one sandbox of max(sizes) accounts; the figures and the verdict."""
+    """Every mode (default: all of MODES) x N x phase against one sandbox of max(sizes) accounts; the
+    figures and the verdict."""
     from emag_sandbox.server import serve_in_process
 
-    shared_budgets(max(sizes))
     rows: list[dict[str, Any]] = []
     with serve_in_process(*sandbox_options(max(sizes), records)) as sb:
-        for mode in modes:
+        for mode in modes or list(MODES):
+            shared_budgets(max(sizes), present=mode not in WITHOUT_SHARED_BUDGET)
             for count in sizes:
-                name = f"bench_accounts_{count}_{mode.split()[0].replace('-', '_')}"
+                name = f"bench_accounts_{count}_{re.sub(r'[^a-z0-9]+', '_', mode)}"
                 url = context.fresh_database(name)
                 register(url, count)  # their credentials and URLs: the sandbox's env
                 env = {
@@ -346,8 +358,17 @@ def run_accounts(
                     figures = measure(MODES[mode], scenario, admin_url=context.admin_url,
                                       database=url.database, control_url=sb.control_url,
                                       sandbox_pid=sb.process.pid)  # fmt: skip
-                    rows.append({"mode": mode, **figures})
+                    rows.append({"mode": mode, **figures, "ran_at": datetime.now(UTC).isoformat(
+                        timespec="seconds"), "load_average_1min": round(os.getloadavg()[0], 2)})  # fmt: skip
     return {"records_per_account": records, "sizes": list(sizes), "rows": rows, **verdict(rows)}
+
+
+def merge(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A run of some modes replaces those modes' rows in results.json and keeps the other modes' rows."""
+    modes = {row["mode"] for row in new["rows"]}
+    kept = [row for row in (previous or {}).get("rows", []) if row["mode"] not in modes]
+    rows = kept + list(new["rows"])
+    return {**new, "rows": rows, **verdict(rows)}
 
 
 def holds(row: Mapping[str, Any]) -> bool:
@@ -383,7 +404,11 @@ def verdict(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def render(results: Mapping[str, Any], console: Any) -> None:
     """The table: one row per mode, N and phase."""
+    from rich.console import Console
     from rich.table import Table
+
+    if not console.is_terminal:  # piped or redirected: wide enough for this table's columns
+        console = Console(width=190)
 
     table = Table(
         title=f"accounts: N x {results['records_per_account']:,} offers, 3 req/s each, to verified data"
@@ -421,7 +446,7 @@ NOTES = (
     "accounts: one sandbox process serves every account (3 req/s each, own credentials, 300 ms answers); "
     "a fresh database per N; wall = the flow call, start until every account is synced and checked "
     "(process start and imports not included); floor = the most requests one account needed in that "
-    "phase / 3 per s (the accounts run concurrently, each on its own budget).",
+    "phase / 3 per s, 429s not counted (the accounts run concurrently, each on its own budget).",
     "accounts: before / reads / after = run start to the first eMAG request, first to last answer, last "
     "answer to the run's end (the checks still running after the reads).",
     "accounts: CPU = the sync process(es), all threads; DB CPU = PostgreSQL's backends (postmaster's "

@@ -834,13 +834,15 @@ def bench_dq(
 # --- 7. many accounts at once (benchmarks/accounts.py) ----------------------------------------------
 
 
-def bench_accounts(workspace: Workspace, scale: str, status: Callable[[str], None]) -> dict[str, Any]:
+def bench_accounts(
+    workspace: Workspace, scale: str, status: Callable[[str], None], modes: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Part 7: N accounts at eMAG's limit, in every mode of accounts.MODES, against a Prefect server."""
     with prefect_server(workspace) as api_url:
         env = _child_env({}, workspace, workspace.admin_url, "accounts")
         env = {k: v for k, v in env.items() if not k.startswith("EMAG_")}  # each scenario sets its own
         context = accounts.Context(workspace.fresh_database, workspace.admin_url, api_url, workspace.dir, env)
-        return accounts.run_accounts(context, accounts.SIZES[scale], accounts.RECORDS[scale], status)
+        return accounts.run_accounts(context, accounts.SIZES[scale], accounts.RECORDS[scale], status, modes)
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -980,6 +982,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--e2e-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("plain", "flow"), default="plain", help=argparse.SUPPRESS)
     parser.add_argument("--dq-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--accounts-modes",
+        help=f"accounts part: comma-separated modes of {', '.join(accounts.MODES)} [all]",
+    )
     parser.add_argument("--accounts-one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -997,6 +1003,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    modes = [m.strip() for m in args.accounts_modes.split(",")] if args.accounts_modes else None
+    if modes and set(modes) - set(accounts.MODES):
+        parser.error(f"unknown accounts mode(s); choose from {', '.join(accounts.MODES)}")
     scale = "quick" if args.quick else "full"
     output = args.output or (QUICK_RESULTS if args.quick else RESULTS)
 
@@ -1015,7 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "verified": lambda: verified.bench_verified(workspace, scale, _status),
         "dlt": lambda: dlt_compare.bench_dlt(workspace, scale, _status),
-        "accounts": lambda: bench_accounts(workspace, scale, _status),
+        "accounts": lambda: bench_accounts(workspace, scale, _status, modes),
     }
     for part in PARTS:
         if part in parts:
@@ -1039,7 +1048,10 @@ def _merge(output: Path, results: dict[str, Any], parts: Sequence[str]) -> dict[
     if output.exists() and set(parts) != set(PARTS):
         merged = json.loads(output.read_text())
     for part in parts:
-        merged[part] = {**results[part], "machine": results["machine"]}
+        value = results[part]
+        if part == "accounts":  # rows per mode: a run of some modes keeps the others' rows
+            value = accounts.merge(merged.get("accounts"), value)
+        merged[part] = {**value, "machine": results["machine"]}
     merged.update(
         quick=results["quick"], machine=results["machine"], last_run_seconds=results["total_seconds"]
     )
