@@ -58,6 +58,7 @@ def sandbox_options(count: int, records: int) -> list[str]:
 class Scenario:
     """One phase of one N: what a mode needs to run it."""
 
+    mode: str
     accounts: int
     records_per_account: int
     phase: str
@@ -90,7 +91,7 @@ def run_in_process(scenario: Scenario) -> Measured:
     """``emag_product_sync(accounts="all")`` in a fresh process (child of ``python -m benchmarks.bench``)."""
     from benchmarks.bench import run_child
 
-    label = f"accounts-{scenario.accounts}-{scenario.phase.replace(' ', '-')}"
+    label = re.sub(r"[^a-z0-9]+", "-", f"accounts {scenario.mode} {scenario.accounts} {scenario.phase}")
     figures = run_child(["--accounts-one"], dict(scenario.env), scenario.workdir / f"{label}.log")
     return Measured(**figures)
 
@@ -354,7 +355,7 @@ def run_accounts(
                 }
                 for phase in PHASES:
                     status(f"accounts: {mode}, {count} x {records:,} records, {phase}")
-                    scenario = Scenario(count, records, phase, env, context.workdir)
+                    scenario = Scenario(mode, count, records, phase, env, context.workdir)
                     figures = measure(MODES[mode], scenario, admin_url=context.admin_url,
                                       database=url.database, control_url=sb.control_url,
                                       sandbox_pid=sb.process.pid)  # fmt: skip
