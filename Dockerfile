@@ -47,7 +47,8 @@ RUN useradd --system --create-home --uid 10001 --user-group emag \
     && mkdir -p /var/lib/emag-sync \
     && chown emag:emag /var/lib/emag-sync
 ENV EMAG_SYNC_HOME=/var/lib/emag-sync
-USER emag
+# by number: Kubernetes' runAsNonRoot can only verify a numeric user
+USER 10001:10001
 
 # What the work pool runs, so `docker run -e PREFECT_API_URL=... -e PREFECT__FLOW_RUN_ID=...` does the same
 # by hand; a pool's job template sets its own command and this one is not used there.
