@@ -1,6 +1,6 @@
 """Benchmarks against the floor, every ratio measured in one run on one machine: ``python -m benchmarks.bench``.
 
-Parts (``--only load,e2e,limit,dq,verified,dlt``):
+Parts (``--only load,e2e,limit,dq,verified,dlt,accounts``):
 
 - ``load``: upsert N products + N offers (frames shaped like the sandbox's) into an empty embedded
   PostgreSQL, then with 10% repriced, then unchanged, against the floor: binary COPY of the same frames
@@ -15,6 +15,8 @@ Parts (``--only load,e2e,limit,dq,verified,dlt``):
   deployment run, at eMAG's limit against the request floor and without a limit (benchmarks/verified.py).
 - ``dlt``: the whole command against a dlt ``rest_api`` pipeline on the same records and database, dlt
   installed into a throwaway environment (benchmarks/dlt_compare.py).
+- ``accounts``: 1, 10, 20 and 40 accounts of 2,550 offers, each at 3 requests/s on its own budget, first
+  load and reload, to verified data against one account's request floor (benchmarks/accounts.py).
 
 The figures go to a table on stdout and to ``benchmarks/results.json`` (``results-quick.json`` with
 ``--quick``). Not part of the test suite.
@@ -45,7 +47,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from benchmarks import dlt_compare, verified
+from benchmarks import accounts, dlt_compare, verified
 
 
 def _defaults() -> Any:
@@ -57,7 +59,7 @@ def _defaults() -> Any:
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 QUICK_RESULTS = Path(__file__).resolve().parent / "results-quick.json"
-PARTS = ("load", "e2e", "limit", "dq", "verified", "dlt")
+PARTS = ("load", "e2e", "limit", "dq", "verified", "dlt", "accounts")
 
 # The flow's defaults (records per page, pages per batch and transaction), from the one options model.
 ITEMS_PER_PAGE = _defaults().items_per_page
@@ -829,6 +831,20 @@ def bench_dq(
     return {"records_per_account": records, **result}
 
 
+# --- 7. many accounts at once (benchmarks/accounts.py) ----------------------------------------------
+
+
+def bench_accounts(
+    workspace: Workspace, scale: str, status: Callable[[str], None], modes: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Part 7: N accounts at eMAG's limit, in every mode of accounts.MODES, against a Prefect server."""
+    with prefect_server(workspace) as api_url:
+        env = _child_env({}, workspace, workspace.admin_url, "accounts")
+        env = {k: v for k, v in env.items() if not k.startswith("EMAG_")}  # each scenario sets its own
+        context = accounts.Context(workspace.fresh_database, workspace.admin_url, api_url, workspace.dir, env)
+        return accounts.run_accounts(context, accounts.SIZES[scale], accounts.RECORDS[scale], status, modes)
+
+
 # --- report ---------------------------------------------------------------------------------------------
 
 
@@ -863,6 +879,8 @@ def render(results: dict[str, Any]) -> None:
     )
     for note in (*NOTES, *verified.NOTES, *dlt_compare.NOTES):
         console.print(f"- {note}", style="dim")
+    if "accounts" in results:
+        accounts.render(results["accounts"], console)
 
 
 NOTES = (
@@ -942,6 +960,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows += verified.table_rows(results["verified"])
     if "dlt" in results:
         rows += dlt_compare.table_rows(results["dlt"])
+    if "accounts" in results:
+        rows += accounts.table_rows(results["accounts"])
     return rows
 
 
@@ -962,6 +982,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--e2e-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("plain", "flow"), default="plain", help=argparse.SUPPRESS)
     parser.add_argument("--dq-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--accounts-modes",
+        help=f"accounts part: comma-separated modes of {', '.join(accounts.MODES)} [all]",
+    )
+    parser.add_argument("--accounts-one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.e2e_one is not None:  # child: one size, the JSON result as the last stdout line
@@ -970,11 +995,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dq_one:
         print(json.dumps(dq_child()))
         return 0
+    if args.accounts_one:
+        print(json.dumps(accounts.in_process_child()))
+        return 0
 
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    modes = [m.strip() for m in args.accounts_modes.split(",")] if args.accounts_modes else None
+    if modes and set(modes) - set(accounts.MODES):
+        parser.error(f"unknown accounts mode(s); choose from {', '.join(accounts.MODES)}")
     scale = "quick" if args.quick else "full"
     output = args.output or (QUICK_RESULTS if args.quick else RESULTS)
 
@@ -993,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         "verified": lambda: verified.bench_verified(workspace, scale, _status),
         "dlt": lambda: dlt_compare.bench_dlt(workspace, scale, _status),
+        "accounts": lambda: bench_accounts(workspace, scale, _status, modes),
     }
     for part in PARTS:
         if part in parts:
@@ -1016,7 +1048,10 @@ def _merge(output: Path, results: dict[str, Any], parts: Sequence[str]) -> dict[
     if output.exists() and set(parts) != set(PARTS):
         merged = json.loads(output.read_text())
     for part in parts:
-        merged[part] = {**results[part], "machine": results["machine"]}
+        value = results[part]
+        if part == "accounts":  # rows per mode: a run of some modes keeps the others' rows
+            value = accounts.merge(merged.get("accounts"), value)
+        merged[part] = {**value, "machine": results["machine"]}
     merged.update(
         quick=results["quick"], machine=results["machine"], last_run_seconds=results["total_seconds"]
     )
