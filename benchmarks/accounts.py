@@ -140,11 +140,102 @@ def _checked(runs: Sequence[Any]) -> list[Any]:
         engine.dispose()
 
 
-LOCAL_PACING = "in-process, local pacing"
-MODES: dict[str, Mode] = {"in-process": run_in_process, LOCAL_PACING: run_in_process}
-# Modes run without the per-account global concurrency limits on the server (`setup-prefect` not run):
-# each process paces its accounts alone, and a request costs no Prefect API call.
-WITHOUT_SHARED_BUDGET = frozenset({LOCAL_PACING})
+# --- on a process work pool: sync-all, its children on two workers ---------------------------------------
+
+POOL_WORKERS = ("bench-worker-a", "bench-worker-b")
+POOL_TIMEOUT_SECONDS = 1800.0
+
+
+def run_on_pool(scenario: Scenario) -> Measured:
+    """``sync-all`` deployed to a process pool served by two workers (started before the clock), from the
+    parent's creation until it is final: process starts, the children's syncs and checks, the summary.
+    CPU and peak RSS are the workers' and everything they started (the flow runs)."""
+    from benchmarks.pool import process_pool, start_sync_all, wait_final
+
+    label = re.sub(r"[^a-z0-9]+", "-", f"pool {scenario.accounts} {scenario.phase}")
+    with process_pool(scenario.env, scenario.workdir / label, workers=POOL_WORKERS, limit=100):
+        from benchmarks.pool import worker_pids
+
+        pids = worker_pids(POOL_WORKERS)
+        cpu_before = sum(process_tree_cpu_seconds(pid) or 0.0 for pid in pids)
+        with PeakRss(pids) as rss:
+            started_epoch, began = time.time(), time.perf_counter()
+            parent = start_sync_all({"accounts": "all"})
+            ended = wait_final(parent.id, POOL_TIMEOUT_SECONDS)
+            wall, ended_epoch = time.perf_counter() - began, time.time()
+        cpu = sum(process_tree_cpu_seconds(pid) or 0.0 for pid in pids) - cpu_before
+    state = ended.state
+    runs = _runs_since(scenario.env, started_epoch)
+    return Measured(
+        wall_seconds=round(wall, 3),
+        cpu_seconds=round(cpu, 3),
+        peak_rss_mb=rss.peak_mb,
+        records=sum(run.records_read for run in runs),
+        rate_limited=sum(run.rate_limited for run in runs),
+        verified=sum(1 for run in runs if run.dq_status is not None),
+        started_epoch=started_epoch,
+        ended_epoch=ended_epoch,
+        failed=None
+        if state is not None and state.is_completed()
+        else (state.message if state else "no state"),
+    )
+
+
+def _runs_since(env: Mapping[str, str], epoch: float) -> list[Any]:
+    """The runs the scenario made (started after ``epoch``), as the history has them now."""
+    from sqlalchemy import create_engine
+
+    from emag_sync.runs import recent_runs
+
+    engine = create_engine(env["EMAG_SYNC_DATABASE_URL"])
+    try:
+        return [run for run in recent_runs(engine, limit=1000) if run.started_at.timestamp() >= epoch]
+    finally:
+        engine.dispose()
+
+
+class PeakRss:
+    """The largest resident set (VmHWM) among ``pids``' descendants, sampled while the block runs."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = set(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak_mb = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(CONNECTION_SAMPLE_SECONDS):
+            for pid in _descendants(self._pids):
+                with suppress(OSError, ValueError):
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    for line in status.splitlines():
+                        if line.startswith("VmHWM:"):  # a kernel thread has none
+                            self.peak_mb = max(self.peak_mb, round(int(line.split()[1]) / 1024, 1))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), set(roots)
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+POOL = "pool (2 workers)"
+MODES: dict[str, Mode] = {"in-process": run_in_process, POOL: run_on_pool}
 
 
 # --- around every mode: database connections, PostgreSQL's CPU, the sandbox's log -------------------------
@@ -294,28 +385,6 @@ def register(database_url: Any, count: int) -> None:
         engine.dispose()
 
 
-def shared_budgets(count: int, *, present: bool) -> None:
-    """The per-account global concurrency limits `emag-sync setup-prefect` creates, for every account
-    (``present``), or none of them."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    from emag_sync.api.global_limit import GCL_LIMIT, GCL_NAME_PREFIX
-
-    with get_client(sync_client=True) as client:
-        for name in account_names(count):
-            if not present:
-                with suppress(ObjectNotFound):
-                    client.delete_global_concurrency_limit_by_name(GCL_NAME_PREFIX + name)
-                continue
-            limit = GlobalConcurrencyLimitCreate(
-                name=GCL_NAME_PREFIX + name, limit=GCL_LIMIT, slot_decay_per_second=REQUESTS_PER_SECOND
-            )
-            with suppress(ObjectAlreadyExists):  # a second run against the same server
-                client.create_global_concurrency_limit(limit)
-
-
 @dataclass(frozen=True)
 class Context:
     """Where the scenarios run: a PostgreSQL server, a Prefect API and a working directory."""
@@ -341,7 +410,6 @@ def run_accounts(
     rows: list[dict[str, Any]] = []
     with serve_in_process(*sandbox_options(max(sizes), records)) as sb:
         for mode in modes or list(MODES):
-            shared_budgets(max(sizes), present=mode not in WITHOUT_SHARED_BUDGET)
             for count in sizes:
                 name = f"bench_accounts_{count}_{re.sub(r'[^a-z0-9]+', '_', mode)}"
                 url = context.fresh_database(name)

@@ -109,3 +109,20 @@ def worker_of_each_run(flow_run_ids: Sequence[str]) -> dict[str, str]:
             if resource.startswith("prefect.flow-run."):
                 found[resource.removeprefix("prefect.flow-run.")] = worker
     return {run_id: found[run_id] for run_id in flow_run_ids if run_id in found}
+
+
+def worker_pids(names: Sequence[str]) -> list[int]:
+    """The process ids of the running ``prefect worker start --name NAME`` processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and b"--name" in argv:
+            name = argv[argv.index(b"--name") + 1].decode()
+            if name in names:
+                found.append(int(entry.name))
+    return found

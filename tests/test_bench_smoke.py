@@ -39,7 +39,7 @@ def test_load_benchmark_produces_figures(pg_admin_url):
 
 def test_accounts_benchmark_measures_every_phase(pg_admin_url, prefect_harness, tmp_path):
     """`--only accounts` at a tiny size: two accounts of 150 offers, the sandbox's limit on, both phases
-    in every mode (with and without the shared budgets), every account verified and every figure measured;
+    in every mode (in-process, and sync-all on a process pool of two workers), every account verified and every figure measured;
     a later run of one mode keeps the other's rows."""
     from prefect.settings import get_current_settings
 
