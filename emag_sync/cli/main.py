@@ -407,7 +407,7 @@ def check(
     from emag_sync.db import engine_from_settings
     from emag_sync.registry import resolve_accounts
     from emag_sync.settings import get_settings
-    from expectations.checkpoint import run_checkpoint
+    from expectations.checkpoint import run_checkpoints
 
     settings = get_settings()
     try:
@@ -417,13 +417,12 @@ def check(
         finally:
             engine.dispose()
         url = engine.url
-        results = [
-            run_checkpoint(
-                url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold,
+        results = list(
+            run_checkpoints(
+                url, [(a, None) for a in accounts], home=settings.home, reject_threshold=reject_threshold,
                 docs_dir=settings.data_docs_dir, docs_url=settings.emag_sync_data_docs_url,
-            )
-            for a in accounts
-        ]  # fmt: skip
+            ).values()
+        )  # fmt: skip
     except EmagSyncError as exc:
         fail(str(exc))
     # A table has its notes under it on stdout; beside TSV or JSON (one document) they go to stderr.
