@@ -13,7 +13,7 @@ from emag_sync.accounts import Account
 from emag_sync.options import Accounts, SyncOptions
 from emag_sync.run_row import RunRow
 from expectations.checkpoint import preload as preload_great_expectations
-from tasks.alerts import report_dq_warnings
+from tasks.alerts import report_account_synced, report_dq_warnings
 from tasks.artifacts import (
     account_rows,
     failed_runs,
@@ -71,6 +71,9 @@ def emag_product_sync(
         )
         verdicts = DQVerdicts.of(synced_accounts, quality)
     failures |= verdicts.failures
+    for account in synced_accounts:  # each account's silence window starts again
+        if account.name not in failures:
+            report_account_synced(account, run_ids[account.name])
     for run in runs:
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",

@@ -209,8 +209,8 @@ def setup_prefect(
         None,
         "--silence-hours",
         min=0,
-        help="alert when a sync deployment has no completed run for this long "
-        "[default: its schedule's interval plus the interval again, at most 2 h more]",
+        help="alert when an account has not synced for this long "
+        "[default: the interval of the schedule that syncs it plus the interval again, at most 2 h more]",
     ),
     stuck_minutes: float = typer.Option(
         DEFAULT_STUCK_AFTER.total_seconds() / 60,
