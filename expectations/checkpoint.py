@@ -300,7 +300,16 @@ def _context(gx: Any, root: Path, site: Path) -> Any:
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
     )
-    return gx.get_context(mode="ephemeral", project_config=config)
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    # Every asset, batch definition and validation definition added saves the project config, which an
+    # ephemeral context only serialises to YAML (every asset so far) into a store nothing reads back: with
+    # five assets per account that cost grows with the square of the accounts checked in one run.
+    context._save_project_config = _not_saved
+    return context
+
+
+def _not_saved() -> None:
+    """What an in-memory context does with its project config: nothing (see ``_context``)."""
 
 
 def _validate(
