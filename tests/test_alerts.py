@@ -74,10 +74,19 @@ def test_silence_window_is_derived_from_the_schedule() -> None:
     assert silence_window(timedelta(hours=24)) == timedelta(hours=26)  # the example
     assert silence_window(timedelta(hours=2)) == timedelta(hours=4)  # twice the interval
     watched = Watched.from_specs(deployment_specs())
-    assert watched.sync_gaps == {"sync-both": timedelta(hours=24), "sync-fbe": timedelta(hours=2)}
+    assert watched.sync_gaps == {
+        "sync-both": timedelta(hours=24),
+        "sync-fbe": timedelta(hours=2),
+        "sync-all": timedelta(hours=24),  # shipped switched off; it counts all the same
+        "sync-accounts": None,  # sync-all's children: no schedule of their own
+    }
     # An account's gap: the most frequent schedule among the sync deployments that sync it.
     accounts = [*LEGACY, Account("ro-acme", AccountType.MAIN, seller="acme")]
-    assert watched.account_gaps(accounts) == {"fbe": timedelta(hours=2), "main": timedelta(hours=24)}
+    assert watched.account_gaps(accounts) == {
+        "fbe": timedelta(hours=2),
+        "main": timedelta(hours=24),
+        "ro-acme": timedelta(hours=24),
+    }
     assert selected_accounts("all", accounts) == ["fbe", "main", "ro-acme"]
     assert selected_accounts("both, ro-acme, gone", accounts) == ["main", "fbe", "ro-acme"]
     assert selected_accounts("all", accounts, seller="acme") == ["ro-acme"]
