@@ -97,13 +97,26 @@ def row_of(check: Check, outcome: Any, facts: Facts) -> DQRow:
         )
     if outcome is None:
         return DQRow(check.name, check.severity, None, "not applicable", "no succeeded sync run yet")
-    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-        message = str(outcome.exception_info.get("exception_message") or "GX raised an error").splitlines()[0]
+    message = _raised(outcome.exception_info)
+    if message is not None:
         return DQRow(check.name, check.severity, False, "error", f"{check.name} could not run: {message}")
     values = _values(outcome.result or {}, facts)
     observed = _observed(check, values)
     details = "" if outcome.success else check.failure.format_map(values)
     return DQRow(check.name, check.severity, bool(outcome.success), observed, details)
+
+
+def _raised(info: Any) -> str | None:
+    """The first line of the error GX met running an expectation, if it met one. GX reports it as one
+    exception info, or (a query or metric that failed) as one per metric it could not compute."""
+    if not isinstance(info, Mapping) or not info:
+        return None
+    found = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, Mapping)]
+    for each in found:
+        if each.get("raised_exception"):
+            text = str(each.get("exception_message") or "GX raised an error").strip()
+            return text.splitlines()[0] if text else "GX raised an error"
+    return None
 
 
 def _values(result: Mapping[str, Any], facts: Facts) -> dict[str, Any]:

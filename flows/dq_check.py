@@ -8,11 +8,9 @@ from prefect import State, flow, get_run_logger
 from prefect.states import Failed
 
 from emag_sync.options import Accounts
-from emag_sync.run_row import DqStatus
-from expectations.results import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
 from tasks.alerts import report_dq_warnings
-from tasks.data_quality import check_account_quality_task
+from tasks.data_quality import DQVerdicts, check_accounts_quality_task
 from tasks.prepare_database import prepare_database_task
 
 
@@ -26,22 +24,14 @@ def emag_dq_check(
     prepared = prepare_database_task(accounts, seller, return_state=True)
     if prepared.is_failed():
         return Failed(message=prepared.message)
-    statuses: dict[str, str] = {}
-    failures: list[str] = []
-    results: list[DQResult] = []
-    for account in prepared.result():  # each account checked, whatever the others' outcome
-        state = check_account_quality_task(
-            account, None, reject_threshold=reject_threshold, return_state=True
-        )
-        if state.is_failed():
-            failures.append(state.message or f"{account.title}: data quality failed")
-            statuses[account.name] = DqStatus.FAILED
-            continue
-        result: DQResult = state.result()
-        results.append(result)
-        statuses[account.name] = result.status
+    checked = prepared.result()
+    quality = check_accounts_quality_task(
+        [(account, None) for account in checked], reject_threshold=reject_threshold, return_state=True
+    )  # every account in one checkpoint run, each with its own verdict
+    verdicts = DQVerdicts.of(checked, quality)
+    for result in verdicts.results.values():
         logger.info("%s", result.message)
-    report_dq_warnings(results)  # one notification per run when any warning fired
-    if failures:
-        return Failed(message="; ".join(failures))
-    return statuses
+    report_dq_warnings(list(verdicts.results.values()))  # one notification per run when any warning fired
+    if verdicts.failures:
+        return Failed(message="; ".join(verdicts.failures.values()))
+    return {name: str(status) for name, status in verdicts.status.items()}

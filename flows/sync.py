@@ -1,4 +1,5 @@
-"""The ``emag-product-sync`` flow: preflight, then per account extract → transform → load, then check."""
+"""The ``emag-product-sync`` flow: preflight, then per account extract → transform → load, then one check
+of every synced account."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from prefect.states import Failed
 
 from emag_sync.accounts import Account
 from emag_sync.options import Accounts, SyncOptions
-from emag_sync.run_row import DqStatus, RunRow
+from emag_sync.run_row import RunRow
 from expectations.checkpoint import preload as preload_great_expectations
-from expectations.results import DQResult
-from tasks.alerts import report_dq_warnings
+from tasks.alerts import report_account_synced, report_dq_warnings
 from tasks.artifacts import (
     account_rows,
     failed_runs,
@@ -21,7 +21,7 @@ from tasks.artifacts import (
     publish_summary_task,
     summary_markdown,
 )
-from tasks.data_quality import check_account_quality_task
+from tasks.data_quality import DQVerdicts, check_accounts_quality_task
 from tasks.preflight import Preflight, preflight_task
 from tasks.sync_account import sync_account_task, synced_as_completed
 
@@ -49,43 +49,45 @@ def emag_product_sync(
     preload_great_expectations()  # its import (seconds) overlaps the reads, which mostly wait on eMAG
     runs: list[RunRow] = []
     failures: dict[str, str] = dict(preflight.failures)  # by account name; those accounts do not sync
-    dq_status: dict[str, str] = {}
-    dq_results: list[DQResult] = []
 
     def submit(account: Account) -> PrefectFuture[RunRow]:
         count = preflight.counts.get(account.name)
         return sync_account_task.submit(account, options, flow_run_id, count)
 
-    # Each account is checked as soon as its own read ends, while the others may still be reading (the
-    # limiters pace requests on when they really leave, so the check's CPU work cannot bunch them up).
     for account, future in synced_as_completed(targets, submit):  # the others' committed work stays
         if future.state.is_failed():
             failures[account.name] = future.state.message or f"{account.title}: failed"
             continue
-        run: RunRow = future.result()
-        runs.append(run)
-        quality = check_account_quality_task(account, run.id, return_state=True)
-        if quality.is_failed():  # a critical expectation failed, or the checkpoint could not run
-            failures[account.name] = quality.message or f"{account.title}: data quality failed"
-            dq_status[run.account] = DqStatus.FAILED
-            continue
-        result: DQResult = quality.result()
-        dq_results.append(result)
-        dq_status[run.account] = result.status
+        runs.append(future.result())
+
+    # One checkpoint for every synced account once their syncs are done: one Great Expectations run (one
+    # Data Docs build) instead of one per account; a critical failure fails its account alone.
+    run_ids = {run.account: run.id for run in runs}
+    synced_accounts = [account for account in targets if account.name in run_ids]
+    verdicts = DQVerdicts()
+    if synced_accounts:
+        quality = check_accounts_quality_task(
+            [(account, run_ids[account.name]) for account in synced_accounts], return_state=True
+        )
+        verdicts = DQVerdicts.of(synced_accounts, quality)
+    failures |= verdicts.failures
+    for account in synced_accounts:  # each account's silence window starts again
+        if account.name not in failures:
+            report_account_synced(account, run_ids[account.name])
+    for run in runs:
         logger.info(
             "%s: %s inserted, %s updated, %s unchanged, %s rejected, %s deactivated; data quality %s",
-            account.title, run.rows_inserted, run.rows_updated, run.rows_unchanged,
-            run.rows_rejected, run.rows_deactivated, result.status,
+            run.account, run.rows_inserted, run.rows_updated, run.rows_unchanged,
+            run.rows_rejected, run.rows_deactivated, verdicts.status[run.account],
         )  # fmt: skip
 
-    synced = {run.account for run in runs}
-    unsynced = [account for account in targets if account.name in failures and account.name not in synced]
+    unsynced = [account for account in targets if account.name in failures and account.name not in run_ids]
 
     runs += failed_runs(unsynced, flow_run_id)  # the summary then has a row for every account
     order = [account.name for account in targets]
     runs.sort(key=lambda run: order.index(run.account))
-    report_dq_warnings(dq_results)
-    publish_summary_task(summary_markdown(runs, dq_status, failures))
+    report_dq_warnings(list(verdicts.results.values()))
+    publish_summary_task(summary_markdown(runs, verdicts.status, failures))
     asked = [account.name for account in targets] + [name for name in preflight.failures if name not in order]
     publish_account_outcomes_task(account_rows(asked, failures, runs))  # what a sync-all parent reads
     if failures:

@@ -1,4 +1,5 @@
-"""What a run tells the alerting automations: one Prefect event per run whose data-quality checks warned."""
+"""What a run tells the alerting automations: one Prefect event per account that synced, and one per run whose
+data-quality checks warned."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from emag_sync.accounts import Account
     from expectations.results import DQResult
+
+# The event an account's sync emits once its records are loaded and checked without a critical failure;
+# the "accounts silent" automations (emag_sync/cli/alerts.py) expect it again within each account's window.
+# Its resource is f"{ACCOUNT_RESOURCE}.{account name}", so an automation keeps one silence clock per account.
+ACCOUNT_SYNCED_EVENT = "emag-sync.account.synced"
+ACCOUNT_RESOURCE = "emag-sync.account"
 
 # The event the "data-quality warnings" automation (emag_sync/cli/alerts.py) turns into a notification; its
 # resource is f"{DQ_WARNING_RESOURCE}.{flow run id}", so the automation sees one resource per run.
@@ -54,4 +62,34 @@ def report_dq_warnings(results: Sequence[DQResult]) -> None:
             "accounts": sorted({result.account.name for result in results if result.warnings}),
             "warnings": lines,
         },
+    )
+
+
+def account_resource_id(name: str) -> str:
+    """``emag-sync.account.fbe``: the account's resource in Prefect events."""
+    return f"{ACCOUNT_RESOURCE}.{name}"
+
+
+def report_account_synced(account: Account, sync_run_id: int) -> None:
+    """Inside a flow run: emit the account's synced event (its sync succeeded and its data-quality check
+    found no critical failure), which restarts the account's silence window.
+
+    Prefect relates the event to the flow run, its deployment and tags; the notification names the account
+    and links the run. Outside a flow run there is no server to tell.
+    """
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    emit_event(
+        event=ACCOUNT_SYNCED_EVENT,
+        resource={
+            "prefect.resource.id": account_resource_id(account.name),
+            "prefect.resource.name": account.name,
+            "emag-sync.seller": account.seller or "",
+            "emag-sync.platform": account.platform.code,
+        },
+        payload={"sync_run_id": sync_run_id},
     )

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
 from emag_sandbox.state import SandboxState
-from emag_sync.accounts import AccountType, legacy_account
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.cli.alerts import (
     ALERTS_BLOCK_NAME,
@@ -39,6 +39,7 @@ from emag_sync.cli.alerts import (
     Watched,
     alert_definitions,
     schedule_gap,
+    selected_accounts,
     silence_window,
 )
 from emag_sync.cli.serve import deployment_specs
@@ -47,6 +48,7 @@ from emag_sync.errors import ConfigError
 from emag_sync.locks import account_lock
 from emag_sync.redact import redact_target_url as redact_url
 from emag_sync.schema import offers
+from tasks.alerts import ACCOUNT_SYNCED_EVENT, account_resource_id
 from tests.helpers import scratch_database
 from tests.test_deployments import served_env, wait_for_deployment
 
@@ -58,6 +60,7 @@ QUIET_SECONDS = 3  # how long a test waits to be sure that no (further) notifica
 SILENCE = timedelta(seconds=15)
 STUCK = timedelta(minutes=1)  # 2-4 times a clean served sync-fbe here (15-25 s Running, loaded machine)
 TOKEN = "s3cr3t-T0k3n"
+LEGACY = [legacy_account(AccountType.MAIN), legacy_account(AccountType.FBE)]
 
 
 # --- unit: definitions and rendering ----------------------------------------------------------------
@@ -70,8 +73,25 @@ def test_silence_window_is_derived_from_the_schedule() -> None:
     assert schedule_gap([]) is None
     assert silence_window(timedelta(hours=24)) == timedelta(hours=26)  # the issue's example
     assert silence_window(timedelta(hours=2)) == timedelta(hours=4)  # twice the interval
-    gaps = Watched.from_specs(deployment_specs()).sync_gaps
-    assert gaps == {"sync-both": timedelta(hours=24), "sync-fbe": timedelta(hours=2)}
+    watched = Watched.from_specs(deployment_specs())
+    assert watched.sync_gaps == {
+        "sync-both": timedelta(hours=24),
+        "sync-fbe": timedelta(hours=2),
+        "sync-all": timedelta(hours=24),  # shipped switched off; it counts all the same
+        "sync-accounts": None,  # sync-all's children: no schedule of their own
+    }
+    # An account's gap: the most frequent schedule among the sync deployments that sync it.
+    accounts = [*LEGACY, Account("ro-acme", AccountType.MAIN, seller="acme")]
+    assert watched.account_gaps(accounts) == {
+        "fbe": timedelta(hours=2),
+        "main": timedelta(hours=24),
+        "ro-acme": timedelta(hours=24),
+    }
+    assert selected_accounts("all", accounts) == ["fbe", "main", "ro-acme"]
+    assert selected_accounts("both, ro-acme, gone", accounts) == ["main", "fbe", "ro-acme"]
+    assert selected_accounts("all", accounts, seller="acme") == ["ro-acme"]
+    every_day = Watched(["sync-all"], {"sync-all": timedelta(hours=24)}, {"sync-all": ("all", None)})
+    assert every_day.account_gaps(accounts) == dict.fromkeys(["fbe", "main", "ro-acme"], timedelta(hours=24))
 
 
 def test_alert_options_are_checked_and_a_webhook_url_is_printed_without_its_token() -> None:
@@ -109,6 +129,20 @@ def test_external_text_in_a_notification_is_escaped_and_bounded() -> None:
     assert "<" not in body and len(body) < 1000
     assert "Run: http://ui:4200/runs/flow-run/r1" in body and "Accounts: fbe" in body
     assert _render(action.subject, flow_run=run, **context) == "emag-sync: sync-fbe Failed"
+
+    silence = alert_definitions(
+        uuid4(), Watched.from_specs(deployment_specs()), "http://ui:4200", accounts=LEGACY
+    )[1]
+    event = SimpleNamespace(
+        resource=SimpleNamespace(name="fbe <!here>"),
+        payload={"sync_run_id": 7},
+        occurred=datetime(2026, 1, 5, 4, 30, tzinfo=UTC),
+    )
+    action = silence.automation.actions[0]
+    assert _render(action.subject, event=event) == "emag-sync: account fbe &lt;!here&gt; not synced in 4 h"
+    body = _render(action.body, flow_run=run, event=event, **context)
+    assert body.startswith("Account fbe &lt;!here&gt; has not synced within 4 h, scheduled every 2 h.\n")
+    assert "Last synced: 2026-01-05 04:30:00 UTC (sync run 7, " in body and "flow-run/r1" in body
 
     warnings = alert_definitions(uuid4(), Watched.from_specs(deployment_specs()), "http://ui:4200")[-1]
     event = SimpleNamespace(payload={"warnings": ["fbe: 2 offers <script>x</script>: EMG1 & EMG2"]})
@@ -236,7 +270,7 @@ class Receiver:
 
 
 # Subjects by alert (see emag_sync/cli/alerts.py)
-FAILED, SILENT, STUCK_KIND, WARNING = " Failed", "no completed", "still running", "WARNING"
+FAILED, SILENT, STUCK_KIND, WARNING = " Failed", "not synced in", "still running", "WARNING"
 
 
 @pytest.fixture(scope="module")
@@ -325,13 +359,16 @@ def _lines(output: str, state: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("automation ") and f": {state}" in line]
 
 
+# What the first set-up creates: the silence windows from prefect.yaml's schedules (FBE every 2 h, MAIN daily).
 NAMES = [
     "emag-sync: run failed",
-    "emag-sync: sync-both silent",
-    "emag-sync: sync-fbe silent",
+    "emag-sync: accounts silent for 4 h",
+    "emag-sync: accounts silent for 26 h",
     "emag-sync: sync run stuck",
     "emag-sync: data-quality warnings",
 ]
+# After the set-ups with the test windows: one silence window for every account.
+FINAL_NAMES = [NAMES[0], "emag-sync: accounts silent for 15 s", *NAMES[3:]]
 
 
 def test_setup_creates_the_automations_once_and_never_prints_the_token(stack: Stack) -> None:
@@ -340,11 +377,18 @@ def test_setup_creates_the_automations_once_and_never_prints_the_token(stack: St
     assert "Secret blocks: left as they are (--no-secrets)" in by_block
     assert [line.split('"')[1] for line in _lines(by_block, "created")] == NAMES
     assert f"POST {stack.receiver.url}/hook?token=***): created" in by_webhook
-    # The new target changes every action; the shorter windows change the silence and stuck triggers.
-    assert len(_lines(by_webhook, "updated")) == 5
-    assert 'automation "emag-sync: sync-fbe silent": updated description, trigger, actions' in by_webhook
+    # The new target changes every action; the shorter windows change the stuck trigger and put every
+    # account's silence into one automation of the new window, the ones of the old windows deleted.
+    assert len(_lines(by_webhook, "updated")) == 3
     assert 'automation "emag-sync: run failed": updated actions' in by_webhook
-    assert len(_lines(again, "unchanged")) == 5 and "): unchanged" in again
+    assert [line.split('"')[1] for line in _lines(by_webhook, "created")] == [FINAL_NAMES[1]]
+    assert (
+        'automation "emag-sync: accounts silent for 15 s": created (fbe, main not synced within 15 s'
+        in by_webhook
+    )
+    assert sorted(line.split('"')[1] for line in _lines(by_webhook, "deleted")) == sorted(NAMES[1:3])
+    assert len(_lines(again, "unchanged")) == 4 and "): unchanged" in again
+    assert _lines(again, "deleted") == []
     for output in stack.setup_outputs:
         assert TOKEN not in output
 
@@ -361,7 +405,7 @@ def test_setup_creates_the_automations_once_and_never_prints_the_token(stack: St
         timeout=120,
     )
     assert listed.returncode == 0, listed.stderr
-    for name in NAMES:
+    for name in FINAL_NAMES:
         assert name in listed.stdout, listed.stdout
 
 
@@ -376,7 +420,22 @@ def test_an_automation_switched_off_in_the_ui_stays_off(stack: Stack) -> None:
             assert client.read_automation(failed.id).enabled is False
         finally:
             client.resume_automation(failed.id)
-    assert len(_lines(output, "unchanged")) == 5, output
+    assert len(_lines(output, "unchanged")) == 4, output
+
+
+def test_setup_replaces_the_silence_alert_per_deployment_of_earlier_versions(stack: Stack) -> None:
+    from prefect.automations import AutomationCore
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        [failed] = client.read_automations_by_name(NAMES[0])  # any automation, under the old name
+        fields = failed.model_dump(include=set(AutomationCore.model_fields))
+        client.create_automation(AutomationCore(**{**fields, "name": "emag-sync: sync-fbe silent"}))
+        output = _setup(*stack.setup_options)
+        assert client.read_automations_by_name("emag-sync: sync-fbe silent") == []
+    assert (
+        'automation "emag-sync: sync-fbe silent": deleted' in output and len(_lines(output, "unchanged")) == 4
+    )
 
 
 def test_setup_names_a_missing_or_wrong_block_in_one_line(stack: Stack) -> None:
@@ -459,22 +518,55 @@ def test_data_quality_warnings_send_one_warning_per_run(stack: Stack) -> None:
     assert [p.subject for p in posts] == ["emag-sync WARNING: data-quality warnings in dq-check"]
 
 
-def test_a_sync_deployment_that_stops_completing_is_reported(stack: Stack) -> None:
-    """After sync-fbe's last Completed run nothing completes: the silence alert comes once the window has
-    passed, naming the deployment and when it last completed; never before its window."""
+def test_an_account_that_stops_syncing_is_reported_by_name_and_only_it(stack: Stack) -> None:
+    """One automation keeps a silence clock per account. FBE, last synced by the module's sync-fbe runs, is
+    reported by name once its window has passed, its sync's run linked. Then, with synced events sent from
+    here as syncs would send them: FBE syncs once and stops while MAIN keeps syncing every few seconds for
+    longer than a window; FBE alone is reported, MAIN only once it stops too, one window after its own last
+    sync. Never before the window."""
     last = _last_completed("sync-fbe")
-    posts = stack.receiver.wait_for(
-        last.timestamp(), SILENT, seconds=SILENCE.total_seconds() + NOTIFY_SECONDS
+    [fbe] = stack.receiver.wait_for(
+        last.timestamp(), "account fbe", seconds=SILENCE.total_seconds() + NOTIFY_SECONDS
     )
-    assert [p.subject for p in posts] == ["emag-sync: no completed sync-fbe run in 15 s"], posts
-    assert "No run of emag-product-sync/sync-fbe has completed within 15 s" in posts[0].body
-    assert abs(_last_completed_named(posts[0]) - last) < timedelta(seconds=2)
+    assert fbe.subject == "emag-sync: account fbe not synced in 15 s"
+    assert fbe.body.startswith("Account fbe has not synced within 15 s.\n")
+    assert "emag-product-sync/sync-fbe run " in fbe.body and "/runs/flow-run/" in fbe.body
+    assert abs(_last_synced_named(fbe) - last) < timedelta(seconds=5)
+
+    start = time.time()
+    _synced("fbe")
+    main_synced: list[float] = []
+    while time.time() < start + SILENCE.total_seconds() + 9:
+        main_synced.append(_synced("main"))
+        time.sleep(3)
+    [fbe] = stack.receiver.wait_for(start, "account fbe")
+    assert fbe.at >= start + SILENCE.total_seconds() - 1 and "sync run 1," in fbe.body
+    assert stack.receiver.since(start, "account main") == []  # it kept syncing
+
+    posts = stack.receiver.wait_for(
+        main_synced[-1], "account main", seconds=SILENCE.total_seconds() + NOTIFY_SECONDS
+    )
+    assert [p.subject for p in posts] == ["emag-sync: account main not synced in 15 s"]
+    assert posts[0].at >= main_synced[-1] + SILENCE.total_seconds() - 1
+    assert stack.receiver.since(start, "account") == [fbe, *posts]
     for post in stack.receiver.since(0, SILENT):  # the module's earlier silences too
-        assert post.at >= _last_completed_named(post).timestamp() + SILENCE.total_seconds() - 1
+        assert post.at >= _last_synced_named(post).timestamp() + SILENCE.total_seconds() - 1
 
 
-def _last_completed_named(post: Post) -> datetime:
-    named = post.body.split("Last completed: ")[1][:19]
+def _synced(account: str) -> float:
+    """Send the account's synced event as its sync would (sync run 1); returns when."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=ACCOUNT_SYNCED_EVENT,
+        resource={"prefect.resource.id": account_resource_id(account), "prefect.resource.name": account},
+        payload={"sync_run_id": 1},
+    )
+    return time.time()
+
+
+def _last_synced_named(post: Post) -> datetime:
+    named = post.body.split("Last synced: ")[1][:19]
     return datetime.strptime(named, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 

@@ -17,15 +17,17 @@ from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
-from emag_sync.accounts import AccountType, legacy_account
+from emag_sync.accounts import Account, AccountType, legacy_account
 from emag_sync.cli import app
 from emag_sync.cli.docs import serving
 from emag_sync.db import make_engine
+from emag_sync.registry import add_account
 from emag_sync.schema import offers, products, sync_runs
 from expectations import checkpoint
 from expectations.checkpoint import data_docs_site, run_checkpoint
-from expectations.report import dq_markdown
+from expectations.report import artifact_key, dq_markdown
 from expectations.results import DQResult
+from expectations.suites import asset_query
 from tasks.data_quality import publish_dq_artifacts
 from tests.helpers import rendered_markdown
 
@@ -478,3 +480,110 @@ def test_preload_then_checkpoint_at_once(engine: Engine, database_url: URL, tmp_
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "passed", "True"]
+
+
+def _three_accounts(engine: Engine) -> list[Account]:
+    """Three registered accounts of one seller with consistent catalogues; the second loses SKU EMG3's offer."""
+    accounts = [
+        add_account(engine, name, platform="emag-ro", kind="main", seller="acme")
+        for name in ("acme-a", "acme-b", "acme-c")
+    ]
+    for account in accounts:
+        seed_catalogue(engine, account)
+    drop_offers(engine, accounts[1], ["EMG3"])
+    return accounts
+
+
+def test_accounts_checked_in_one_run_keep_their_own_verdicts(
+    engine: Engine, database_url: URL, tmp_path: Path
+) -> None:
+    """One Great Expectations run for three accounts: the one that fails a critical expectation fails alone,
+    named in its own message; each has its report page, its run history entry and its pages in the site."""
+    a, b, c = _three_accounts(engine)
+    with engine.connect() as conn:
+        run_ids = dict(conn.execute(select(sync_runs.c.account, sync_runs.c.id)).all())
+
+    results = checkpoint.run_checkpoints(
+        database_url, [(a, run_ids["acme-a"]), (b, run_ids["acme-b"]), (c, None)], home=tmp_path
+    )
+
+    assert {name: r.status for name, r in results.items()} == {
+        "acme-a": "passed",
+        "acme-b": "failed",
+        "acme-c": "passed",
+    }
+    assert results["acme-b"].message.startswith("acme-b: active offers 39 != active products 40")
+    assert "EMG3" in results["acme-b"].message
+    assert all(
+        name in r.message and "acme-b" not in r.message for name, r in results.items() if name != "acme-b"
+    )
+    assert results["acme-c"].run_id == run_ids["acme-c"]  # the latest succeeded run, found without an id
+    site = data_docs_site(tmp_path)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    for name, result in results.items():
+        assert result.report_page is not None and result.report_page.is_relative_to(
+            site / "runs" / f"emag_{name}"
+        )
+        assert f"validations/emag_{name}_active_offers/{name}-run-{run_ids[name]}/" in index
+        assert all(p.is_file() for p in _validation_pages(result))
+    with engine.connect() as conn:
+        recorded = dict(conn.execute(select(sync_runs.c.account, sync_runs.c.dq_status)).all())
+    assert recorded == {"acme-a": "passed", "acme-b": "failed", "acme-c": None}  # a check without an id
+
+
+@pytest.mark.flow
+def test_dq_check_flow_checks_every_account_in_one_task_with_an_artifact_each(
+    prefect_harness, db_env, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from flows.dq_check import emag_dq_check
+
+    monkeypatch.setenv("EMAG_SYNC_HOME", str(tmp_path))
+    _three_accounts(engine)
+
+    state = emag_dq_check(accounts="acme-a,acme-b,acme-c", return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("acme-b: active offers 39 != active products 40")
+    assert "acme-a" not in state.message and "acme-c" not in state.message
+    keys = [artifact_key(name) for name in ("acme-a", "acme-b", "acme-c")]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys + [f"{k}-docs" for k in keys]))
+        )
+    assert [r.name for r in runs if r.name.startswith("data-quality")] == ["data-quality-3-accounts"]
+    found = {a.key: a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id}
+    assert set(found) == {*keys, *(f"{k}-docs" for k in keys)}
+    assert "**failed**" in found["emag-dq-acme-b"].data and "**passed**" in found["emag-dq-acme-a"].data
+
+
+def test_an_account_gx_cannot_validate_fails_alone(
+    engine: Engine, database_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acme-c's products query is broken (a table that does not exist): acme-c fails in one line naming it,
+    acme-a keeps its verdict from the same run."""
+    a, _, c = _three_accounts(engine)
+
+    def query(asset: str, account: Account, run_id: int | None = None) -> str:
+        if account.name == "acme-c" and asset == "products":
+            return "SELECT sku, account FROM app.no_such_table"
+        return asset_query(asset, account, run_id)
+
+    monkeypatch.setattr(checkpoint, "asset_query", query)
+    results = checkpoint.run_checkpoints(database_url, [(a, None), (c, None)], home=tmp_path)
+
+    assert results["acme-a"].status == "passed" and results["acme-a"].report_page is not None
+    failed = results["acme-c"]
+    assert failed.status == "failed" and failed.critical_failures
+    assert failed.message.startswith("acme-c: ") and "no_such_table" in failed.message
+    assert len(failed.message.splitlines()) == 1 and "acme-a" not in failed.message

@@ -7,16 +7,18 @@ Prefect's server evaluates them and sends the notifications; nothing here runs a
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
+from emag_sync.accounts import Account
 from emag_sync.errors import ConfigError
 from emag_sync.redact import redact_target_url
-from tasks.alerts import DQ_WARNING_EVENT, DQ_WARNING_RESOURCE
+from tasks.alerts import ACCOUNT_SYNCED_EVENT, DQ_WARNING_EVENT, DQ_WARNING_RESOURCE, account_resource_id
 
 ALERTS_BLOCK_NAME = "emag-sync-alerts"
 # The webhook receives {"subject": ..., "body": ...}; the URL itself is kept among the block's secrets
@@ -27,8 +29,9 @@ WEBHOOK_JSON = {"subject": "{{subject}}", "body": "{{body}}"}
 DEFAULT_STUCK_AFTER = timedelta(minutes=30)
 # Prefect refuses a proactive trigger whose window is shorter than 10 s.
 MIN_WINDOW = timedelta(seconds=10)
-# The silence window is the schedule's longest gap plus a grace: the gap again, at most this much
-# (every 2 hours: 4 h; daily: 26 h). The grace also covers a run's own duration and DST shifts.
+# An account's silence window is the longest gap of the most frequent schedule that syncs it plus a grace:
+# the gap again, at most this much (every 2 hours: 4 h; daily: 26 h). The grace also covers a run's own
+# duration and DST shifts.
 MAX_SILENCE_GRACE = timedelta(hours=2)
 # Cron gaps are measured on the wall clock over a fixed year, so the window never depends on the day
 # set-up runs (a second run must say "unchanged").
@@ -74,7 +77,7 @@ class AlertOptions:
 
     notify_webhook: str | None = None
     notify_block: str | None = None
-    silence: timedelta | None = None  # None: derived from each sync deployment's schedule
+    silence: timedelta | None = None  # None: derived from the schedules that sync each account
     stuck_after: timedelta = DEFAULT_STUCK_AFTER
 
     def __post_init__(self) -> None:
@@ -126,16 +129,29 @@ def schedule_gap(crons: Iterable[str]) -> timedelta | None:
 
 
 def silence_window(gap: timedelta) -> timedelta:
-    """How long a sync deployment may go without a Completed run: its gap plus min(gap, 2 h)."""
+    """How long an account may go without a sync: its schedule's gap plus min(gap, 2 h)."""
     return gap + min(gap, MAX_SILENCE_GRACE)
+
+
+def selected_accounts(selection: str, accounts: Sequence[Account], seller: str | None = None) -> list[str]:
+    """The names of ``accounts`` a deployment's ``accounts`` parameter selects (``all``, ``both``, names),
+    as its run would; names that are not among them are left out (its runs fail on them, and say so)."""
+    names = [account.name for account in accounts if seller is None or (account.seller or "") == seller]
+    chosen: list[str] = []
+    for word in (part.strip().lower() for part in selection.split(",") if part.strip()):
+        found = sorted(names) if word == "all" else ["main", "fbe"] if word == "both" else [word]
+        chosen += [name for name in found if name in names and name not in chosen]
+    return chosen
 
 
 @dataclass(frozen=True)
 class Watched:
-    """What the automations watch, from prefect.yaml: every emag deployment; sync ones with their gap."""
+    """What the automations watch, from prefect.yaml: every emag deployment; sync ones with their gap and
+    the accounts they sync (their ``accounts`` and ``seller`` parameters)."""
 
     deployments: list[str]
     sync_gaps: dict[str, timedelta | None]
+    selections: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @classmethod
     def from_specs(cls, specs: Sequence[Mapping[str, Any]]) -> Watched:
@@ -146,7 +162,24 @@ class Watched:
                 s["name"]: schedule_gap(c["cron"] for c in s.get("schedules") or [] if "cron" in c)
                 for s in sync
             },
+            selections={
+                # the flow's defaults when the deployment does not set them
+                s["name"]: (str(parameters.get("accounts") or "both"), parameters.get("seller"))
+                for s in sync
+                for parameters in [s.get("parameters") or {}]
+            },
         )
+
+    def account_gaps(self, accounts: Sequence[Account]) -> dict[str, timedelta]:
+        """Each account's shortest schedule gap among the scheduled sync deployments that sync it."""
+        gaps: dict[str, timedelta] = {}
+        for name, gap in self.sync_gaps.items():
+            if gap is None:
+                continue  # no schedule: nobody expects it to run
+            selection, seller = self.selections.get(name, ("both", None))
+            for account in selected_accounts(selection, accounts, seller):
+                gaps[account] = min(gaps.get(account, gap), gap)
+        return dict(sorted(gaps.items()))
 
 
 # --- the automations -------------------------------------------------------------------------------
@@ -171,6 +204,25 @@ def _run_link(ui_url: str | None) -> str:
 _DEPLOYMENT = text("flow.name") + "/" + text("deployment.name")
 _ACCOUNTS = text("flow_run.parameters.accounts or flow_run.parameters.account or 'see the cause'")
 _OCCURRED = text("event.occurred.strftime('%Y-%m-%d %H:%M:%S UTC')")
+_ACCOUNT = text("event.resource.name")
+# Silence automations are named by their window; set-up deletes those whose window no longer exists, and
+# the per-deployment silence automations of earlier versions ("emag-sync: sync-fbe silent").
+SILENCE_PREFIX = "emag-sync: accounts silent for "
+_OLD_SILENCE = re.compile(r"^emag-sync: [A-Za-z0-9_-]+ silent$")
+MAX_LISTED_ACCOUNTS = 10
+
+
+def silence_alert_name(window: timedelta) -> str:
+    """``emag-sync: accounts silent for 26 h``."""
+    return f"{SILENCE_PREFIX}{duration(window)}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``main, fbe`` or, for many, ``a, b, ... (+N more)``: how a description names the accounts."""
+    shown = ", ".join(names[:MAX_LISTED_ACCOUNTS])
+    return (
+        f"{shown} (+{len(names) - MAX_LISTED_ACCOUNTS} more)" if len(names) > MAX_LISTED_ACCOUNTS else shown
+    )
 
 
 @dataclass(frozen=True)
@@ -187,10 +239,15 @@ def alert_definitions(
     watched: Watched,
     ui_url: str | None,
     *,
+    accounts: Sequence[Account] = (),
     silence: timedelta | None = None,
     stuck_after: timedelta = DEFAULT_STUCK_AFTER,
 ) -> list[Alert]:
-    """Failure, silence (one per scheduled sync deployment), stuck and data-quality warning alerts."""
+    """Failure, silence (per account, one automation per window), stuck and data-quality warning alerts.
+
+    ``accounts``: those the silence alerts watch (the enabled ones); each one's window is ``silence``, or
+    derived from the schedules of the sync deployments that sync it (an account none syncs has none).
+    """
     from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 
     link = _run_link(ui_url)
@@ -220,30 +277,37 @@ def alert_definitions(
             f"Run: {link}",
         )
     ]
-    for name, gap in watched.sync_gaps.items():
-        if gap is None and silence is None:
-            continue  # no schedule: nobody expects it to run
-        window = silence or silence_window(gap or timedelta(0))
+    gaps = watched.account_gaps(accounts)
+    windows = (
+        {account.name: silence for account in accounts}
+        if silence is not None
+        else {name: silence_window(gap) for name, gap in gaps.items()}
+    )
+    for window in sorted(set(windows.values())):
+        names = sorted(name for name, each in windows.items() if each == window)
+        gap = None if silence is not None else gaps[names[0]]  # one window, one gap
         every = f", scheduled every {duration(gap)}" if gap else ""
         alerts.append(
             alert(
-                f"emag-sync: {name} silent",
-                f"no run of {name} completes within {duration(window)} of the last completed one{every}",
+                silence_alert_name(window),
+                f"{_listed(names)} not synced within {duration(window)} of its last sync{every}: "
+                "one notification per account",
                 EventTrigger(
                     posture=Posture.Proactive,
-                    after={COMPLETED_EVENT},
-                    expect={COMPLETED_EVENT},
-                    for_each={"related:deployment:prefect.resource.id"},
-                    match=ANY_FLOW_RUN,
-                    match_related=[_tag(EMAG_TAG), _deployments([name])],
+                    after={ACCOUNT_SYNCED_EVENT},
+                    expect={ACCOUNT_SYNCED_EVENT},
+                    # One silence clock per account: the server keeps a bucket per resource (account).
+                    for_each={"prefect.resource.id"},
+                    match={"prefect.resource.id": [account_resource_id(name) for name in names]},
                     threshold=1,
                     within=window,
                 ),
-                f"emag-sync: no completed {name} run in {duration(window)}",
-                f"No run of {_DEPLOYMENT} has completed within {duration(window)}{every}.\n"
-                f"Last completed: {_OCCURRED} (run {text('flow_run.name')}: {link})\n"
-                "Check that its schedule is active, that the worker (or `emag-sync serve`) is running, "
-                "and whether its runs fail or hang.",
+                f"emag-sync: account {_ACCOUNT} not synced in {duration(window)}",
+                f"Account {_ACCOUNT} has not synced within {duration(window)}{every}.\n"
+                f"Last synced: {_OCCURRED} (sync run {text('event.payload.sync_run_id')}, "
+                f"{text('flow.name')}/{text('deployment.name')} run {text('flow_run.name')}: {link})\n"
+                "Check that the schedules that sync it are active, that the worker (or `emag-sync serve`) is "
+                "running, and whether its syncs fail (a failed run or data-quality check is alerted apart).",
             )
         )
     alerts += [
@@ -359,8 +423,8 @@ def _comparable(automation: Any) -> dict[str, Any]:
     dumped: dict[str, Any] = automation.model_dump(
         mode="json", include={"name", "description", "tags", "trigger", "actions"}
     )
-    for field in _SET_FIELDS:
-        dumped["trigger"][field] = sorted(dumped["trigger"].get(field) or [])
+    for name in _SET_FIELDS:
+        dumped["trigger"][name] = sorted(dumped["trigger"].get(name) or [])
     return dumped
 
 
@@ -385,8 +449,24 @@ def _upsert(client: Any, alert: Alert) -> str:
     return f"{label}: updated {changed} ({alert.watches})"
 
 
-def register_alerts(options: AlertOptions, specs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Create or update the notification block and the automations; one line per object."""
+def _delete_stale_silences(client: Any, wanted: Sequence[Alert]) -> list[str]:
+    """Delete the silence automations set-up no longer wants: a window no account has any more, and the
+    per-deployment ones of earlier versions (silence is per account now)."""
+    names = {alert.name for alert in wanted}
+    done = []
+    for automation in client.read_automations():
+        ours = automation.name.startswith(SILENCE_PREFIX) or _OLD_SILENCE.match(automation.name)
+        if ours and automation.name not in names:
+            client.delete_automation(automation.id)
+            done.append(f'automation "{automation.name}": deleted (no account has that silence window now)')
+    return done
+
+
+def register_alerts(
+    options: AlertOptions, specs: Sequence[Mapping[str, Any]], accounts: Sequence[Account] = ()
+) -> list[str]:
+    """Create or update the notification block and the automations, and delete silence automations no
+    longer wanted; one line per object. ``accounts``: the enabled ones, whose silence is watched."""
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
@@ -403,8 +483,14 @@ def register_alerts(options: AlertOptions, specs: Sequence[Mapping[str, Any]]) -
             block_id, line = _named_block(client, options.notify_block or "")
         done = [line]
         ui_url = get_current_settings().ui_url
-        for alert in alert_definitions(
-            block_id, watched, ui_url, silence=options.silence, stuck_after=options.stuck_after
-        ):
-            done.append(_upsert(client, alert))
+        alerts = alert_definitions(
+            block_id,
+            watched,
+            ui_url,
+            accounts=accounts,
+            silence=options.silence,
+            stuck_after=options.stuck_after,
+        )
+        done += [_upsert(client, alert) for alert in alerts]
+        done += _delete_stale_silences(client, alerts)
     return done

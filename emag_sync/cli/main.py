@@ -213,8 +213,8 @@ def setup_prefect(
         None,
         "--silence-hours",
         min=0,
-        help="alert when a sync deployment has no completed run for this long "
-        "[default: its schedule's interval plus the interval again, at most 2 h more]",
+        help="alert when an account has not synced for this long "
+        "[default: the interval of the schedule that syncs it plus the interval again, at most 2 h more]",
     ),
     stuck_minutes: float = typer.Option(
         DEFAULT_STUCK_AFTER.total_seconds() / 60,
@@ -411,7 +411,7 @@ def check(
     from emag_sync.db import engine_from_settings
     from emag_sync.registry import resolve_accounts
     from emag_sync.settings import get_settings
-    from expectations.checkpoint import run_checkpoint
+    from expectations.checkpoint import run_checkpoints
 
     settings = get_settings()
     try:
@@ -421,13 +421,12 @@ def check(
         finally:
             engine.dispose()
         url = engine.url
-        results = [
-            run_checkpoint(
-                url, a, run_id=None, home=settings.home, reject_threshold=reject_threshold,
+        results = list(
+            run_checkpoints(
+                url, [(a, None) for a in accounts], home=settings.home, reject_threshold=reject_threshold,
                 docs_dir=settings.data_docs_dir, docs_url=settings.emag_sync_data_docs_url,
-            )
-            for a in accounts
-        ]  # fmt: skip
+            ).values()
+        )  # fmt: skip
     except EmagSyncError as exc:
         fail(str(exc))
     # A table has its notes under it on stdout; beside TSV or JSON (one document) they go to stderr.

@@ -38,6 +38,22 @@ def _accounts(settings: Settings) -> list[Account]:
     return legacy + [account for account in registered if not account.legacy]
 
 
+def _enabled_accounts(settings: Settings) -> list[Account]:
+    """The accounts whose silence the alerts watch: the enabled registered ones, and main and fbe until
+    they are registered (on their first use)."""
+    from emag_sync.db import engine_from_settings
+    from emag_sync.registry import list_accounts
+
+    engine = engine_from_settings(settings)
+    try:
+        registered = list_accounts(engine)
+    finally:
+        engine.dispose()
+    names = {account.name for account in registered}
+    legacy = [legacy_account(kind) for kind in AccountType if kind.value not in names]
+    return legacy + [account for account in registered if account.enabled]
+
+
 def _env_credentials(settings: Settings) -> Iterator[tuple[str, str, str | None]]:
     """(block name, environment variable, value or None) for each credential of each account."""
     for account in _accounts(settings):
@@ -144,7 +160,8 @@ def setup_prefect(
         done += _secret_blocks(settings) if secrets else ["Secret blocks: left as they are (--no-secrets)"]
         done += _old_rate_limits(settings)
         done += _work_pool(work_pool)
-        done += register_alerts(alerts, deployment_specs())
+        accounts = _enabled_accounts(settings) if alerts.has_target else []
+        done += register_alerts(alerts, deployment_specs(), accounts)
     except httpx.TransportError as exc:
         raise ConfigError(
             f"Prefect API at {redact_url(api_url)} is unreachable ({type(exc).__name__}); "
