@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 
@@ -215,7 +216,17 @@ def test_prefect_retry_of_the_failed_flow_run_resumes(flow_env, sandbox_state, d
             break
         time.sleep(0.5)
     keys = sorted(a.key for a in artifacts if a.key and a.key.startswith("emag-sync-"))
-    assert keys == ["emag-sync-progress-fbe", "emag-sync-progress-main", "emag-sync-summary"], keys
+    assert keys == [
+        "emag-sync-accounts",
+        "emag-sync-progress-fbe",
+        "emag-sync-progress-main",
+        "emag-sync-summary",
+    ], keys
+    [table] = [a for a in artifacts if a.key == "emag-sync-accounts"]  # one account table, the retry's
+    assert [(row["account"], row["outcome"]) for row in json.loads(table.data)] == [
+        ("main", "succeeded"),
+        ("fbe", "succeeded"),
+    ]
     [summary] = [a for a in artifacts if a.key == "emag-sync-summary"]
     assert r"| fbe | succeeded \(resumed\) |" in summary.data and "| main | succeeded |" in summary.data
     assert r"| main | 3\/3 |" in summary.data  # pages holding records, of the 3 eMAG counted
