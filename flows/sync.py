@@ -89,7 +89,9 @@ def emag_product_sync(
     report_dq_warnings(list(verdicts.results.values()))
     publish_summary_task(summary_markdown(runs, verdicts.status, failures))
     asked = [account.name for account in targets] + [name for name in preflight.failures if name not in order]
-    publish_account_outcomes_task(account_rows(asked, failures, runs))  # what a sync-all parent reads
+    publish_account_outcomes_task(
+        account_rows(asked, failures, runs, verdicts.status)
+    )  # what a sync-all parent reads
     if failures:
         return Failed(message="; ".join(failures.values()))
     return runs

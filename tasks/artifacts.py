@@ -260,9 +260,10 @@ def publish_summary_task(markdown: str) -> None:
 
 
 def account_rows(
-    names: Sequence[str], failures: Mapping[str, str], runs: Sequence[RunRow]
+    names: Sequence[str], failures: Mapping[str, str], runs: Sequence[RunRow], dq_status: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    """The rows of a sync flow run's account table (ACCOUNT_OUTCOMES_KEY): every account it was asked for."""
+    """The rows of a sync flow run's account table (ACCOUNT_OUTCOMES_KEY): every account it was asked for,
+    with its data-quality verdict as this flow run's check gave it."""
     by_name = {run.account: run for run in runs}
     rows = []
     for name in names:
@@ -273,7 +274,7 @@ def account_rows(
                 "outcome": "failed" if name in failures else "succeeded",
                 "cause": failures.get(name, ""),
                 "run_id": run.id if run is not None else None,
-                "data_quality": (run.dq_status if run is not None else None) or "",
+                "data_quality": dq_status.get(name) or (run.dq_status if run is not None else None) or "",
             }
         )
     return rows

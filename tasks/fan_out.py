@@ -222,9 +222,11 @@ def _final(run: FlowRun | None) -> bool:
 def account_outcomes(
     settings: Settings, children: Sequence[Child], ends: Mapping[str, ChildEnd]
 ) -> list[AccountOutcome]:
-    """Each account's outcome, in the planned order: its child's own account table (the exact one-line
-    cause, preflight failures included) where the child left one, else the run history (a child that
-    crashed leaves none: an account it had synced completely still counts as synced)."""
+    """Each account's outcome, in the planned order. Succeeded: its child completed, or the run history
+    has its sync (and check) succeeded in that child. Otherwise the cause is its child's account table
+    (the exact line, preflight failures included), else the run's error, else the child's end. The table
+    is the last that reached the server: a retried child that could not write its own (the Prefect API
+    busy) leaves the earlier attempt's, so it never outweighs the child's state or the run history."""
     from prefect.client.orchestration import get_client
 
     lost = ChildEnd("unknown", final=False, completed=False)
@@ -255,11 +257,11 @@ def _outcome(
             cause = f"{name}: {cause}"
         return AccountOutcome(name, cause is None, cause, child, end.state, run)
 
-    if row is not None:
-        return made(None if row.get("outcome") == "succeeded" else (row.get("cause") or "failed"))
     synced = run is not None and run.status == RunStatus.SUCCEEDED and run.dq_status != DqStatus.FAILED
-    if synced or end.completed:  # a completed child synced every account it was given
+    if end.completed or synced:  # a completed child synced every account it was given
         return made(None)
+    if row is not None and row.get("outcome") != "succeeded":  # the exact cause, preflight's included
+        return made(row.get("cause") or "failed")
     if run is not None and run.error:
         return made(run.error)
     if not end.final:

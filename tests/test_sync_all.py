@@ -18,7 +18,7 @@ from emag_sandbox.state import Faults, SandboxState
 from emag_sync.accounts import Account, AccountType
 from emag_sync.cli import app
 from emag_sync.schema import offers, sync_runs
-from tasks.fan_out import group_key, plan_groups
+from tasks.fan_out import Child, ChildEnd, _outcome, group_key, plan_groups
 
 # A flow run on a worker starts a process (imports, pull step): 10-40 s each on a busy 2-core machine.
 RUN_TIMEOUT_SECONDS = 600
@@ -45,6 +45,27 @@ def test_a_retried_parent_asks_for_the_same_children() -> None:
     assert key == group_key("run-1", ["ro-main", "bg-main"]) != group_key("run-2", ["ro-main", "bg-main"])
     long = group_key("run-1", [f"seller-{i}-emag-ro-main" for i in range(300)])
     assert len(long) < 100
+
+
+def test_a_child_that_completed_outweighs_an_earlier_attempts_account_table() -> None:
+    """A retried child that could not write its own account table (the Prefect API busy) leaves the first
+    attempt's, which says the account failed: the child's Completed state is what counts."""
+    child = Child(("bg-main", "ro-main"), "id-1", "ultramarine-cougar")
+    stale = {"account": "bg-main", "outcome": "failed", "cause": "bg-main (acme): product_offer/read page 2"}
+    completed = ChildEnd("Completed", final=True, completed=True)
+    assert _outcome("bg-main", child, completed, stale, None).ok
+
+    failed = ChildEnd("Failed", final=True, completed=False, message="bg-main (acme): ...")
+    outcome = _outcome("bg-main", child, failed, stale, None)
+    assert (outcome.ok, outcome.cause) == (False, "bg-main (acme): product_offer/read page 2")
+    crashed = ChildEnd("Crashed", final=True, completed=False, message="process exited with -9")
+    assert _outcome("ro-main", child, crashed, None, None).cause == (
+        "ro-main: its flow run ultramarine-cougar ended Crashed: process exited with -9"
+    )
+    running = ChildEnd("Running", final=False, completed=False)
+    assert _outcome("ro-main", child, running, None, None).cause == (
+        "ro-main: its flow run ultramarine-cougar did not finish (state Running)"
+    )
 
 
 # --- end to end ----------------------------------------------------------------------------------------

@@ -486,3 +486,7 @@ def _finish_quickly(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":  # python -m emag_sync.cli.main, as the console script
+    run()
