@@ -19,7 +19,7 @@ from expectations.checkpoint import run_checkpoints
 from expectations.report import artifact_key, dq_markdown, report_link_text
 from expectations.results import DQResult
 from expectations.suites import DEFAULT_REJECT_THRESHOLD
-from tasks.artifacts import record_in_prefect
+from tasks.artifacts import drop_earlier_attempts, record_in_prefect
 from tasks.outcomes import run_step
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ def publish_dq_artifacts(result: DQResult) -> None:
     account = result.account.name
 
     def publish() -> None:
+        for key in (artifact_key(account), f"{artifact_key(account)}-docs"):  # a Retry shows its own only
+            drop_earlier_attempts(key)
         create_markdown_artifact(
             markdown=dq_markdown(result),
             key=artifact_key(account),

@@ -33,7 +33,8 @@ def test_frames_have_exactly_the_schema_columns() -> None:
     frames = transform_batch(
         [payload("record_fbe_emg469.json")], legacy_account(AccountType.FBE), pages=1, synced_at=SYNCED_AT
     )
-    not_from_emag = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at"}
+    not_from_emag = {"id", "product_id", "created_at", "updated_at", "sync_attempts", "prices_pushed_at",
+                     "stock_pushed_at"}  # fmt: skip
     assert list(frames.products.columns) == [
         *(c.name for c in products.columns if c.name not in not_from_emag),
         PAGE,
