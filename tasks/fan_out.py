@@ -9,6 +9,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -41,6 +42,7 @@ WAITING_NOTE_SECONDS = 60.0
 OUTCOMES_GRACE_SECONDS = 20.0
 # Prefect keeps an idempotency key as text; a group of many long names is hashed to stay short.
 MAX_KEY_NAMES = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -282,12 +284,14 @@ def _outcome_tables(
         missing = [UUID(i) for i in wanted - set(found)]
         if not missing:
             return found
-        for artifact in client.read_artifacts(
+        artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 flow_run_id=ArtifactFilterFlowRunId(any_=missing),
                 key=ArtifactFilterKey(any_=[ACCOUNT_OUTCOMES_KEY]),
             )
-        ):
+        )
+        # The newest last: a retried child whose earlier table was not deleted still ends on its own.
+        for artifact in sorted(artifacts, key=lambda artifact: artifact.created or _EPOCH):
             rows = _rows(artifact.data)
             if artifact.flow_run_id is not None and rows is not None:
                 found[str(artifact.flow_run_id)] = {str(row.get("account")): row for row in rows}
