@@ -124,6 +124,7 @@ class OfferChange(Protocol):
 
 
 P = TypeVar("P", bound=OfferChange)
+Q = TypeVar("Q", PriceRequest, StockRequest)
 
 
 def find_offers(
@@ -175,15 +176,7 @@ def prepare_updates(
 ) -> tuple[list[PlannedUpdate], list[PriceUpdateResult]]:
     """Look every request's offer up, read what eMAG holds now, and validate against that: (ready to
     send, refused with a reason). One account's requests; PriceUpdateError when eMAG cannot be read."""
-    stored = find_offers(engine, [(r.sku, r.account) for r in requests])
-    published: list[tuple[PriceRequest, StoredOffer]] = []
-    refused: list[PriceUpdateResult] = []
-    for request in requests:
-        offer = stored.get((request.sku, request.account))
-        try:
-            published.append((request, check_published(request, offer)))
-        except PriceUpdateError as exc:
-            refused.append(_refusal(request, offer, exc))
+    published, refused = _looked_up(engine, requests, check_published)
     if not published:
         return [], refused
     held = read_current(reader, requests[0].account, [offer for _, offer in published])
@@ -203,15 +196,7 @@ def prepare_stock(
     """The stock requests' offers looked up and checked (a MAIN account's, active, published), eMAG's
     current stock read and the warehouse validated against it: (ready to send, refused with a reason).
     One account's requests; ``reader`` is opened only when something is left to read (never for FBE)."""
-    stored = find_offers(engine, [(r.sku, r.account) for r in requests])
-    published: list[tuple[StockRequest, StoredOffer]] = []
-    refused: list[PriceUpdateResult] = []
-    for request in requests:
-        offer = stored.get((request.sku, request.account))
-        try:
-            published.append((request, check_stock_target(request, offer)))
-        except PriceUpdateError as exc:
-            refused.append(_refusal(request, offer, exc))
+    published, refused = _looked_up(engine, requests, check_stock_target)
     if not published:
         return [], refused
     records = read_current_records(
@@ -225,6 +210,22 @@ def prepare_stock(
         except PriceUpdateError as exc:
             refused.append(_refusal(request, offer, exc))
     return planned, refused
+
+
+def _looked_up(
+    engine: Engine, requests: Sequence[Q], check: Callable[[Q, StoredOffer | None], StoredOffer]
+) -> tuple[list[tuple[Q, StoredOffer]], list[PriceUpdateResult]]:
+    """Each request's offer row, passed through ``check``: (request and offer to go on with, refused)."""
+    stored = find_offers(engine, [(r.sku, r.account) for r in requests])
+    published: list[tuple[Q, StoredOffer]] = []
+    refused: list[PriceUpdateResult] = []
+    for request in requests:
+        offer = stored.get((request.sku, request.account))
+        try:
+            published.append((request, check(request, offer)))
+        except PriceUpdateError as exc:
+            refused.append(_refusal(request, offer, exc))
+    return published, refused
 
 
 def _refusal(
