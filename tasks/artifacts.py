@@ -16,7 +16,15 @@ from prefect.cache_policies import NO_CACHE
 
 from emag_sync.accounts import Account
 from emag_sync.escaping import markdown_text
-from emag_sync.prefect_api import is_lost, mark_lost
+from emag_sync.prefect_api import (
+    describe,
+    is_busy,
+    is_lost,
+    is_unreachable,
+    mark_lost,
+    record_failed,
+    record_made,
+)
 from emag_sync.run_row import COST_FIGURES, COUNTER_LABELS, FOUND_FIGURES, RunRow
 
 if TYPE_CHECKING:
@@ -41,22 +49,53 @@ class ProgressEvent:
     records_done: int
 
 
-def record_in_prefect(what: str, call: Callable[[], T]) -> T | None:
-    """Record ``what`` in Prefect (an artifact) unless its API is gone; never fails or stalls the run.
+# A record the server could not take is asked again this many times (Prefect's client waits about 2 s
+# before it gives a busy answer back); this many records in a row that could not be made mean the API is
+# of no use to this run, which then stops asking.
+RECORD_ATTEMPTS = 3
+FAILED_RECORDS_BEFORE_LOST = 3
 
-    Prefect's client is asked without its retry loop (each retry sleeps seconds); a failure marks the API
-    lost for the rest of the process (said once) and ``what`` is skipped: the run's log lines carry it.
+
+def record_in_prefect(what: str, call: Callable[[], T], *, replaced_soon: bool = False) -> T | None:
+    """Record ``what`` in Prefect (an artifact); its result, or None when it could not be recorded. Never
+    fails the run and never stalls it for long.
+
+    Prefect's client is asked without its own retry loop (its back-off sleeps up to a minute). A server that
+    is not there marks the API lost for the rest of the process at once (said once): later records are
+    skipped and the run's log lines carry them. A busy one (503 while its database is locked, a timeout) is
+    asked again (RECORD_ATTEMPTS in all); a record that still fails is skipped with one warning line, and
+    only several records failing in a row mark the API lost. A record ``replaced_soon`` (a progress bar,
+    updated again a second later) is tried once and a busy server skips it without a word.
     """
     from prefect.settings import temporary_settings
 
-    if is_lost():
-        return None
-    try:
-        with temporary_settings(updates={"client.max_retries": 0}):
-            return call()
-    except Exception as exc:  # an artifact is a view; the data and the run's outcome do not depend on it
-        mark_lost(f"recording {what}: {type(exc).__name__}: {exc}")
-        return None
+    attempts = 1 if replaced_soon else RECORD_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        if is_lost():
+            return None
+        try:
+            with temporary_settings(updates={"client.max_retries": 0}):
+                result = call()
+        except Exception as exc:  # an artifact is a view; the data and the run's outcome do not depend on it
+            if is_unreachable(exc):
+                mark_lost(f"recording {what}: {describe(exc)}")
+                return None
+            if is_busy(exc) and attempt < attempts:
+                continue
+            if is_busy(exc) and replaced_soon:
+                log.debug("the Prefect API did not record %s: %s", what, describe(exc))
+                return None
+            failed = record_failed()
+            tries = f" ({attempt} attempts)" if attempt > 1 else ""
+            log.warning(
+                "the Prefect API did not record %s: %s%s; the run goes on", what, describe(exc), tries
+            )
+            if failed >= FAILED_RECORDS_BEFORE_LOST:
+                mark_lost(f"{failed} records in a row failed, the last {what}: {describe(exc)}")
+            return None
+        record_made()
+        return result
+    return None
 
 
 Listener = Callable[[ProgressEvent], None]
@@ -122,7 +161,9 @@ class ProgressReporter:
             else:
                 update_progress_artifact(self._artifact_id, progress=percent, description=description)
 
-        record_in_prefect(f"the progress of {self.account.name}", publish)
+        # Until the last page, a later update replaces this one: a busy server skips it, no retry.
+        last = event.pages_done >= event.pages_total
+        record_in_prefect(f"the progress of {self.account.name}", publish, replaced_soon=not last)
         self._prefect = not is_lost()
 
 
@@ -251,11 +292,12 @@ def publish_summary_task(markdown: str) -> None:
     """Attach the run summary to the current flow run (its Artifacts tab), replacing an earlier attempt's."""
     from prefect.artifacts import create_markdown_artifact
 
-    def publish() -> None:
+    def publish() -> bool:
         drop_earlier_attempts(SUMMARY_ARTIFACT_KEY)
         create_markdown_artifact(markdown=markdown, key=SUMMARY_ARTIFACT_KEY, description="eMAG sync summary")
+        return True
 
-    if record_in_prefect("the run summary", publish) is None and is_lost():
+    if record_in_prefect("the run summary", publish) is None:
         log.info("the run summary (not recorded in Prefect):\n%s", markdown)
 
 

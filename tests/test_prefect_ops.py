@@ -175,6 +175,115 @@ def test_emag_requests_ask_nothing_of_the_prefect_api(
     assert _CountingPrefect.asked == []
 
 
+# --- artifacts against a busy or a gone Prefect API ---------------------------------------------------
+
+
+class _BusyProxy(BaseHTTPRequestHandler):
+    """Passes every call on to the real Prefect server, except while ``busy`` > 0: then it answers 503, as
+    Prefect's SQLite server does while another writer holds its database (Retry-After 0: no waiting here)."""
+
+    target: ClassVar[str] = ""
+    busy: ClassVar[int] = 0
+    refused: ClassVar[int] = 0
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    def do_DELETE(self) -> None:
+        self._forward()
+
+    def _forward(self) -> None:
+        import httpx
+
+        cls = type(self)
+        if cls.busy > 0:
+            cls.busy -= 1
+            cls.refused += 1
+            body = b'{"exception_message": "Service Unavailable"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            answer = httpx.request(
+                self.command,
+                cls.target + self.path.removeprefix("/api"),
+                content=self.rfile.read(length) if length else None,
+                headers={
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                },
+            )
+            body = answer.content
+            self.send_response(answer.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_busy_prefect_api_loses_no_artifact_and_only_repeated_failures_give_it_up(
+    prefect_client: Any,
+) -> None:
+    """A Prefect server that answers 503 for a moment (its database busy) gets the record asked again, not
+    the whole run's artifacts dropped; one record that cannot be made is skipped with one line; only three in
+    a row make the run stop asking; a server that is not there at all is given up at once."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from emag_sync import prefect_api
+    from tasks.artifacts import publish_summary_task, record_in_prefect
+
+    _BusyProxy.target, _BusyProxy.busy, _BusyProxy.refused = PREFECT_API_URL.value(), 0, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BusyProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    said: list[str] = []
+    listener = logging.Handler(logging.INFO)
+    listener.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("tasks.artifacts").addHandler(listener)
+    prefect_api.reset()
+    try:
+        with temporary_settings(
+            updates={PREFECT_API_URL: f"http://127.0.0.1:{server.server_address[1]}/api"}
+        ):
+            _BusyProxy.busy = 2
+            publish_summary_task.fn("| account | outcome |\n|---|---|\n| busy-proof | succeeded |")
+            assert _BusyProxy.refused == 2 and not prefect_api.is_lost()
+            found = prefect_client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["emag-sync-summary"]))
+            )
+            assert any("busy-proof" in str(a.data) for a in found)
+            assert said == []
+
+            _BusyProxy.busy = 10**6  # busy from now on
+            for n in (1, 2):
+                assert (
+                    record_in_prefect(f"record {n}", lambda: create_markdown_artifact("x", key="busy"))
+                    is None
+                )
+                assert not prefect_api.is_lost()
+            assert record_in_prefect("record 3", lambda: create_markdown_artifact("x", key="busy")) is None
+            assert prefect_api.is_lost()
+        assert said == [
+            f"the Prefect API did not record record {n}: 503 Service Unavailable (3 attempts); the run goes on"
+            for n in (1, 2, 3)
+        ]
+
+        prefect_api.reset()
+        with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+            started = time.monotonic()
+            assert record_in_prefect("a gone API's record", lambda: create_markdown_artifact("x")) is None
+            assert prefect_api.is_lost() and time.monotonic() - started < 5
+    finally:
+        logging.getLogger("tasks.artifacts").removeHandler(listener)
+        prefect_api.reset()
+        server.shutdown()
+
+
 # --- setup command -----------------------------------------------------------------------------------
 
 
