@@ -1,5 +1,6 @@
-"""A process work pool as an operator sets one up: prefect.yaml's sync deployments deployed with `prefect deploy`
-and N workers started with `prefect worker start`; shared by the sync-all test and the accounts benchmark."""
+"""A Prefect server and a process work pool as an operator sets them up: the server on PostgreSQL, prefect.yaml's
+sync deployments deployed with `prefect deploy` and N workers started with `prefect worker start`; shared by the
+tests (the session's Prefect server, the sync-all test) and the accounts benchmark."""
 
 from __future__ import annotations
 
@@ -18,6 +19,67 @@ DEPLOYMENTS = ("sync-all", "sync-accounts")
 # Workers ask the server for runs every second (the default 10 s would dominate a short benchmark).
 WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
 STOP_SECONDS = 30
+
+
+@contextmanager
+def prefect_server(
+    database_url: Any, env: Mapping[str, str], log: Path, *, timeout: float = 180
+) -> Iterator[str]:
+    """`prefect server start` on the PostgreSQL database ``database_url`` (a SQLAlchemy URL; created if
+    missing), with ``env``; yields its API URL and stops it on exit.
+
+    PostgreSQL, as Prefect is run for concurrent work: its SQLite server answers 503 while one writer holds
+    the database, and several workers, their flow runs and their artifacts keep it busy.
+    """
+    import socket
+
+    import httpx
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(database_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database_url.database}
+        ):
+            conn.execute(text(f'CREATE DATABASE "{database_url.database}"'))
+    admin.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_env = {
+        **env,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url.set(
+            drivername="postgresql+asyncpg"
+        ).render_as_string(hide_password=False),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(command, env=server_env, stdout=out, stderr=subprocess.STDOUT)
+    api_url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"the Prefect server exited {server.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Prefect server did not answer within {timeout:.0f} s (log: {log})")
+            time.sleep(0.5)
+        yield api_url
+    finally:
+        server.terminate()
+        try:
+            server.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def prefect(env: Mapping[str, str], *args: str, timeout: float = 180) -> str:

@@ -70,17 +70,26 @@ def db_env(database_url: URL, monkeypatch: pytest.MonkeyPatch) -> URL:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """The one Prefect test harness of the session; only flow tests ask for it."""
+def prefect_harness(pg_admin_url: URL) -> Iterator[None]:
+    """The one Prefect server of the session, on the session's PostgreSQL (Prefect's own test harness runs
+    SQLite, which answers 503 while one writer holds it: workers and concurrent flow runs made tests fail);
+    only flow tests ask for it. Its log: prefect-server.log in the session directory."""
     from prefect.settings import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
-    # Heartbeats cost about a second per flow run and detect nothing a test needs.
-    with (
-        prefect_test_harness(server_startup_timeout=180),
-        temporary_settings(updates={"flows.heartbeat_frequency": None}),
-    ):
-        yield
+    from benchmarks.pool import prefect_server
+
+    database = pg_admin_url.set(database="prefect_server")
+    with prefect_server(database, os.environ, _SESSION_DIR / "prefect-server.log") as api_url:
+        # Heartbeats cost about a second per flow run and detect nothing a test needs.
+        updates = {
+            "api.url": api_url,
+            "server.database.connection_url": database.set(drivername="postgresql+asyncpg").render_as_string(
+                hide_password=False
+            ),
+            "flows.heartbeat_frequency": None,
+        }
+        with temporary_settings(updates=updates):
+            yield
 
 
 # --- the eMAG sandbox -------------------------------------------------------------------------------

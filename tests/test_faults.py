@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine, delete, func, select, text
+from sqlalchemy import Engine, create_engine, delete, func, make_url, select, text
 from typer.testing import CliRunner
 
 from emag_sandbox.server import RunningSandbox, serve
@@ -903,11 +903,17 @@ def test_no_credential_in_logs_artifacts_errors_or_data_docs(
     assert any(path.suffix == ".html" for path in docs)  # Data Docs were written
     for path in docs:
         assert_no_secret(str(path), path.read_bytes().decode("utf-8", "replace"), secrets)
-    prefect_db = Path(PREFECT_API_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
-    stored = list(prefect_db.parent.glob(prefect_db.name + "*"))  # the database and its WAL
-    assert prefect_db in stored
-    for path in stored:
-        assert_no_secret("Prefect's database", path.read_bytes().decode("latin-1"), secrets)
+    # Prefect's database (the session's server keeps it in PostgreSQL): every row of every table, as text.
+    prefect_db = create_engine(
+        make_url(PREFECT_API_DATABASE_CONNECTION_URL.value()).set(drivername="postgresql+psycopg")
+    )
+    with prefect_db.connect() as conn:
+        tables = conn.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
+        assert "artifact" in tables and "log" in tables
+        for table in tables:
+            rows = conn.scalars(text(f'SELECT t::text FROM public."{table}" t')).all()
+            assert_no_secret(f"Prefect's table {table}", "\n".join(rows), secrets)
+    prefect_db.dispose()
 
 
 def test_a_read_that_ends_early_deactivates_nothing_and_the_next_run_reads_everything(
