@@ -670,14 +670,21 @@ def run_child(args: Sequence[str], env: dict[str, str], log: Path) -> dict[str, 
 
 @contextmanager
 def prefect_server(workspace: Workspace) -> Iterator[str]:
-    """A temporary Prefect server (SQLite, subprocess) for the flow children; yields its API URL."""
+    """A temporary Prefect server (a subprocess, on the workspace's PostgreSQL: SQLite answers 503 under a pool's
+    concurrent flow runs) for the flow children; yields its API URL."""
     os.environ.update(PREFECT_HOME=str(workspace.dir / "prefect"), DO_NOT_TRACK="1",
                       PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
-    from prefect.settings import get_current_settings
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.settings import temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield str(get_current_settings().api.url)
+    from benchmarks.pool import prefect_server as server_on_postgres
+
+    database = workspace.admin_url.set(database="bench_prefect_server")
+    log = workspace.dir / "prefect-server.log"
+    with (
+        server_on_postgres(database, os.environ, log) as api_url,
+        temporary_settings(updates={"api.url": api_url}),
+    ):
+        yield api_url
 
 
 def bench_e2e(workspace: Workspace, sizes: Sequence[int], status: Callable[[str], None]) -> dict[str, Any]:
