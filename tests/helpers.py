@@ -141,3 +141,20 @@ class FilterIgnoringTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def drain_events() -> None:
+    """Stop this process's events worker while the server it sends to still runs. Prefect keys the worker by
+    client type, not by URL: left running, it would carry later tests' events (task runs' states among them)
+    to a server a test pointed this process at, and that server may be gone."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
