@@ -20,6 +20,15 @@ def markdown_text(value: object) -> str:
     return _PUNCTUATION.sub(r"\\\1", " ".join(str(value).splitlines()))
 
 
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def markdown_plain(text: str) -> str:
+    """The text ``markdown_text`` made literal, as it was (on one line): for reading back what a table
+    artifact shows."""
+    return _ESCAPED.sub(r"\1", text)
+
+
 def markdown_url(url: str) -> str:
     """``url`` fit to be a markdown link destination: it stays one URL, whatever it holds."""
     return quote(url, safe=_URL_SAFE)

@@ -322,16 +322,24 @@ def account_rows(
     return rows
 
 
+def literal_cells(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` for a table artifact: the UI renders its text cells as markdown, so account names and eMAG's
+    words are made literal there (a sync-all parent reads them back with markdown_plain)."""
+    return [{k: markdown_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+
+
 @task(name="publish-account-outcomes", task_run_name="publish-account-outcomes", cache_policy=NO_CACHE)
 def publish_account_outcomes_task(rows: list[dict[str, Any]]) -> None:
     """Attach the account table (ACCOUNT_OUTCOMES_KEY) to the current flow run, replacing an earlier
     attempt's: the Prefect UI shows it as a table, and a ``sync-all`` parent reads it."""
     from prefect.artifacts import create_table_artifact
 
+    table = literal_cells(rows)
+
     def publish() -> None:
         drop_earlier_attempts(ACCOUNT_OUTCOMES_KEY)
         create_table_artifact(
-            table=rows, key=ACCOUNT_OUTCOMES_KEY, description="how each account's sync ended"
+            table=table, key=ACCOUNT_OUTCOMES_KEY, description="how each account's sync ended"
         )
 
     record_in_prefect("the account table", publish)

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from emag_sync.accounts import Account
 from emag_sync.db import engine_from_settings
 from emag_sync.errors import ConfigError
+from emag_sync.escaping import markdown_plain
 from emag_sync.options import SyncOptions
 from emag_sync.registry import accounts_by_name, resolve_accounts
 from emag_sync.run_row import DqStatus, RunRow, RunStatus
@@ -301,13 +302,14 @@ def _outcome_tables(
 
 
 def _rows(data: Any) -> list[Mapping[str, Any]] | None:
-    """A table artifact's rows: Prefect stores them as JSON text."""
+    """A child's account table as its sync wrote it: Prefect stores the rows as JSON text, their text cells
+    made literal for the UI's markdown (read back here)."""
     try:
         rows = json.loads(data) if isinstance(data, str) else data
     except ValueError:
         return None
     if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
-        return rows
+        return [{k: markdown_plain(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     return None
 
 

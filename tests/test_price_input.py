@@ -324,6 +324,9 @@ def test_artifact_cells_are_text_for_the_prefect_ui_markdown(text, shown):
     assert rendered.startswith("<p>") and "<" not in rendered[3:-5], rendered
     assert html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip() == " ".join(text.splitlines())
     assert " ".join(text.splitlines()).replace("\\", "") == shown.replace("\\", "")
+    from emag_sync.escaping import markdown_plain
+
+    assert markdown_plain(markdown_text(text)) == " ".join(text.splitlines())  # read back as it was
 
 
 # ---------------------------------------------------------------------------------------------- one number form

@@ -68,6 +68,26 @@ def test_a_child_that_completed_outweighs_an_earlier_attempts_account_table() ->
     )
 
 
+def test_a_childs_account_table_is_literal_in_the_ui_and_read_back_as_written() -> None:
+    """The UI renders a table's text cells as markdown: eMAG's words in a cause must show as they are there,
+    and the parent must still read the cause the child wrote (it names it in its own message)."""
+    import json
+
+    from tasks.artifacts import literal_cells
+    from tasks.fan_out import _rows
+    from tests.helpers import rendered_markdown
+
+    rows = [
+        {"account": "brio-bg-fbe", "outcome": "failed", "run_id": 7, "data_quality": "",
+         "cause": "brio-bg-fbe (brio): eMAG says: **Offer** [1](http://x.invalid) | <b>locked</b> `x`"},
+        {"account": "ro_main", "outcome": "succeeded", "cause": "", "run_id": None, "data_quality": "passed"},
+    ]  # fmt: skip
+    shown = literal_cells(rows)
+    for cell in (shown[0]["cause"], shown[0]["account"], shown[1]["account"]):
+        assert "<" not in rendered_markdown(cell)[3:-5]  # text, not emphasis, a link, code or HTML
+    assert _rows(json.dumps(shown)) == rows
+
+
 # --- end to end ----------------------------------------------------------------------------------------
 
 STAND_INS = [
