@@ -103,8 +103,7 @@ def run_sync(
     engine, targets = check_configuration(settings, accounts, seller)
     try:
         since = latest_run_id(engine)
-        # A note (stderr): stdout carries the run table. Text: a host like [::1] is no rich markup.
-        err_console.print(Text(f"database: {describe(engine.url)}"), soft_wrap=True)
+        console.print(f"database: {describe(engine.url)}")
         from prefect.settings import temporary_settings
 
         from flows.sync import emag_product_sync
