@@ -23,6 +23,9 @@ def test_an_abandoned_download_prints_no_traceback(tmp_path) -> None:
     server = subprocess.Popen(
         [sys.executable, "-c", "from emag_sync.cli import app; app()", "docs", "--port", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal delivers it, even when the suite itself was started in the background by a
+        # shell without job control (its children then inherit SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert server.stdout is not None
