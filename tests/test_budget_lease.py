@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 
 from emag_sandbox.state import SandboxState
@@ -194,22 +195,27 @@ def test_one_lease_per_login_in_a_process_taken_on_use_and_handed_back_on_close(
         assert _budget_locks(engine) == []
 
 
-def test_one_process_alone_keeps_90_percent_of_the_rate_through_the_lease(
-    serve_sandbox, db_env, monkeypatch
-) -> None:
-    """Issue 2's >= 90% of 3/s holds through the lease: a read of 40 pages with the client's look-ahead."""
+def test_one_process_alone_keeps_90_percent_of_the_rate_through_the_lease(db_env, monkeypatch) -> None:
+    """Issue 2's >= 90% of 3/s holds through the lease: a read of 40 pages with the client's look-ahead.
+
+    The sandbox runs in a process of its own, as eMAG is another machine: in this process its clock would
+    stamp arrivals late whenever the client's threads (or the rest of a busy test session) hold the GIL,
+    and count requests sent a window apart as one burst."""
+    from datetime import datetime
+
+    from emag_sandbox.server import serve_in_process
     from emag_sync.api import open_client
     from emag_sync.settings import get_settings
 
-    state = SandboxState(products=400, rate_limit=True)
-    with serve_sandbox(state) as running:
+    with serve_in_process("--products", "400") as running:
         for name, value in running.env.items():
             monkeypatch.setenv(name, value)
         with open_client(get_settings(), FBE) as client:
             pages = list(client.iter_pages(items_per_page=10))
-        reads = sorted(r.at for r in state.request_log if r.action == "read")
+        logged = httpx.get(running.control_url + "/requests", params={"account": "fbe"}).json()
     assert len(pages) == 41  # 40 full pages and the empty one after them
-    assert [r for r in state.request_log if r.status_code == 429] == []
+    assert [r for r in logged if r["status_code"] == 429] == []
+    reads = sorted(datetime.fromisoformat(r["at"]) for r in logged if r["action"] == "read")
     rate = (len(reads) - 1) / (reads[-1] - reads[0]).total_seconds()
     print(f"one process through the lease: {rate:.2f} requests/s")
     assert rate >= 0.9 * 3
