@@ -19,6 +19,21 @@ from emag_sync.errors import SyncLockedError
 
 log = logging.getLogger(__name__)
 
+
+def release_and_close(conn: Connection, release: Callable[[], object], label: str, what: str) -> None:
+    """Run ``release`` (a lock's unlock) on ``conn``, commit and close it. A connection that is gone took its
+    locks with it: that is logged (``label: releasing what failed``) and the connection dropped, never
+    raised."""
+    try:
+        release()
+        conn.commit()
+    except SQLAlchemyError as exc:
+        log.warning("%s: releasing %s failed (%s); dropping its connection", label, what, exc)
+        conn.invalidate()
+    finally:
+        conn.close()
+
+
 # Advisory lock keys (two int4 form): a namespace for emag-sync, then one key per account.
 LOCK_NAMESPACE = 0x656D6173  # "emas"
 # The accounts of earlier versions keep their keys, so a process of the previous version is still excluded.
@@ -111,16 +126,8 @@ def account_lock(engine: Engine, account: Account, *, wait: bool = False) -> Ite
     try:
         yield waited
     finally:
-        try:
-            conn.execute(text("SELECT pg_advisory_unlock(:namespace, :key)"), keys)
-            conn.commit()
-        except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning(
-                "%s: releasing the sync lock failed (%s); dropping its connection", account.title, exc
-            )
-            conn.invalidate()
-        finally:
-            conn.close()
+        unlock = text("SELECT pg_advisory_unlock(:namespace, :key)")
+        release_and_close(conn, lambda: conn.execute(unlock, keys), account.title, "the sync lock")
 
 
 # --- price runs ---------------------------------------------------------------------------------------
@@ -215,14 +222,9 @@ def price_run_lock(
     try:
         yield
     finally:
-        try:
-            release_price_send_lock(conn, account)
-            conn.commit()
-        except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning("%s: releasing the price lock failed (%s)", account.title, exc)
-            conn.invalidate()
-        finally:
-            conn.close()
+        release_and_close(
+            conn, lambda: release_price_send_lock(conn, account), account.title, "the price lock"
+        )
 
 
 # --- one offer's updates --------------------------------------------------------------------------------
@@ -267,14 +269,8 @@ def offer_update_locks(
     try:
         yield waited_since
     finally:
-        try:
-            conn.execute(text("SELECT pg_advisory_unlock_all()"))  # this connection holds only these
-            conn.commit()
-        except SQLAlchemyError as exc:  # the connection is gone, and with it the locks
-            log.warning("%s: releasing the offer locks failed (%s)", account.title, exc)
-            conn.invalidate()
-        finally:
-            conn.close()
+        unlock_all = text("SELECT pg_advisory_unlock_all()")  # this connection holds only these
+        release_and_close(conn, lambda: conn.execute(unlock_all), account.title, "the offer locks")
 
 
 # --- one login's eMAG budget --------------------------------------------------------------------------

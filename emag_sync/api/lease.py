@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from emag_sync.api.ratelimit import SlidingWindowLimiter, limiter_for
 from emag_sync.errors import BudgetBusyError
-from emag_sync.locks import BUDGET_LOCK_NAMESPACE, budget_key
+from emag_sync.locks import BUDGET_LOCK_NAMESPACE, budget_key, release_and_close
 from emag_sync.settings import AccountConfig
 
 log = logging.getLogger(__name__)
@@ -246,14 +246,12 @@ class BudgetLease:
         conn = self._conn
         if conn is None:
             return
-        try:
-            conn.execute(text(f"SELECT pg_advisory_unlock{_KEYS_SQL}"), self._keys)
-            conn.commit()
-        except SQLAlchemyError as exc:  # the connection is gone, and with it the lock
-            log.warning("%s: releasing the eMAG budget failed (%s); dropping its connection", self.label, exc)
-            conn.invalidate()
-        finally:
-            conn.close()
+        release_and_close(
+            conn,
+            lambda: conn.execute(text(f"SELECT pg_advisory_unlock{_KEYS_SQL}"), self._keys),
+            self.label,
+            "the eMAG budget",
+        )
 
 
 class LeaseHandle:
