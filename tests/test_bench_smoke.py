@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from benchmarks.bench import bench_load
 
 
-def test_load_benchmark_produces_figures(pg_admin_url):
+@pytest.fixture
+def fresh_database(pg_admin_url) -> Iterator[Callable[[str], Any]]:
+    """What the benchmarks' workspace gives them: ``name`` -> the URL of a new database with the schema (each
+    call a database of its own, all dropped after the test)."""
     created: list[str] = []
     admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
 
-    def fresh_database(name: str):
+    def fresh(name: str) -> Any:
         unique = f"{name}_{os.getpid()}_{len(created)}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{unique}" TEMPLATE "emag_sync_template"'))
@@ -21,12 +27,16 @@ def test_load_benchmark_produces_figures(pg_admin_url):
         return pg_admin_url.set(database=unique)
 
     try:
-        result = bench_load(fresh_database, records=300, old_way_records=20, floor_repeats=1)
+        yield fresh
     finally:
         with admin.connect() as conn:
             for name in created:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_load_benchmark_produces_figures(fresh_database):
+    result = bench_load(fresh_database, records=300, old_way_records=20, floor_repeats=1)
 
     assert result["first_load"]["inserted"] == 300
     assert result["changed_reload"]["updated"] == 30
@@ -37,7 +47,7 @@ def test_load_benchmark_produces_figures(pg_admin_url):
         assert result[part]["ratio_to_floor"] > 0, part
 
 
-def test_accounts_benchmark_measures_every_phase(pg_admin_url, prefect_harness, tmp_path):
+def test_accounts_benchmark_measures_every_phase(fresh_database, pg_admin_url, prefect_harness, tmp_path):
     """`--only accounts` at a tiny size: two accounts of 150 offers, the sandbox's limit on, both phases
     in every mode (in-process, and sync-all on a process pool of two workers), every account verified and every figure measured;
     a later run of one mode keeps the other's rows."""
@@ -45,27 +55,11 @@ def test_accounts_benchmark_measures_every_phase(pg_admin_url, prefect_harness, 
 
     from benchmarks import accounts
 
-    created: list[str] = []
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-
-    def fresh_database(name: str):
-        unique = f"{name}_{os.getpid()}_{len(created)}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{unique}" TEMPLATE "emag_sync_template"'))
-        created.append(unique)
-        return pg_admin_url.set(database=unique)
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMAG_", "PREFECT_API_"))}
     context = accounts.Context(
         fresh_database, pg_admin_url, str(get_current_settings().api.url), tmp_path, env
     )
-    try:
-        result = accounts.run_accounts(context, sizes=(2,), records=150, status=lambda _: None)
-    finally:
-        with admin.connect() as conn:
-            for name in created:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    result = accounts.run_accounts(context, sizes=(2,), records=150, status=lambda _: None)
 
     rows = result["rows"]
     assert [(r["mode"], r["accounts"], r["phase"]) for r in rows] == [
