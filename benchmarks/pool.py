@@ -46,8 +46,10 @@ def prefect_server(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api"
     server_env = {
         **env,
+        "PREFECT_API_URL": api_url,  # its own address, as the server is told it when it runs alone
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url.set(
             drivername="postgresql+asyncpg"
         ).render_as_string(hide_password=False),
@@ -58,7 +60,6 @@ def prefect_server(
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("ab") as out:
         server = subprocess.Popen(command, env=server_env, stdout=out, stderr=subprocess.STDOUT)
-    api_url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,9 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from uuid import uuid4
 
-import httpx
 import pytest
 from sqlalchemy import delete
+from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 from emag_sandbox.server import serve
@@ -153,57 +152,35 @@ def test_external_text_in_a_notification_is_escaped_and_bounded() -> None:
 # --- the real parts -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prefect_server(pg_admin_url: URL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect server of this module's own that evaluates proactive triggers every second.
 
     It is not told its UI URL (PREFECT_UI_URL), like most servers: the run links are baked in at set-up.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home, port = tmp_path_factory.mktemp("prefect-alerts"), _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
+    from benchmarks.pool import prefect_server
+
+    home = tmp_path_factory.mktemp("prefect-alerts")
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         # The served deployments carry real cron schedules: nothing may run but what the tests start.
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
     }
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with (home / "server.log").open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + SERVER_STARTUP_SECONDS
-        while True:
-            assert server.poll() is None, (home / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the Prefect server did not start"
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            try:
-                yield api_url
-            finally:
-                drain_events()
-    finally:
-        server.terminate()
+    database = pg_admin_url.set(database="prefect_alerts")
+    log = home / "server.log"
+    with (
+        prefect_server(database, env, log, timeout=SERVER_STARTUP_SECONDS) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            yield api_url
+        finally:
+            drain_events()
 
 
 @dataclass
